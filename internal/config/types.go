@@ -1,0 +1,292 @@
+// Package config owns the cluster file, haplane.yaml: its versioned schema,
+// the defaults applied to it and its validation. Load reports every problem
+// at once, each with the file, line and field path it concerns, so an
+// operator can fix a file in one pass.
+//
+// Field names in the file are the `json` tags below (camelCase, as in
+// Kubernetes APIs). Durations are strings such as "100ms" or "8760h".
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Schema identifiers accepted in apiVersion and kind.
+const (
+	APIVersion = "haplane.dev/v1alpha1"
+	Kind       = "Cluster"
+)
+
+// Defaults applied by SetDefaults. They are exported so the commented
+// example written by `haplane init` and the documentation stay in step.
+const (
+	DefaultFrontendPort       = 8443
+	DefaultAPIServerPort      = 6443
+	DefaultVRRPVersion        = 3
+	DefaultAdvertInterval     = 100 * time.Millisecond
+	DefaultVRRPVersion2Advert = time.Second
+	DefaultBasePriority       = 150 // first node; the next get 149, 148, ...
+	DefaultServiceSubnet      = "10.96.0.0/12"
+	DefaultDNSDomain          = "cluster.local"
+	DefaultKubernetesVersion  = "v1.37.1"
+	DefaultCertValidity       = 365 * 24 * time.Hour      // kubeadm's leaf validity
+	DefaultCAValidity         = 10 * 365 * 24 * time.Hour // kubeadm's CA validity
+	DefaultRenewBefore        = 30 * 24 * time.Hour
+	DefaultKeyAlgorithm       = KeyRSA2048
+	DefaultCertificatesDir    = "/etc/kubernetes/pki"
+	DefaultEtcdClientPort     = 2379
+	DefaultEtcdPeerPort       = 2380
+	DefaultEtcdDataDir        = "/var/lib/etcd"
+	DefaultLBAlgorithm        = "roundrobin"
+	DefaultHealthPath         = "/readyz"
+	DefaultHealthInterval     = 200 * time.Millisecond
+	DefaultHealthTimeout      = 1 * time.Second
+	DefaultHealthFall         = 2
+	DefaultHealthRise         = 2
+	DefaultConnectTimeout     = 500 * time.Millisecond
+)
+
+// Key algorithms for generated certificates.
+const (
+	KeyRSA2048   = "rsa2048"
+	KeyECDSAP256 = "ecdsa-p256"
+)
+
+// Etcd topologies.
+const (
+	TopologyStacked  = "stacked"
+	TopologyExternal = "external"
+)
+
+// Cluster is the root of haplane.yaml.
+type Cluster struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+
+	// Name identifies the cluster; it names the kubeconfig cluster entry and
+	// seeds the etcd cluster token.
+	Name string `json:"name"`
+	// KubernetesVersion is the control-plane version, e.g. "v1.37.1".
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	ControlPlaneEndpoint Endpoint     `json:"controlPlaneEndpoint"`
+	VIP                  VIP          `json:"vip"`
+	LoadBalancer         LoadBalancer `json:"loadBalancer,omitempty"`
+	// Nodes are the control-plane hosts: each runs kube-apiserver, the
+	// haplane agent and, in the stacked topology, an etcd member.
+	Nodes        []Node       `json:"nodes"`
+	Etcd         Etcd         `json:"etcd,omitempty"`
+	Networking   Networking   `json:"networking,omitempty"`
+	Certificates Certificates `json:"certificates,omitempty"`
+}
+
+// Endpoint is where every client reaches the API: the virtual IP and the
+// load balancer's frontend port on it.
+type Endpoint struct {
+	// VIP is the virtual IP address held by one node at a time.
+	VIP string `json:"vip"`
+	// Port is the load balancer's frontend port on the VIP (default 8443).
+	Port int `json:"port,omitempty"`
+	// APIServerPort is where every kube-apiserver listens (default 6443).
+	APIServerPort int `json:"apiServerPort,omitempty"`
+	// DNSName, when set, is added to the apiserver certificate and used as
+	// the endpoint in kubeconfigs instead of the VIP.
+	DNSName string `json:"dnsName,omitempty"`
+}
+
+// VIP configures the VRRP speaker that holds the virtual IP.
+type VIP struct {
+	// Interface is the link the VIP lives on; a node may override it.
+	Interface string `json:"interface"`
+	// VirtualRouterID is the VRID, 1..255, shared by all nodes and unique
+	// on the link.
+	VirtualRouterID int `json:"virtualRouterID"`
+	// Version is the VRRP version, 2 (RFC 3768) or 3 (RFC 5798, default).
+	Version int `json:"version,omitempty"`
+	// AdvertInterval is the advertisement interval (default 100ms with
+	// version 3; version 2 only supports whole seconds, default 1s).
+	AdvertInterval Duration `json:"advertInterval,omitempty"`
+	// Preempt lets a higher-priority node take the VIP back (default true).
+	Preempt *bool `json:"preempt,omitempty"`
+	// PreemptDelay waits this long after start before preempting.
+	PreemptDelay Duration `json:"preemptDelay,omitempty"`
+	// Unicast sends adverts to the other nodes' addresses instead of the
+	// VRRP multicast group, for networks that drop multicast.
+	Unicast bool `json:"unicast,omitempty"`
+	// Auth is VRRPv2 simple-password authentication, as keepalived's
+	// auth_type PASS. Version 3 has no authentication.
+	Auth *VIPAuth `json:"auth,omitempty"`
+}
+
+// VIPAuth is VRRPv2 authentication.
+type VIPAuth struct {
+	// Type is "pass" (simple text password, at most 8 bytes).
+	Type     string `json:"type"`
+	Password string `json:"password"`
+}
+
+// LoadBalancer configures the L4 proxy on the VIP's frontend port.
+type LoadBalancer struct {
+	// Algorithm is "roundrobin" (default) or "leastconn".
+	Algorithm string `json:"algorithm,omitempty"`
+	// ConnectTimeout bounds a connect to one backend before the client's
+	// connection is retried on another (default 500ms).
+	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
+	// Drain closes sessions to a backend this long after it is marked
+	// down; zero leaves them open.
+	Drain       Duration    `json:"drain,omitempty"`
+	HealthCheck HealthCheck `json:"healthCheck,omitempty"`
+}
+
+// HealthCheck is the active check of each kube-apiserver.
+type HealthCheck struct {
+	// Path is fetched over HTTPS (default /readyz).
+	Path     string   `json:"path,omitempty"`
+	Interval Duration `json:"interval,omitempty"`
+	Timeout  Duration `json:"timeout,omitempty"`
+	// Fall consecutive failures mark a backend down; Rise successes mark
+	// it up again.
+	Fall int `json:"fall,omitempty"`
+	Rise int `json:"rise,omitempty"`
+}
+
+// Node is one control-plane host.
+type Node struct {
+	// Name is the host's name; it is the CN of its etcd certificates and
+	// a SAN of its apiserver certificate, as kubeadm does.
+	Name string `json:"name"`
+	// Address is the host's IP address on the VIP's link.
+	Address string `json:"address"`
+	// Priority is this node's VRRP priority, 1..254. When no node sets it,
+	// nodes get 150, 149, 148... in file order; when some do, all must.
+	Priority int `json:"priority,omitempty"`
+	// Interface overrides vip.interface on this node.
+	Interface string `json:"interface,omitempty"`
+}
+
+// Etcd describes the etcd cluster.
+type Etcd struct {
+	// Topology is "stacked" (a member on every control-plane node,
+	// default) or "external" (members on their own hosts, in Nodes).
+	Topology string `json:"topology,omitempty"`
+	// Nodes are the external etcd hosts; only with topology external.
+	Nodes      []EtcdNode `json:"nodes,omitempty"`
+	ClientPort int        `json:"clientPort,omitempty"`
+	PeerPort   int        `json:"peerPort,omitempty"`
+	DataDir    string     `json:"dataDir,omitempty"`
+}
+
+// EtcdNode is an external etcd host.
+type EtcdNode struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+}
+
+// Networking holds the cluster's service network settings.
+type Networking struct {
+	ServiceSubnet string `json:"serviceSubnet,omitempty"`
+	PodSubnet     string `json:"podSubnet,omitempty"`
+	DNSDomain     string `json:"dnsDomain,omitempty"`
+}
+
+// Certificates configures the PKI.
+type Certificates struct {
+	// Dir is where a host keeps its PKI (default /etc/kubernetes/pki).
+	Dir string `json:"dir,omitempty"`
+	// Validity of leaf certificates (default 8760h, as kubeadm).
+	Validity Duration `json:"validity,omitempty"`
+	// CAValidity of the CAs (default 87600h, as kubeadm).
+	CAValidity Duration `json:"caValidity,omitempty"`
+	// RenewBefore re-issues a leaf that expires within this window.
+	RenewBefore Duration `json:"renewBefore,omitempty"`
+	// KeyAlgorithm is "rsa2048" (default, as kubeadm) or "ecdsa-p256".
+	KeyAlgorithm string `json:"keyAlgorithm,omitempty"`
+}
+
+// Duration is a time.Duration written as a string ("100ms") in the file.
+type Duration struct{ time.Duration }
+
+// MarshalText writes the duration in Go syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// UnmarshalText parses Go duration syntax.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Helpers for consumers; they assume a validated, defaulted Cluster.
+
+// NodeByName returns the control-plane node called name.
+func (c *Cluster) NodeByName(name string) (Node, bool) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// VIPAddr returns the parsed virtual IP.
+func (c *Cluster) VIPAddr() netip.Addr {
+	a, _ := netip.ParseAddr(c.ControlPlaneEndpoint.VIP)
+	return a
+}
+
+// FrontendAddr is the load balancer's listen address on the VIP.
+func (c *Cluster) FrontendAddr() netip.AddrPort {
+	return netip.AddrPortFrom(c.VIPAddr(), uint16(c.ControlPlaneEndpoint.Port))
+}
+
+// EndpointHost is the host part clients use: the DNS name if set, else the VIP.
+func (c *Cluster) EndpointHost() string {
+	if c.ControlPlaneEndpoint.DNSName != "" {
+		return c.ControlPlaneEndpoint.DNSName
+	}
+	return c.ControlPlaneEndpoint.VIP
+}
+
+// NodeAddr returns a node's parsed address.
+func (n Node) Addr() netip.Addr {
+	a, _ := netip.ParseAddr(n.Address)
+	return a
+}
+
+// APIServerAddrs lists every kube-apiserver (node address and API port), in
+// file order: the load balancer's backends.
+func (c *Cluster) APIServerAddrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(c.Nodes))
+	for _, n := range c.Nodes {
+		out = append(out, netip.AddrPortFrom(n.Addr(), uint16(c.ControlPlaneEndpoint.APIServerPort)))
+	}
+	return out
+}
+
+// EtcdMembers lists the etcd members: the control-plane nodes when stacked,
+// the etcd nodes when external.
+func (c *Cluster) EtcdMembers() []EtcdNode {
+	if c.Etcd.Topology == TopologyExternal {
+		return append([]EtcdNode(nil), c.Etcd.Nodes...)
+	}
+	out := make([]EtcdNode, 0, len(c.Nodes))
+	for _, n := range c.Nodes {
+		out = append(out, EtcdNode{Name: n.Name, Address: n.Address})
+	}
+	return out
+}
+
+// InterfaceFor returns the VIP link for a node.
+func (c *Cluster) InterfaceFor(n Node) string {
+	if n.Interface != "" {
+		return n.Interface
+	}
+	return c.VIP.Interface
+}
+
+// PreemptEnabled reports vip.preempt, defaulting to true.
+func (v VIP) PreemptEnabled() bool { return v.Preempt == nil || *v.Preempt }
