@@ -7,10 +7,10 @@ import (
 
 // FieldError is one problem in the cluster file.
 type FieldError struct {
-	File string // file name as given to Load/Parse
-	Line int    // 1-based; 0 when unknown
-	Path string // field path such as "nodes[1].address"; empty for the whole file
-	Msg  string // what is wrong
+	File string `json:"file"`           // file name as given to Load/Parse
+	Line int    `json:"line,omitempty"` // 1-based; 0 when unknown
+	Path string `json:"path,omitempty"` // field path such as "nodes[1].address"; empty for the whole file
+	Msg  string `json:"message"`        // what is wrong
 }
 
 // Error formats the problem as "file:LINE: field.path: what is wrong".

@@ -8,7 +8,10 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -210,14 +213,31 @@ type Duration struct{ time.Duration }
 // MarshalText writes the duration in Go syntax.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
 
-// UnmarshalText parses Go duration syntax.
+// UnmarshalText parses Go duration syntax ("100ms", "8760h"), plus whole
+// days ("365d"), which certificate lifetimes are usually thought in.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
 		return err
 	}
 	d.Duration = v
 	return nil
+}
+
+// ParseDuration is time.ParseDuration plus a whole-day form "Nd".
+func ParseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok && n != "" && !strings.ContainsAny(n, "hmsuµn.") {
+		days, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q: want a number with a unit, e.g. 100ms, 3s, 8760h or 365d", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: want a number with a unit, e.g. 100ms, 3s, 8760h or 365d", s)
+	}
+	return v, nil
 }
 
 // Helpers for consumers; they assume a validated, defaulted Cluster.

@@ -1,0 +1,470 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// SetDefaults fills every field the file left empty. It is idempotent.
+func (c *Cluster) SetDefaults() {
+	if c.KubernetesVersion == "" {
+		c.KubernetesVersion = DefaultKubernetesVersion
+	}
+	ep := &c.ControlPlaneEndpoint
+	if ep.Port == 0 {
+		ep.Port = DefaultFrontendPort
+	}
+	if ep.APIServerPort == 0 {
+		ep.APIServerPort = DefaultAPIServerPort
+	}
+
+	v := &c.VIP
+	if v.Version == 0 {
+		v.Version = DefaultVRRPVersion
+	}
+	if v.AdvertInterval.Duration == 0 {
+		if v.Version == 2 {
+			v.AdvertInterval.Duration = DefaultVRRPVersion2Advert
+		} else {
+			v.AdvertInterval.Duration = DefaultAdvertInterval
+		}
+	}
+	// Distinct priorities by default: equal priorities leave the tie to the
+	// address comparison and make the holder hard to predict.
+	anySet := false
+	for _, n := range c.Nodes {
+		anySet = anySet || n.Priority != 0
+	}
+	if !anySet {
+		for i := range c.Nodes {
+			c.Nodes[i].Priority = max(DefaultBasePriority-i, 1)
+		}
+	}
+
+	lb := &c.LoadBalancer
+	if lb.Algorithm == "" {
+		lb.Algorithm = DefaultLBAlgorithm
+	}
+	if lb.ConnectTimeout.Duration == 0 {
+		lb.ConnectTimeout.Duration = DefaultConnectTimeout
+	}
+	hc := &lb.HealthCheck
+	if hc.Path == "" {
+		hc.Path = DefaultHealthPath
+	}
+	if hc.Interval.Duration == 0 {
+		hc.Interval.Duration = DefaultHealthInterval
+	}
+	if hc.Timeout.Duration == 0 {
+		hc.Timeout.Duration = DefaultHealthTimeout
+	}
+	if hc.Fall == 0 {
+		hc.Fall = DefaultHealthFall
+	}
+	if hc.Rise == 0 {
+		hc.Rise = DefaultHealthRise
+	}
+
+	e := &c.Etcd
+	if e.Topology == "" {
+		e.Topology = TopologyStacked
+	}
+	if e.ClientPort == 0 {
+		e.ClientPort = DefaultEtcdClientPort
+	}
+	if e.PeerPort == 0 {
+		e.PeerPort = DefaultEtcdPeerPort
+	}
+	if e.DataDir == "" {
+		e.DataDir = DefaultEtcdDataDir
+	}
+
+	nw := &c.Networking
+	if nw.ServiceSubnet == "" {
+		nw.ServiceSubnet = DefaultServiceSubnet
+	}
+	if nw.DNSDomain == "" {
+		nw.DNSDomain = DefaultDNSDomain
+	}
+
+	ct := &c.Certificates
+	if ct.Dir == "" {
+		ct.Dir = DefaultCertificatesDir
+	}
+	if ct.Validity.Duration == 0 {
+		ct.Validity.Duration = DefaultCertValidity
+	}
+	if ct.CAValidity.Duration == 0 {
+		ct.CAValidity.Duration = DefaultCAValidity
+	}
+	if ct.RenewBefore.Duration == 0 {
+		ct.RenewBefore.Duration = DefaultRenewBefore
+	}
+	if ct.KeyAlgorithm == "" {
+		ct.KeyAlgorithm = DefaultKeyAlgorithm
+	}
+}
+
+// Validate checks a defaulted Cluster and returns every problem found, with
+// field paths but no lines (Parse adds them). It returns nil when the
+// cluster is valid.
+func (c *Cluster) Validate() *Errors {
+	errs := c.validate()
+	if len(errs) == 0 {
+		return nil
+	}
+	return &Errors{List: errs}
+}
+
+var (
+	// RFC 1123 label, as Kubernetes object names.
+	nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	// RFC 1123 subdomain, as Kubernetes node names and DNS names.
+	dnsRE     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	versionRE = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+)
+
+type checker struct{ errs []FieldError }
+
+func (k *checker) add(path, format string, args ...any) {
+	k.errs = append(k.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// addr parses an IP address field; required reports an empty value.
+func (k *checker) addr(path, s string) (netip.Addr, bool) {
+	if s == "" {
+		k.add(path, "required")
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		k.add(path, "%q is not an IP address", s)
+		return netip.Addr{}, false
+	}
+	if a.Is4In6() {
+		k.add(path, "%q is an IPv4-mapped IPv6 address; write it as IPv4", s)
+		return netip.Addr{}, false
+	}
+	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+		k.add(path, "%q cannot be used: unspecified, loopback, link-local and multicast addresses are not host addresses", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+func (k *checker) port(path string, p int) {
+	if p < 1 || p > 65535 {
+		k.add(path, "port %d is out of range 1..65535", p)
+	}
+}
+
+func (k *checker) positive(path string, d Duration) {
+	if d.Duration <= 0 {
+		k.add(path, "must be greater than zero, got %s", d.Duration)
+	}
+}
+
+func (k *checker) ifname(path, s string) {
+	if len(s) > 15 || strings.ContainsAny(s, "/ \t\n:") || s == "." || s == ".." {
+		k.add(path, "%q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", s)
+	}
+}
+
+func (c *Cluster) validate() []FieldError {
+	k := &checker{}
+	if c.APIVersion != APIVersion {
+		if c.APIVersion == "" {
+			k.add("apiVersion", "required: %q", APIVersion)
+		} else {
+			k.add("apiVersion", "%q is not supported; this haplane reads %q", c.APIVersion, APIVersion)
+		}
+	}
+	if c.Kind != Kind {
+		if c.Kind == "" {
+			k.add("kind", "required: %q", Kind)
+		} else {
+			k.add("kind", "%q is not supported; want %q", c.Kind, Kind)
+		}
+	}
+	switch {
+	case c.Name == "":
+		k.add("name", "required")
+	case !nameRE.MatchString(c.Name):
+		k.add("name", "%q must be lower-case letters, digits and '-', at most 63 characters, starting and ending with a letter or digit", c.Name)
+	}
+	if !versionRE.MatchString(c.KubernetesVersion) {
+		k.add("kubernetesVersion", "%q is not a Kubernetes version such as %q", c.KubernetesVersion, DefaultKubernetesVersion)
+	}
+
+	vip, vipOK := k.addr("controlPlaneEndpoint.vip", c.ControlPlaneEndpoint.VIP)
+	k.port("controlPlaneEndpoint.port", c.ControlPlaneEndpoint.Port)
+	k.port("controlPlaneEndpoint.apiServerPort", c.ControlPlaneEndpoint.APIServerPort)
+	if c.ControlPlaneEndpoint.Port == c.ControlPlaneEndpoint.APIServerPort {
+		k.add("controlPlaneEndpoint.port", "must differ from apiServerPort (%d): the load balancer and kube-apiserver run on the same hosts", c.ControlPlaneEndpoint.APIServerPort)
+	}
+	if dn := c.ControlPlaneEndpoint.DNSName; dn != "" && (!dnsRE.MatchString(dn) || len(dn) > 253) {
+		k.add("controlPlaneEndpoint.dnsName", "%q is not a valid lower-case DNS name", dn)
+	}
+
+	c.validateVIP(k, vip, vipOK)
+	c.validateLB(k)
+	c.validateNodes(k, vip, vipOK)
+	c.validateEtcd(k, vip, vipOK)
+	c.validateNetworking(k, vip, vipOK)
+	c.validateCertificates(k)
+	return k.errs
+}
+
+func (c *Cluster) validateVIP(k *checker, vip netip.Addr, vipOK bool) {
+	v := c.VIP
+	if v.Interface == "" {
+		for i, n := range c.Nodes {
+			if n.Interface == "" {
+				k.add(fmt.Sprintf("nodes[%d].interface", i), "no interface: set vip.interface, or interface on every node")
+			}
+		}
+	} else {
+		k.ifname("vip.interface", v.Interface)
+	}
+	if v.VirtualRouterID < 1 || v.VirtualRouterID > 255 {
+		k.add("vip.virtualRouterID", "%d is out of range 1..255 (and must be unique on the link)", v.VirtualRouterID)
+	}
+	ai := v.AdvertInterval.Duration
+	switch v.Version {
+	case 2:
+		// RFC 3768 §5.3.7: the interval is a whole number of seconds.
+		if ai < time.Second || ai > 255*time.Second || ai%time.Second != 0 {
+			k.add("vip.advertInterval", "%s: VRRP version 2 needs whole seconds from 1s to 255s", ai)
+		}
+		if vipOK && vip.Is6() {
+			k.add("vip.version", "VRRP version 2 carries IPv4 only; use version 3 for an IPv6 VIP")
+		}
+	case 3:
+		// RFC 5798 §5.2.7: 12 bits of centiseconds.
+		if ai < 10*time.Millisecond || ai > 4095*10*time.Millisecond || ai%(10*time.Millisecond) != 0 {
+			k.add("vip.advertInterval", "%s: VRRP version 3 needs a multiple of 10ms from 10ms to 40.95s", ai)
+		}
+	default:
+		k.add("vip.version", "%d is not a VRRP version; use 2 or 3", v.Version)
+	}
+	if v.PreemptDelay.Duration < 0 || v.PreemptDelay.Duration > 1000*time.Second {
+		k.add("vip.preemptDelay", "%s is out of range 0s..1000s", v.PreemptDelay.Duration)
+	}
+	if v.Auth != nil {
+		if v.Version != 2 {
+			k.add("vip.auth", "authentication exists only in VRRP version 2 (RFC 5798 removed it); remove it or set version: 2")
+		}
+		if v.Auth.Type != "pass" {
+			k.add("vip.auth.type", "%q is not supported; use \"pass\" (keepalived's auth_type PASS)", v.Auth.Type)
+		}
+		if n := len(v.Auth.Password); n == 0 || n > 8 {
+			k.add("vip.auth.password", "must be 1 to 8 bytes (VRRPv2 carries 8), got %d", n)
+		}
+	}
+}
+
+func (c *Cluster) validateLB(k *checker) {
+	lb := c.LoadBalancer
+	switch lb.Algorithm {
+	case "roundrobin", "leastconn":
+	default:
+		k.add("loadBalancer.algorithm", "%q is not one of roundrobin, leastconn", lb.Algorithm)
+	}
+	k.positive("loadBalancer.connectTimeout", lb.ConnectTimeout)
+	if lb.Drain.Duration < 0 {
+		k.add("loadBalancer.drain", "must not be negative")
+	}
+	hc := lb.HealthCheck
+	if !strings.HasPrefix(hc.Path, "/") {
+		k.add("loadBalancer.healthCheck.path", "%q must start with '/'", hc.Path)
+	}
+	k.positive("loadBalancer.healthCheck.interval", hc.Interval)
+	k.positive("loadBalancer.healthCheck.timeout", hc.Timeout)
+	if hc.Fall < 1 || hc.Fall > 100 {
+		k.add("loadBalancer.healthCheck.fall", "%d is out of range 1..100", hc.Fall)
+	}
+	if hc.Rise < 1 || hc.Rise > 100 {
+		k.add("loadBalancer.healthCheck.rise", "%d is out of range 1..100", hc.Rise)
+	}
+}
+
+func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool) {
+	addrs := map[netip.Addr]string{}
+	if len(c.Nodes) == 0 {
+		k.add("nodes", "at least one control-plane node is required (three for high availability)")
+		return
+	}
+	names := map[string]int{}
+	prios := map[int]int{}
+	setCount := 0
+	for i, n := range c.Nodes {
+		p := fmt.Sprintf("nodes[%d]", i)
+		switch {
+		case n.Name == "":
+			k.add(p+".name", "required")
+		case !dnsRE.MatchString(n.Name) || len(n.Name) > 253:
+			k.add(p+".name", "%q must be a lower-case DNS name (it becomes the Kubernetes node name)", n.Name)
+		default:
+			if j, dup := names[n.Name]; dup {
+				k.add(p+".name", "%q is already used by nodes[%d]", n.Name, j)
+			} else {
+				names[n.Name] = i
+			}
+		}
+		if a, ok := k.addr(p+".address", n.Address); ok {
+			switch {
+			case vipOK && a == vip:
+				k.add(p+".address", "%s is the VIP; a node needs its own address", a)
+			case vipOK && a.Is4() != vip.Is4():
+				k.add(p+".address", "%s and the VIP %s are of different IP families", a, vip)
+			default:
+				if other, dup := addrs[a]; dup {
+					k.add(p+".address", "%s is already used by %s", a, other)
+				} else {
+					addrs[a] = p
+				}
+			}
+		}
+		if n.Interface != "" {
+			k.ifname(p+".interface", n.Interface)
+		}
+		if n.Priority != 0 {
+			setCount++
+			if n.Priority < 1 || n.Priority > 254 {
+				k.add(p+".priority", "%d is out of range 1..254 (255 is reserved for the address owner)", n.Priority)
+			} else if j, dup := prios[n.Priority]; dup {
+				k.add(p+".priority", "%d is also nodes[%d]'s priority; equal priorities cause dual masters after a partition, give each node its own", n.Priority, j)
+			} else {
+				prios[n.Priority] = i
+			}
+		}
+	}
+	if setCount != 0 && setCount != len(c.Nodes) {
+		for i, n := range c.Nodes {
+			if n.Priority == 0 {
+				k.add(fmt.Sprintf("nodes[%d].priority", i), "set a priority on every node or on none (haplane then assigns %d, %d, ...)", DefaultBasePriority, DefaultBasePriority-1)
+			}
+		}
+	}
+}
+
+func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool) {
+	e := c.Etcd
+	k.port("etcd.clientPort", e.ClientPort)
+	k.port("etcd.peerPort", e.PeerPort)
+	if e.ClientPort == e.PeerPort {
+		k.add("etcd.peerPort", "must differ from clientPort (%d)", e.ClientPort)
+	}
+	for _, p := range []int{e.ClientPort, e.PeerPort} {
+		if p == c.ControlPlaneEndpoint.Port || p == c.ControlPlaneEndpoint.APIServerPort {
+			k.add("etcd", "port %d is also used by the control-plane endpoint", p)
+		}
+	}
+	if !path.IsAbs(e.DataDir) {
+		k.add("etcd.dataDir", "%q must be an absolute path", e.DataDir)
+	}
+	switch e.Topology {
+	case TopologyStacked:
+		if len(e.Nodes) > 0 {
+			k.add("etcd.nodes", "only used with topology: external; stacked members run on the control-plane nodes")
+		}
+	case TopologyExternal:
+		if len(e.Nodes) == 0 {
+			k.add("etcd.nodes", "topology external needs its etcd hosts (three for high availability)")
+		}
+		names := map[string]int{}
+		addrs := map[netip.Addr]int{}
+		for i, n := range e.Nodes {
+			p := fmt.Sprintf("etcd.nodes[%d]", i)
+			switch {
+			case n.Name == "":
+				k.add(p+".name", "required")
+			case !dnsRE.MatchString(n.Name) || len(n.Name) > 253:
+				k.add(p+".name", "%q must be a lower-case DNS name", n.Name)
+			default:
+				if j, dup := names[n.Name]; dup {
+					k.add(p+".name", "%q is already used by etcd.nodes[%d]", n.Name, j)
+				} else {
+					names[n.Name] = i
+				}
+			}
+			if a, ok := k.addr(p+".address", n.Address); ok {
+				switch {
+				case vipOK && a == vip:
+					k.add(p+".address", "%s is the VIP; an etcd host needs its own address", a)
+				default:
+					if j, dup := addrs[a]; dup {
+						k.add(p+".address", "%s is already used by etcd.nodes[%d]", a, j)
+					} else {
+						addrs[a] = i
+					}
+				}
+			}
+		}
+	default:
+		k.add("etcd.topology", "%q is not one of stacked, external", e.Topology)
+	}
+}
+
+func (c *Cluster) validateNetworking(k *checker, vip netip.Addr, vipOK bool) {
+	nw := c.Networking
+	svc, err := netip.ParsePrefix(nw.ServiceSubnet)
+	svcOK := err == nil && svc == svc.Masked()
+	switch {
+	case err != nil:
+		k.add("networking.serviceSubnet", "%q is not a CIDR such as %s", nw.ServiceSubnet, DefaultServiceSubnet)
+	case !svcOK:
+		k.add("networking.serviceSubnet", "%q has host bits set; did you mean %s?", nw.ServiceSubnet, svc.Masked())
+	case svc.Addr().Is4() && svc.Bits() > 30, svc.Addr().Is6() && svc.Bits() > 126:
+		k.add("networking.serviceSubnet", "%s is too small for services", svc)
+		svcOK = false
+	}
+	if svcOK {
+		if vipOK && svc.Contains(vip) {
+			k.add("controlPlaneEndpoint.vip", "%s lies inside the service subnet %s", vip, svc)
+		}
+		for i, n := range c.Nodes {
+			if a, err := netip.ParseAddr(n.Address); err == nil && svc.Contains(a) {
+				k.add(fmt.Sprintf("nodes[%d].address", i), "%s lies inside the service subnet %s", a, svc)
+			}
+		}
+	}
+	if nw.PodSubnet != "" {
+		pod, err := netip.ParsePrefix(nw.PodSubnet)
+		switch {
+		case err != nil:
+			k.add("networking.podSubnet", "%q is not a CIDR such as 10.244.0.0/16", nw.PodSubnet)
+		case pod != pod.Masked():
+			k.add("networking.podSubnet", "%q has host bits set; did you mean %s?", nw.PodSubnet, pod.Masked())
+		case svcOK && pod.Overlaps(svc):
+			k.add("networking.podSubnet", "%s overlaps the service subnet %s", pod, svc)
+		}
+	}
+	if !dnsRE.MatchString(nw.DNSDomain) {
+		k.add("networking.dnsDomain", "%q is not a valid lower-case DNS domain", nw.DNSDomain)
+	}
+}
+
+func (c *Cluster) validateCertificates(k *checker) {
+	ct := c.Certificates
+	if !path.IsAbs(ct.Dir) {
+		k.add("certificates.dir", "%q must be an absolute path", ct.Dir)
+	}
+	k.positive("certificates.validity", ct.Validity)
+	k.positive("certificates.caValidity", ct.CAValidity)
+	if ct.CAValidity.Duration > 0 && ct.Validity.Duration > ct.CAValidity.Duration {
+		k.add("certificates.validity", "%s outlives the CAs (caValidity %s)", ct.Validity.Duration, ct.CAValidity.Duration)
+	}
+	if ct.RenewBefore.Duration < 0 || (ct.Validity.Duration > 0 && ct.RenewBefore.Duration >= ct.Validity.Duration) {
+		k.add("certificates.renewBefore", "%s must be between 0 and the validity (%s), or every run re-issues", ct.RenewBefore.Duration, ct.Validity.Duration)
+	}
+	switch ct.KeyAlgorithm {
+	case KeyRSA2048, KeyECDSAP256:
+	default:
+		k.add("certificates.keyAlgorithm", "%q is not one of %s, %s", ct.KeyAlgorithm, KeyRSA2048, KeyECDSAP256)
+	}
+}
