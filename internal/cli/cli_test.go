@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// run executes haplane in-process and returns its exit code and output.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestInitThenValidate(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "haplane.yaml")
+	if code, _, stderr := run(t, "init", "--out", f); code != 0 {
+		t.Fatalf("init exit %d: %s", code, stderr)
+	}
+	if code, _, _ := run(t, "init", "--out", f); code != ExitUsage {
+		t.Errorf("init over an existing file: exit %d, want %d", code, ExitUsage)
+	}
+	code, out, stderr := run(t, "--output", "json", "validate", "--config", f)
+	if code != 0 {
+		t.Fatalf("validate exit %d: %s", code, stderr)
+	}
+	var res validateResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.Valid || res.Summary.Nodes != 3 {
+		t.Fatalf("validate json = %q (%v)", out, err)
+	}
+}
+
+func TestValidateReportsEveryProblemWithExit2(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "haplane.yaml")
+	bad := strings.NewReplacer("virtualRouterID: 51", "virtualRouterID: 0", "address: 10.77.0.12", "address: 10.77.0.100").Replace(string(exampleFile(t)))
+	if err := os.WriteFile(f, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "validate", "--config", f)
+	if code != ExitUsage {
+		t.Fatalf("exit %d, want %d", code, ExitUsage)
+	}
+	for _, want := range []string{
+		f + ":21: vip.virtualRouterID: 0 is out of range 1..255",
+		f + ":47: nodes[1].address: 10.77.0.100 is the VIP",
+		"2 problem(s) found",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	code, out, _ := run(t, "-o", "json", "validate", "--config", f)
+	var res validateResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != ExitUsage || res.Valid || len(res.Errors) != 2 || res.Errors[0].Line != 21 {
+		t.Fatalf("json validate: exit %d, %+v (%v)", code, res, err)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--output", "yaml", "version"},
+		{"--no-such-flag"},
+		{"init", "--node", "cp1"},
+		{"validate", "--config", ""},
+	} {
+		if code, _, stderr := run(t, args...); code != ExitUsage || !strings.HasPrefix(stderr, "haplane: ") {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and a message", args, code, stderr, ExitUsage)
+		}
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	code, out, _ := run(t, "completion", "bash")
+	if code != 0 || !strings.Contains(out, "haplane") {
+		t.Fatalf("completion bash: exit %d", code)
+	}
+}
+
+func exampleFile(t *testing.T) []byte {
+	t.Helper()
+	code, out, stderr := run(t, "init", "--out", "-")
+	if code != 0 {
+		t.Fatalf("init: %s", stderr)
+	}
+	return []byte(out)
+}
