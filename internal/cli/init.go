@@ -50,6 +50,9 @@ lab on 10.77.0.0/24; --vip, --interface and --node shape it for real hosts.`,
 			if exists(out) && !force {
 				return usageError{fmt.Errorf("%s exists; use --force to overwrite it", out)}
 			}
+			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+				return err
+			}
 			if err := writeFileAtomic(out, data, 0o644); err != nil {
 				return err
 			}
