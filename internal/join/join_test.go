@@ -1,0 +1,329 @@
+package join
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testCA is a real CA made with crypto/x509: the protocol is tested with
+// real certificates, real TLS on loopback and real HPKE.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newCA(t *testing.T, cn string) *testCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &testCA{cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func (ca *testCA) issue(t *testing.T, pub any, cn string, ips []net.IP, eku x509.ExtKeyUsage) []byte {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  ips,
+		DNSNames:     []string{cn},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{eku},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// nodeSigner signs a node's CSRs only when they ask for that node's own
+// name and address, as the agent's pki-backed signer does.
+type nodeSigner struct {
+	t     *testing.T
+	ca    *testCA
+	nodes map[string]string // name -> address
+}
+
+func (s nodeSigner) Sign(node string, csrs map[string]*x509.CertificateRequest) (map[string][]byte, error) {
+	addr, ok := s.nodes[node]
+	if !ok {
+		return nil, fmt.Errorf("node %q is not in the cluster file", node)
+	}
+	out := map[string][]byte{}
+	for name, csr := range csrs {
+		if csr.Subject.CommonName != node {
+			return nil, fmt.Errorf("CSR %s asks for %q, not this node's name %q", name, csr.Subject.CommonName, node)
+		}
+		for _, ip := range csr.IPAddresses {
+			if ip.String() != addr && !ip.IsLoopback() {
+				return nil, fmt.Errorf("CSR %s asks for address %s, not this node's %s", name, ip, addr)
+			}
+		}
+		out[name] = s.ca.issue(s.t, csr.PublicKey, node, csr.IPAddresses, x509.ExtKeyUsageServerAuth)
+	}
+	return out, nil
+}
+
+type secrets struct{ ca *testCA }
+
+func (s secrets) CACerts() (map[string][]byte, error) {
+	return map[string][]byte{"ca.crt": s.ca.pem}, nil
+}
+
+func (s secrets) SharedKeys() (map[string][]byte, error) {
+	return map[string][]byte{"ca.key": []byte("CA KEY PEM"), "sa.key": []byte("SA KEY PEM")}, nil
+}
+
+type harness struct {
+	addr    string
+	store   *Store
+	ca      *testCA
+	sawBody atomic.Int32 // requests that reached the handler
+	srv     *Server
+}
+
+// startServer serves joins over real TLS on 127.0.0.1 with a certificate
+// issued by ca (the agent uses its apiserver certificate, which names the VIP).
+func startServer(t *testing.T, ca *testCA) *harness {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := ca.issue(t, &key.PublicKey, "127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, x509.ExtKeyUsageServerAuth)
+	blk, _ := pem.Decode(leaf)
+	cert := tls.Certificate{Certificate: [][]byte{blk.Bytes, ca.cert.Raw}, PrivateKey: key}
+	h := &harness{store: &Store{Path: filepath.Join(t.TempDir(), "tokens.json")}, ca: ca}
+	h.srv = &Server{
+		Cluster: "lab",
+		Tokens:  h.store,
+		Signer:  nodeSigner{t: t, ca: ca, nodes: map[string]string{"cp4": "10.77.0.14"}},
+		Secrets: secrets{ca: ca},
+		Limit:   50,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(Path, func(w http.ResponseWriter, r *http.Request) {
+		h.sawBody.Add(1)
+		h.srv.ServeHTTP(w, r)
+	})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	h.addr = ln.Addr().String()
+	return h
+}
+
+func csrFor(t *testing.T, cn string, ips ...string) *x509.CertificateRequest {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(der)
+	return csr
+}
+
+func TestJoinSucceedsOnceWithPinnedCA(t *testing.T) {
+	ca := newCA(t, "kubernetes")
+	h := startServer(t, ca)
+	tok, err := h.store.Create("lab", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := ClientOptions{
+		Server: h.addr, Token: tok.String(), CAHash: CAHash(ca.cert), Cluster: "lab", Node: "cp4",
+		CSRs: map[string]*x509.CertificateRequest{"etcd/server": csrFor(t, "cp4", "10.77.0.14", "127.0.0.1")},
+	}
+	res, err := Join(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.CACerts["ca.crt"]) != string(ca.pem) {
+		t.Error("CA certificate is not byte-identical to the cluster's")
+	}
+	if string(res.SharedKeys["ca.key"]) != "CA KEY PEM" || len(res.SharedKeys) != 2 {
+		t.Errorf("shared keys = %v", res.SharedKeys)
+	}
+	c, err := parsePEMCert(res.Certs["etcd/server"])
+	if err != nil || c.Subject.CommonName != "cp4" {
+		t.Fatalf("leaf: %v %v", c, err)
+	}
+	// Replay: the same token is refused.
+	opts.CSRs = map[string]*x509.CertificateRequest{"etcd/server": csrFor(t, "cp4", "10.77.0.14")}
+	if _, err := Join(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "invalid, expired or used token") {
+		t.Fatalf("replayed token: err = %v", err)
+	}
+	list, _ := h.store.List()
+	if len(list) != 1 || !list[0].Used || !strings.HasPrefix(list[0].UsedBy, "cp4@127.0.0.1") {
+		t.Errorf("store after use = %+v", list)
+	}
+}
+
+func TestImpostorServerNeverSeesTheToken(t *testing.T) {
+	real := newCA(t, "kubernetes")
+	impostor := newCA(t, "kubernetes") // same name, other key
+	h := startServer(t, impostor)
+	tok, _ := h.store.Create("lab", time.Hour, time.Now())
+	_, err := Join(context.Background(), ClientOptions{
+		Server: h.addr, Token: tok.String(), CAHash: CAHash(real.cert), Cluster: "lab", Node: "cp4",
+		CSRs: map[string]*x509.CertificateRequest{"x": csrFor(t, "cp4")},
+	})
+	if !errors.Is(err, ErrCAMismatch) {
+		t.Fatalf("err = %v, want ErrCAMismatch", err)
+	}
+	if n := h.sawBody.Load(); n != 0 {
+		t.Fatalf("impostor received %d request(s): the token left the joiner", n)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	ca := newCA(t, "kubernetes")
+	h := startServer(t, ca)
+	now := time.Now()
+	expired, _ := h.store.Create("lab", time.Minute, now.Add(-2*time.Minute))
+	other, _ := h.store.Create("other", time.Hour, now)
+	good, _ := h.store.Create("lab", time.Hour, now)
+	forged := good
+	forged.Secret = strings.Repeat("a", 16)
+	cases := []struct {
+		name    string
+		token   string
+		cluster string
+		node    string
+		csr     *x509.CertificateRequest
+		want    string
+	}{
+		{"expired token", expired.String(), "lab", "cp4", csrFor(t, "cp4"), "invalid, expired or used token"},
+		{"token of another cluster", other.String(), "lab", "cp4", csrFor(t, "cp4"), "invalid, expired or used token"},
+		{"joiner claims another cluster", good.String(), "prod", "cp4", csrFor(t, "cp4"), "invalid, expired or used token"},
+		{"wrong secret", forged.String(), "lab", "cp4", csrFor(t, "cp4"), "invalid, expired or used token"},
+		{"unknown token", "zzzzzz.zzzzzzzzzzzzzzzz", "lab", "cp4", csrFor(t, "cp4"), "invalid, expired or used token"},
+		{"CSR for another node's name", good.String(), "lab", "cp4", csrFor(t, "cp1", "10.77.0.11"), "not this node's name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Join(context.Background(), ClientOptions{
+				Server: h.addr, Token: tc.token, CAHash: CAHash(ca.cert), Cluster: tc.cluster, Node: tc.node,
+				CSRs: map[string]*x509.CertificateRequest{"apiserver": tc.csr},
+			})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// The refused CSR spent the good token: it cannot be retried.
+	_, err := Join(context.Background(), ClientOptions{
+		Server: h.addr, Token: good.String(), CAHash: CAHash(ca.cert), Cluster: "lab", Node: "cp4",
+		CSRs: map[string]*x509.CertificateRequest{"apiserver": csrFor(t, "cp4", "10.77.0.14")},
+	})
+	if err == nil {
+		t.Fatal("token spent by a refused CSR was accepted again")
+	}
+	for _, bad := range []string{"", "abc.def", "ABCDEF.0123456789abcdef", "abcdef-0123456789abcdef"} {
+		if _, err := ParseToken(bad); !errors.Is(err, ErrTokenFormat) {
+			t.Errorf("ParseToken(%q) = %v", bad, err)
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	ca := newCA(t, "kubernetes")
+	h := startServer(t, ca)
+	h.srv.Limit = 3
+	var codes []string
+	for range 5 {
+		_, err := Join(context.Background(), ClientOptions{
+			Server: h.addr, Token: "zzzzzz.zzzzzzzzzzzzzzzz", CAHash: CAHash(ca.cert), Cluster: "lab", Node: "cp4",
+			CSRs: map[string]*x509.CertificateRequest{"a": csrFor(t, "cp4")},
+		})
+		codes = append(codes, fmt.Sprint(err))
+	}
+	limited := 0
+	for _, c := range codes {
+		if strings.Contains(c, "429") {
+			limited++
+		}
+	}
+	if limited != 2 {
+		t.Fatalf("%d of 5 attempts rate limited, want 2: %v", limited, codes)
+	}
+}
+
+// TestConcurrentConsumeOnce races many joiners on one token across two
+// stores on the same file (as `haplane token create` and the agent are):
+// exactly one wins.
+func TestConcurrentConsumeOnce(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tokens.json")
+	a, b := &Store{Path: p}, &Store{Path: p}
+	tok, err := a.Create("lab", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var wins atomic.Int32
+	var errs sync.Map
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			if err := s.Consume(tok, "lab", fmt.Sprint(i), time.Now()); err == nil {
+				wins.Add(1)
+			} else {
+				errs.Store(err, true)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners, want exactly 1", wins.Load())
+	}
+	var kinds []string
+	errs.Range(func(k, _ any) bool { kinds = append(kinds, k.(error).Error()); return true })
+	if !slices.Equal(kinds, []string{ErrTokenUsed.Error()}) {
+		t.Errorf("losers saw %v, want only %v", kinds, ErrTokenUsed)
+	}
+}
