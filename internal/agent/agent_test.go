@@ -50,8 +50,8 @@ func (p *part) Start(_ context.Context, fail func(error)) error {
 	return nil
 }
 func (p *part) Stop(context.Context) error { p.log.add("stop " + p.name); return nil }
-func (p *part) Status() any               { return map[string]string{"name": p.name} }
-func (p *part) Ready() bool               { return p.ready }
+func (p *part) Status() any                { return map[string]string{"name": p.name} }
+func (p *part) Ready() bool                { return p.ready }
 
 func TestStartOrderAndReverseStop(t *testing.T) {
 	l := &log{}
