@@ -1,0 +1,210 @@
+package render
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"strings"
+	"text/template"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/haplane/haplane/internal/config"
+)
+
+// AgentOptions are the host-side choices the cluster file does not hold.
+type AgentOptions struct {
+	// Image of the agent's static pod (default DefaultAgentImage).
+	Image string
+	// Binary is the agent's path for the systemd unit (default
+	// /usr/local/bin/haplane).
+	Binary string
+	// ConfigPath is where the cluster file lives on the host (default
+	// /etc/haplane/haplane.yaml).
+	ConfigPath string
+	// StateDir holds tokens and other agent state (default /var/lib/haplane).
+	StateDir string
+	// APIPort is the agent's local API port on 127.0.0.1 (default 9444).
+	APIPort int
+}
+
+// Defaults for AgentOptions.
+const (
+	DefaultAgentImage  = "haplane/haplane:latest"
+	DefaultAgentBinary = "/usr/local/bin/haplane"
+	DefaultConfigPath  = "/etc/haplane/haplane.yaml"
+	DefaultStateDir    = "/var/lib/haplane"
+	DefaultAgentPort   = 9444
+)
+
+func (o AgentOptions) withDefaults() AgentOptions {
+	if o.Image == "" {
+		o.Image = DefaultAgentImage
+	}
+	if o.Binary == "" {
+		o.Binary = DefaultAgentBinary
+	}
+	if o.ConfigPath == "" {
+		o.ConfigPath = DefaultConfigPath
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.APIPort == 0 {
+		o.APIPort = DefaultAgentPort
+	}
+	return o
+}
+
+func agentArgs(c *config.Cluster, node string, o AgentOptions) []string {
+	return []string{"agent", "--config", o.ConfigPath, "--node", node, "--state-dir", o.StateDir,
+		"--api-addr", fmt.Sprintf("127.0.0.1:%d", o.APIPort)}
+}
+
+// AgentPod renders the agent's static pod manifest for node, for kubelet's
+// manifest folder. It runs on the host network with NET_ADMIN and NET_RAW
+// (VRRP's raw socket, the VIP's address and gratuitous ARP) and mounts the
+// cluster file, the PKI and, for a stacked member, the etcd data folder.
+func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
+	if _, ok := c.NodeByName(node); !ok {
+		return nil, fmt.Errorf("render: node %q is not in the cluster file", node)
+	}
+	o = o.withDefaults()
+	dirOrCreate := corev1.HostPathDirectoryOrCreate
+	file := corev1.HostPathFile
+	type mount struct {
+		name, host string
+		kind       *corev1.HostPathType
+		readOnly   bool
+	}
+	mounts := []mount{
+		{"cluster-file", o.ConfigPath, &file, true},
+		{"pki", c.Certificates.Dir, &dirOrCreate, false},
+		{"state", o.StateDir, &dirOrCreate, false},
+	}
+	if c.Etcd.Topology == config.TopologyStacked {
+		mounts = append(mounts, mount{"etcd-data", c.Etcd.DataDir, &dirOrCreate, false})
+	}
+	var vols []corev1.Volume
+	var vms []corev1.VolumeMount
+	for _, m := range mounts {
+		vols = append(vols, corev1.Volume{Name: m.name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: m.host, Type: m.kind}}})
+		vms = append(vms, corev1.VolumeMount{Name: m.name, MountPath: m.host, ReadOnly: m.readOnly})
+	}
+	probe := func(p string, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Host: "127.0.0.1", Path: p, Port: intstr.FromInt32(int32(o.APIPort)), Scheme: corev1.URISchemeHTTP,
+			}},
+			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
+		}
+	}
+	grace := int64(45)
+	pod := corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      "haplane-agent",
+			Namespace: "kube-system",
+			Labels:    map[string]string{"component": "haplane-agent", "tier": "control-plane"},
+		},
+		Spec: corev1.PodSpec{
+			HostNetwork:                   true,
+			PriorityClassName:             "system-node-critical",
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name:    "agent",
+				Image:   o.Image,
+				Command: append([]string{"haplane"}, agentArgs(c, node, o)...),
+				SecurityContext: &corev1.SecurityContext{
+					Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
+				},
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU:    resource.MustParse("100m"),
+					corev1.ResourceMemory: resource.MustParse("128Mi"),
+				}},
+				LivenessProbe:  probe("/healthz", 10),
+				ReadinessProbe: probe("/readyz", 2),
+				VolumeMounts:   vms,
+			}},
+			Volumes: vols,
+		},
+	}
+	out, err := yaml.Marshal(pod)
+	if err != nil {
+		return nil, fmt.Errorf("render: agent pod: %w", err)
+	}
+	// metav1 marshals an empty creationTimestamp and status; drop the noise.
+	out = bytes.ReplaceAll(out, []byte("  creationTimestamp: null\n"), nil)
+	out = bytes.ReplaceAll(out, []byte("status: {}\n"), nil)
+	out = bytes.ReplaceAll(out, []byte("    resources: {}\n"), nil)
+	return out, nil
+}
+
+var unitTmpl = template.Must(template.New("unit").Parse(`# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
+[Unit]
+Description=haplane agent: VIP, API load balancer{{if .Stacked}} and etcd member{{end}} for the Kubernetes control plane
+Wants=network-online.target
+After=network-online.target
+{{- if .Stacked}}
+RequiresMountsFor={{.DataDir}}
+{{- end}}
+
+[Service]
+# The agent tells systemd when every part is up.
+Type=notify
+ExecStart={{.Binary}} {{.Args}}
+ExecReload=/bin/kill -HUP $MAINPID
+# SIGTERM: a priority-0 advert, the VIP released, the load balancer drained
+# and etcd stopped cleanly; KillMode=mixed leaves that to the agent.
+KillMode=mixed
+TimeoutStopSec=45s
+Restart=always
+RestartSec=1s
+LimitNOFILE=1048576
+AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER
+{{- if .StateDirName}}
+StateDirectory={{.StateDirName}}
+{{- end}}
+NoNewPrivileges=yes
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+`))
+
+// AgentUnit renders a systemd unit running the agent for node.
+func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
+	if _, ok := c.NodeByName(node); !ok {
+		return nil, fmt.Errorf("render: node %q is not in the cluster file", node)
+	}
+	o = o.withDefaults()
+	var b bytes.Buffer
+	err := unitTmpl.Execute(&b, map[string]any{
+		"Node":         node,
+		"Stacked":      c.Etcd.Topology == config.TopologyStacked,
+		"DataDir":      c.Etcd.DataDir,
+		"Binary":       o.Binary,
+		"Args":         strings.Join(agentArgs(c, node, o), " "),
+		"StateDirName": stateDirName(o.StateDir),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("render: agent unit: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// stateDirName is StateDirectory= for dir, which systemd takes relative to
+// /var/lib; empty when dir lies elsewhere.
+func stateDirName(dir string) string {
+	if rel, ok := strings.CutPrefix(path.Clean(dir), "/var/lib/"); ok {
+		return rel
+	}
+	return ""
+}
