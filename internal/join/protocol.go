@@ -81,7 +81,7 @@ type Secrets interface {
 // Server answers joins. It is an http.Handler for Path.
 type Server struct {
 	Cluster string
-	Tokens  *Store
+	Tokens  TokenStore
 	Signer  Signer
 	Secrets Secrets
 	Log     *slog.Logger

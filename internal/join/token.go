@@ -99,6 +99,16 @@ func hashSecret(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// TokenStore keeps join tokens as hashes and consumes each at most once.
+// FileStore serves a single node; EtcdStore shares tokens between every
+// control-plane node, so a token made on one is honoured by whichever node
+// holds the VIP.
+type TokenStore interface {
+	Create(cluster string, ttl time.Duration, now time.Time) (Token, error)
+	Consume(tok Token, cluster, who string, now time.Time) error
+	List() ([]TokenInfo, error)
+}
+
 // Store keeps tokens in a JSON file, shared by `haplane token create` and
 // the agent that serves joins. Every change holds an exclusive flock on the
 // file and replaces it atomically, so two processes never both consume a
@@ -131,26 +141,37 @@ func (s *Store) Create(cluster string, ttl time.Duration, now time.Time) (Token,
 func (s *Store) Consume(tok Token, cluster, who string, now time.Time) error {
 	return s.update(func(list []storedToken) ([]storedToken, error) {
 		for i := range list {
-			st := &list[i]
-			if st.ID != tok.ID {
+			if list[i].ID != tok.ID {
 				continue
 			}
-			if subtle.ConstantTimeCompare([]byte(st.SecretHash), []byte(hashSecret(tok.Secret))) != 1 {
-				return nil, ErrTokenSecret
+			if err := list[i].consume(tok, cluster, who, now); err != nil {
+				return nil, err
 			}
-			switch {
-			case !st.UsedAt.IsZero():
-				return nil, ErrTokenUsed
-			case !now.Before(st.Expires):
-				return nil, ErrTokenExpired
-			case st.Cluster != cluster:
-				return nil, ErrTokenCluster
-			}
-			st.UsedAt, st.UsedBy = now, who
 			return list, nil
 		}
 		return nil, ErrTokenUnknown
 	})
+}
+
+// consume checks tok against st and marks st used.
+func (st *storedToken) consume(tok Token, cluster, who string, now time.Time) error {
+	if subtle.ConstantTimeCompare([]byte(st.SecretHash), []byte(hashSecret(tok.Secret))) != 1 {
+		return ErrTokenSecret
+	}
+	switch {
+	case !st.UsedAt.IsZero():
+		return ErrTokenUsed
+	case !now.Before(st.Expires):
+		return ErrTokenExpired
+	case st.Cluster != cluster:
+		return ErrTokenCluster
+	}
+	st.UsedAt, st.UsedBy = now, who
+	return nil
+}
+
+func (st storedToken) info() TokenInfo {
+	return TokenInfo{ID: st.ID, Cluster: st.Cluster, Expires: st.Expires, Used: !st.UsedAt.IsZero(), UsedBy: st.UsedBy}
 }
 
 // TokenInfo describes a stored token without its secret.
@@ -167,7 +188,7 @@ func (s *Store) List() ([]TokenInfo, error) {
 	var out []TokenInfo
 	err := s.update(func(list []storedToken) ([]storedToken, error) {
 		for _, st := range list {
-			out = append(out, TokenInfo{ID: st.ID, Cluster: st.Cluster, Expires: st.Expires, Used: !st.UsedAt.IsZero(), UsedBy: st.UsedBy})
+			out = append(out, st.info())
 		}
 		return nil, nil
 	})
@@ -224,8 +245,19 @@ func (s *Store) update(fn func([]storedToken) ([]storedToken, error)) error {
 		return err
 	}
 	tmp := s.Path + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
 		return fmt.Errorf("join: token store: %w", err)
+	}
+	_, werr := f.Write(out)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("join: token store: %w", werr)
 	}
 	if err := os.Rename(tmp, s.Path); err != nil {
 		return fmt.Errorf("join: token store: %w", err)

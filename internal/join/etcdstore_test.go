@@ -1,0 +1,115 @@
+package join
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+func freeURL(t *testing.T) url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return url.URL{Scheme: "http", Host: ln.Addr().String()}
+}
+
+// startEtcd runs a real single-member etcd in-process on loopback.
+func startEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	cfg.LogLevel = "error"
+	cu, pu := freeURL(t), freeURL(t)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(20 * time.Second):
+		t.Fatal("etcd did not become ready")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
+	cli := startEtcd(t)
+	// Two stores, as on two control-plane nodes.
+	a, b := &EtcdStore{Client: cli}, &EtcdStore{Client: cli}
+	now := time.Now()
+	tok, err := a.Create("lab", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			err := s.Consume(tok, "lab", fmt.Sprint(i), time.Now())
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, ErrTokenUsed):
+				t.Errorf("loser %d: %v, want ErrTokenUsed", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners, want 1", wins.Load())
+	}
+	expired, _ := a.Create("lab", time.Minute, now.Add(-time.Hour))
+	other, _ := a.Create("prod", time.Hour, now)
+	wrong := other
+	wrong.Secret = "aaaaaaaaaaaaaaaa"
+	for _, tc := range []struct {
+		tok  Token
+		want error
+	}{
+		{expired, ErrTokenExpired},
+		{other, ErrTokenCluster},
+		{wrong, ErrTokenSecret},
+		{Token{ID: "zzzzzz", Secret: "zzzzzzzzzzzzzzzz"}, ErrTokenUnknown},
+	} {
+		if err := b.Consume(tc.tok, "lab", "x", now); !errors.Is(err, tc.want) {
+			t.Errorf("Consume(%s) = %v, want %v", tc.tok.ID, err, tc.want)
+		}
+	}
+	list, err := b.List()
+	if err != nil || len(list) != 3 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	// The stored value never holds the secret.
+	resp, _ := cli.Get(t.Context(), "/haplane/join-tokens/"+tok.ID)
+	if len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Value), tok.Secret) {
+		t.Fatalf("stored token leaks its secret: %s", resp.Kvs[0].Value)
+	}
+}
+
