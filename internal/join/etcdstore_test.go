@@ -112,4 +112,3 @@ func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
 		t.Fatalf("stored token leaks its secret: %s", resp.Kvs[0].Value)
 	}
 }
-
