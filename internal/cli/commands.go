@@ -13,5 +13,6 @@ func (a *app) commands() []func() *cobra.Command {
 		a.vipCmd,
 		a.lbCmd,
 		a.etcdCmd,
+		a.tokenCmd,
 	}
 }

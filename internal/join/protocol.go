@@ -32,13 +32,18 @@ var (
 	sealAEAD = hpke.AES256GCM()
 )
 
-func sealInfo(cluster, node string) []byte {
-	return []byte("haplane join v1\x00" + cluster + "\x00" + node)
+// DefaultPort is where agents serve joins (on every address, so through the
+// VIP too).
+const DefaultPort = 9445
+
+func sealInfo(node string) []byte {
+	return []byte("haplane join v1\x00" + node)
 }
 
 // Request is what a joiner sends, over TLS to a server whose CA it pinned.
 type Request struct {
-	Cluster string `json:"cluster"`
+	// Cluster, when set, must be the server's cluster name.
+	Cluster string `json:"cluster,omitempty"`
 	Node    string `json:"node"`
 	Token   string `json:"token"`
 	// CSRs maps a certificate's name (e.g. "apiserver", "etcd/server") to a
@@ -51,6 +56,10 @@ type Request struct {
 // Response carries the signed certificates, the CA certificates and the
 // sealed shared keys.
 type Response struct {
+	Cluster string `json:"cluster"`
+	// ClusterFile is the server's cluster file, so the new node renders
+	// its configuration from the same source.
+	ClusterFile []byte `json:"clusterFile,omitempty"`
 	// CACerts maps a file name (e.g. "ca.crt", "etcd/ca.crt") to PEM.
 	CACerts map[string]string `json:"caCerts"`
 	// Certs maps each requested name to its signed certificate, PEM.
@@ -84,7 +93,9 @@ type Server struct {
 	Tokens  TokenStore
 	Signer  Signer
 	Secrets Secrets
-	Log     *slog.Logger
+	// ClusterFile is sent to joiners as is.
+	ClusterFile []byte
+	Log         *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Limit is how many join attempts one source address may make per
@@ -163,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
 		return
 	}
-	if req.Cluster != s.Cluster {
+	if req.Cluster != "" && req.Cluster != s.Cluster {
 		refuse(http.StatusUnauthorized, "invalid, expired or used token", fmt.Errorf("%w: %q", ErrTokenCluster, req.Cluster))
 		return
 	}
@@ -215,13 +226,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusInternalServerError, "internal error", err)
 		return
 	}
-	sealed, err := hpke.Seal(pub, sealKDF, sealAEAD, sealInfo(s.Cluster, req.Node), plain)
+	sealed, err := hpke.Seal(pub, sealKDF, sealAEAD, sealInfo(req.Node), plain)
 	clear(plain)
 	if err != nil {
 		refuse(http.StatusInternalServerError, "internal error", err)
 		return
 	}
-	resp := Response{CACerts: map[string]string{}, Certs: map[string]string{}, Sealed: sealed}
+	resp := Response{Cluster: s.Cluster, ClusterFile: s.ClusterFile, CACerts: map[string]string{}, Certs: map[string]string{}, Sealed: sealed}
 	for k, v := range cas {
 		resp.CACerts[k] = string(v)
 	}
@@ -249,7 +260,7 @@ type ClientOptions struct {
 	Server  string // host:port of a join server (the VIP)
 	Token   string
 	CAHash  string // "sha256:<hex>"
-	Cluster string
+	Cluster string // optional: refuse a server of another cluster
 	Node    string
 	CSRs    map[string]*x509.CertificateRequest
 	Timeout time.Duration // whole exchange; default 30s
@@ -257,6 +268,8 @@ type ClientOptions struct {
 
 // Result is what a successful join returns; nothing has been written yet.
 type Result struct {
+	Cluster     string
+	ClusterFile []byte
 	CACerts    map[string][]byte
 	Certs      map[string][]byte
 	SharedKeys map[string][]byte
@@ -331,7 +344,7 @@ func Join(ctx context.Context, o ClientOptions) (*Result, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("join: malformed answer: %w", err)
 	}
-	plain, err := hpke.Open(priv, sealKDF, sealAEAD, sealInfo(o.Cluster, o.Node), r.Sealed)
+	plain, err := hpke.Open(priv, sealKDF, sealAEAD, sealInfo(o.Node), r.Sealed)
 	if err != nil {
 		return nil, fmt.Errorf("join: open sealed keys: %w", err)
 	}
@@ -340,7 +353,10 @@ func Join(ctx context.Context, o ClientOptions) (*Result, error) {
 		return nil, fmt.Errorf("join: sealed keys: %w", err)
 	}
 	clear(plain)
-	res := &Result{CACerts: map[string][]byte{}, Certs: map[string][]byte{}, SharedKeys: keys}
+	if o.Cluster != "" && r.Cluster != o.Cluster {
+		return nil, fmt.Errorf("join: server belongs to cluster %q, not %q", r.Cluster, o.Cluster)
+	}
+	res := &Result{Cluster: r.Cluster, ClusterFile: r.ClusterFile, CACerts: map[string][]byte{}, Certs: map[string][]byte{}, SharedKeys: keys}
 	for k, v := range r.CACerts {
 		res.CACerts[k] = []byte(v)
 	}
