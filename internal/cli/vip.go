@@ -1,18 +1,78 @@
 package cli
 
 import (
-	"errors"
+	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/haplane/haplane/internal/vrrp/speaker"
 )
 
-// vipCmd is being built; see the issue tracker.
+// vipCmd is `haplane vip`: the VRRP speaker alone, a drop-in for keepalived.
 func (a *app) vipCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "vip",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("vip: not available in this build yet")
+	cmd := &cobra.Command{
+		Use:   "vip",
+		Short: "Hold the control plane's virtual IP with VRRP (keepalived-compatible)",
+	}
+	cmd.AddCommand(a.vipRunCmd())
+	return cmd
+}
+
+func (a *app) vipRunCmd() *cobra.Command {
+	var cfgPath, node string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the VRRP speaker for one node until SIGTERM",
+		Long: `run holds the virtual IP of the cluster file's controlPlaneEndpoint with VRRP
+on behalf of --node, as keepalived would: it adds the address to the link and
+announces it with gratuitous ARP while master. SIGTERM or SIGINT sends a
+priority-0 advertisement (so a backup takes over at once) and removes the
+address before exiting.`,
+		Example: `  haplane vip run --config haplane.yaml --node cp1`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlag("node", node); err != nil {
+				return err
+			}
+			c, err := a.loadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			scfg, ifname, err := speaker.FromCluster(c, node)
+			if err != nil {
+				return usageError{err}
+			}
+			log := a.logger().With("component", "vip", "node", node)
+			scfg.Logger = log
+			conn, err := speaker.ListenIPv4(ifname, scfg.VRRP.Primary)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			addrs, err := speaker.LinkAddrs(ifname, scfg.VRRP.Addrs)
+			if err != nil {
+				conn.Close()
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			sp, err := speaker.New(scfg, conn, addrs)
+			if err != nil {
+				conn.Close()
+				return usageError{err}
+			}
+			log.Info("vip speaker starting", "interface", ifname, "vip", c.ControlPlaneEndpoint.VIP,
+				"vrid", scfg.VRRP.VRID, "version", scfg.VRRP.Version, "priority", scfg.VRRP.Priority,
+				"interval", scfg.VRRP.AdvertInterval)
+			if err := sp.Run(cmd.Context()); err != nil {
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("vip: %w", err)}
+			}
+			st := sp.Status()
+			return a.print(st, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "vip: stopped (state %s)\n", st.State)
+				return err
+			})
 		},
 	}
+	cmd.Flags().StringVar(&cfgPath, "config", "haplane.yaml", "cluster file")
+	cmd.Flags().StringVar(&node, "node", "", "this node's name in the cluster file")
+	return cmd
 }

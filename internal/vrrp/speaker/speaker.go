@@ -1,0 +1,556 @@
+// Package speaker is the VRRP runtime of one node: it owns a vrrp.Machine on
+// a dedicated goroutine and connects it to the network (a Conn carrying
+// adverts), to the virtual addresses (an Addrs that adds, removes and
+// announces them), to tracked health checks and to a real clock.
+//
+// Sending adverts never waits behind other work: adverts go out on their own
+// goroutine with a write deadline, and the slow address operations (netlink,
+// ARP bursts) run on another, so neither a busy link nor a slow netlink call
+// delays the next advert or the processing of a received one.
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/haplane/haplane/internal/vrrp"
+)
+
+// Conn carries VRRP packets on one link. ReadFrom and WriteTo are called
+// from different goroutines at the same time; Close unblocks ReadFrom.
+type Conn interface {
+	// ReadFrom returns the next VRRP message (the IP payload), its IP
+	// source and destination, and its TTL or hop limit (-1 if unknown).
+	ReadFrom(b []byte) (n int, src, dst netip.Addr, ttl int, err error)
+	// WriteTo sends the message b to dst with TTL 255, giving up at
+	// deadline.
+	WriteTo(b []byte, dst netip.Addr, deadline time.Time) error
+	Close() error
+}
+
+// Addrs owns the virtual addresses on the link. Its methods are called from
+// one goroutine, in order.
+type Addrs interface {
+	// Take adds the addresses; adding one already present is not an error.
+	Take() error
+	// Release removes them; removing an absent one is not an error.
+	Release() error
+	// Announce sends a burst of gratuitous ARPs / unsolicited neighbour
+	// advertisements for them.
+	Announce() error
+}
+
+// Checker is one tracked health check, supplied by the consumer (the agent
+// feeds load balancer and apiserver health through it).
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// CheckFunc adapts a function to Checker.
+type CheckFunc func(ctx context.Context) error
+
+// Check calls f.
+func (f CheckFunc) Check(ctx context.Context) error { return f(ctx) }
+
+// Track is a tracked check and how it moves the priority (keepalived's
+// convention: a negative Weight applies while the check is down, a
+// positive one while it is up).
+type Track struct {
+	Name   string
+	Check  Checker
+	Weight int
+	// Fall failures in a row mark the check down, Rise successes up
+	// (default 1 each).
+	Fall, Rise int
+	// Interval between checks (default 1s); each check gets Interval as
+	// its timeout.
+	Interval time.Duration
+}
+
+// Metrics receives the speaker's counters. Calls come from the speaker's
+// goroutines and must not block.
+type Metrics interface {
+	AdvertSent()
+	AdvertReceived()
+	// AdvertDropped counts a received packet that was ignored, by reason
+	// (DropReason of the error).
+	AdvertDropped(reason string)
+	SendFailed()
+	Transition(from, to vrrp.State)
+	Priority(p uint8)
+}
+
+// Config configures a Speaker.
+type Config struct {
+	// VRRP is the virtual router; see vrrp.Config.
+	VRRP vrrp.Config
+	// Peers, when set, are the unicast destinations of adverts; otherwise
+	// adverts go to the VRRP multicast group of the address family.
+	Peers []netip.Addr
+	// Tracks adjust the priority (see vrrp.EffectivePriority).
+	Tracks []Track
+	// AnnounceRepeat is the delay after which the announcement burst made
+	// on becoming master is repeated, for peers that missed the first
+	// (default 500ms; negative disables).
+	AnnounceRepeat time.Duration
+	// WriteTimeout bounds one advert write (default: the advert interval).
+	WriteTimeout time.Duration
+	// ShutdownTimeout bounds the priority-0 advert and the release on
+	// shutdown (default 2s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	Metrics         Metrics
+}
+
+func (c *Config) validate() error {
+	if c.AnnounceRepeat == 0 {
+		c.AnnounceRepeat = 500 * time.Millisecond
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = c.VRRP.AdvertInterval
+		if c.WriteTimeout <= 0 {
+			c.WriteTimeout = time.Second
+		}
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
+	}
+	for i, t := range c.Tracks {
+		if t.Check == nil {
+			return fmt.Errorf("speaker: track %q has no check", t.Name)
+		}
+		if t.Interval <= 0 {
+			c.Tracks[i].Interval = time.Second
+		}
+	}
+	for _, p := range c.Peers {
+		if p.Is4() != c.VRRP.Primary.Is4() {
+			return fmt.Errorf("speaker: peer %v and primary %v are of different families", p, c.VRRP.Primary)
+		}
+	}
+	return nil
+}
+
+// Status is a snapshot of the speaker.
+type Status struct {
+	State    vrrp.State `json:"state"`
+	Priority uint8      `json:"priority"`
+	// Since is when State was entered.
+	Since time.Time `json:"since"`
+	// Master is the last master heard from (or this node's primary when
+	// it is master).
+	Master netip.Addr `json:"master,omitzero"`
+}
+
+// Speaker runs one virtual router.
+type Speaker struct {
+	cfg   Config
+	m     *vrrp.Machine
+	conn  Conn
+	addrs Addrs
+	log   *slog.Logger
+	dsts  []netip.Addr
+
+	// mu protects status, read by Status from any goroutine.
+	mu     sync.Mutex
+	status Status
+}
+
+// New builds a speaker. It takes ownership of conn (closed when Run
+// returns) but not of addrs.
+func New(cfg Config, conn Conn, addrs Addrs) (*Speaker, error) {
+	cfg.Tracks = append([]Track(nil), cfg.Tracks...)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := vrrp.New(cfg.VRRP)
+	if err != nil {
+		return nil, err
+	}
+	dsts := cfg.Peers
+	if len(dsts) == 0 {
+		dsts = []netip.Addr{vrrp.GroupV4}
+		if cfg.VRRP.Primary.Is6() {
+			dsts = []netip.Addr{vrrp.GroupV6}
+		}
+	}
+	return &Speaker{cfg: cfg, m: m, conn: conn, addrs: addrs, log: cfg.Logger, dsts: dsts,
+		status: Status{State: vrrp.Initialize, Priority: m.Priority()}}, nil
+}
+
+// Status returns the current state.
+func (s *Speaker) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+type rxPacket struct {
+	at       time.Time
+	b        []byte
+	src, dst netip.Addr
+	ttl      int
+}
+
+type checkResult struct {
+	i  int
+	ok bool
+}
+
+// addrOp is work for the address goroutine.
+type addrOp struct {
+	kind vrrp.ActionKind
+	gen  uint64 // announce repeats only while gen is current
+}
+
+// Run runs the speaker until ctx is cancelled, then shuts down: a master
+// sends a priority-0 advert and releases the addresses. It returns nil
+// after a clean shutdown, or the error that stopped it.
+func (s *Speaker) Run(ctx context.Context) error {
+	defer s.conn.Close()
+	// Start from a clean link: a copy of the VIP left by a crashed run
+	// (or configured by hand) would answer for an address this node does
+	// not hold.
+	if err := s.addrs.Release(); err != nil {
+		return fmt.Errorf("speaker: remove stale addresses: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+
+	// Received packets: the reader never blocks on the loop; when the
+	// loop is behind, packets are dropped and counted.
+	rx := make(chan rxPacket, 64)
+	readErr := make(chan error, 1)
+	wg.Go(func() { readErr <- s.readLoop(rx) })
+
+	// Outgoing adverts: a small queue drained by its own goroutine.
+	tx := make(chan []byte, 4)
+	wg.Go(func() { s.sendLoop(tx) })
+
+	// Address operations, in order, off the loop.
+	ops := make(chan addrOp, 16)
+	var gen genCounter
+	addrDone := make(chan struct{})
+	go func() { defer close(addrDone); s.addrLoop(ops, &gen) }()
+
+	checks := make(chan checkResult, len(s.cfg.Tracks))
+	for i, t := range s.cfg.Tracks {
+		wg.Go(func() { s.checkLoop(workCtx, i, t, checks) })
+	}
+	cstate := make([]vrrp.CheckState, len(s.cfg.Tracks))
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+
+	apply := func(o vrrp.Output) {
+		for _, a := range o.Actions {
+			switch a.Kind {
+			case vrrp.SendAdvert:
+				s.enqueueAdvert(tx, a.Priority)
+			case vrrp.TakeAddrs:
+				ops <- addrOp{kind: a.Kind, gen: gen.next()}
+			case vrrp.ReleaseAddrs:
+				ops <- addrOp{kind: a.Kind, gen: gen.next()}
+			case vrrp.Announce:
+				ops <- addrOp{kind: a.Kind, gen: gen.load()}
+			}
+		}
+		if o.Drop != nil {
+			s.cfg.Metrics.AdvertDropped(DropReason(o.Drop))
+			s.log.Debug("advert dropped", "reason", o.Drop)
+		}
+		if o.Changed {
+			s.cfg.Metrics.Transition(s.statusState(), o.State)
+			s.log.Info("vrrp state", "state", o.State, "priority", s.m.Priority(), "reason", o.Reason)
+			s.setStatus(func(st *Status) {
+				st.State, st.Since = o.State, time.Now()
+				if o.State == vrrp.Master {
+					st.Master = s.cfg.VRRP.Primary
+				}
+			})
+		} else if o.Reason != "" {
+			s.log.Info("vrrp", "state", o.State, "event", o.Reason)
+		}
+		if !o.Deadline.IsZero() {
+			timer.Reset(time.Until(o.Deadline))
+		}
+	}
+
+	s.cfg.Metrics.Priority(s.m.Priority())
+	apply(s.m.Start(time.Now()))
+	for {
+		select {
+		case <-ctx.Done():
+			return s.shutdown(tx, ops, addrDone, &gen, stopWork)
+		case err := <-readErr:
+			s.shutdown(tx, ops, addrDone, &gen, stopWork)
+			return fmt.Errorf("speaker: read adverts: %w", err)
+		case now := <-timer.C:
+			apply(s.m.Tick(now))
+		case p := <-rx:
+			pkt, err := vrrp.Decode(p.b, p.src, p.dst)
+			if err != nil {
+				s.cfg.Metrics.AdvertDropped(DropReason(err))
+				s.log.Debug("malformed advert dropped", "src", p.src, "err", err)
+				continue
+			}
+			s.cfg.Metrics.AdvertReceived()
+			o := s.m.Receive(p.at, p.src, p.ttl, pkt)
+			if o.Drop == nil && p.src != s.cfg.VRRP.Primary && pkt.Priority >= s.m.Priority() && o.State == vrrp.Backup {
+				s.setStatus(func(st *Status) { st.Master = p.src })
+			}
+			apply(o)
+		case r := <-checks:
+			h := vrrp.Hysteresis{Fall: s.cfg.Tracks[r.i].Fall, Rise: s.cfg.Tracks[r.i].Rise}
+			next := h.Observe(cstate[r.i], r.ok)
+			if next.Down != cstate[r.i].Down {
+				s.log.Info("tracked check", "name", s.cfg.Tracks[r.i].Name, "down", next.Down)
+			}
+			cstate[r.i] = next
+			tracked := make([]vrrp.Tracked, len(cstate))
+			for i, c := range cstate {
+				tracked[i] = vrrp.Tracked{Weight: s.cfg.Tracks[i].Weight, Down: c.Down}
+			}
+			prio := vrrp.EffectivePriority(s.cfg.VRRP.Priority, tracked)
+			if prio != s.m.Priority() {
+				o, err := s.m.SetPriority(time.Now(), prio)
+				if err != nil {
+					s.log.Warn("priority change refused", "priority", prio, "err", err)
+					continue
+				}
+				s.log.Info("priority changed", "priority", prio)
+				s.cfg.Metrics.Priority(prio)
+				s.setStatus(func(st *Status) { st.Priority = prio })
+				apply(o)
+			}
+		}
+	}
+}
+
+// shutdown sends the priority-0 advert (if master) and releases the
+// addresses, each bounded by ShutdownTimeout, then stops the workers.
+func (s *Speaker) shutdown(tx chan []byte, ops chan addrOp, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
+	from := s.m.State()
+	o := s.m.Shutdown(time.Now())
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	var errs []error
+	for _, a := range o.Actions {
+		if a.Kind == vrrp.SendAdvert {
+			// Written here, synchronously, so it leaves before the address
+			// goes and before the process exits.
+			for _, dst := range s.dsts {
+				if err := s.write(a.Priority, dst, deadline); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	close(tx)
+	stopWork()
+	// No announcement may follow: bump the generation, let the address
+	// goroutine finish what is queued, then release.
+	gen.next()
+	close(ops)
+	<-addrDone
+	// Release whatever the state: a Take may have been queued just before.
+	if err := s.addrs.Release(); err != nil {
+		errs = append(errs, fmt.Errorf("speaker: release addresses: %w", err))
+	}
+	if from != vrrp.Initialize {
+		s.cfg.Metrics.Transition(from, vrrp.Initialize)
+	}
+	s.setStatus(func(st *Status) { st.State, st.Since = vrrp.Initialize, time.Now() })
+	s.log.Info("vrrp stopped", "was", from, "priority0_sent", from == vrrp.Master)
+	s.conn.Close()
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) statusState() vrrp.State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.State
+}
+
+func (s *Speaker) setStatus(f func(*Status)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.status)
+	s.status.Priority = s.m.Priority()
+}
+
+// enqueueAdvert hands an advert to the send goroutine. If the queue is
+// full the link is stuck; the oldest advert is stale anyway, so it is
+// replaced rather than blocking the loop.
+func (s *Speaker) enqueueAdvert(tx chan []byte, prio uint8) {
+	b := []byte{prio}
+	for {
+		select {
+		case tx <- b:
+			return
+		default:
+		}
+		select {
+		case <-tx:
+			s.cfg.Metrics.SendFailed()
+		default:
+		}
+	}
+}
+
+func (s *Speaker) sendLoop(tx chan []byte) {
+	for b := range tx {
+		deadline := time.Now().Add(s.cfg.WriteTimeout)
+		for _, dst := range s.dsts {
+			if err := s.write(b[0], dst, deadline); err != nil {
+				s.log.Warn("send advert", "dst", dst, "err", err)
+			}
+		}
+	}
+}
+
+func (s *Speaker) write(prio uint8, dst netip.Addr, deadline time.Time) error {
+	b, err := s.m.Advert(prio).Marshal(s.cfg.VRRP.Primary, dst)
+	if err != nil {
+		return err // validated at New; cannot happen
+	}
+	if err := s.conn.WriteTo(b, dst, deadline); err != nil {
+		s.cfg.Metrics.SendFailed()
+		return fmt.Errorf("speaker: send advert to %v: %w", dst, err)
+	}
+	s.cfg.Metrics.AdvertSent()
+	return nil
+}
+
+func (s *Speaker) readLoop(rx chan<- rxPacket) error {
+	buf := make([]byte, 1500)
+	for {
+		n, src, dst, ttl, err := s.conn.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		p := rxPacket{at: time.Now(), b: append([]byte(nil), buf[:n]...), src: src, dst: dst, ttl: ttl}
+		select {
+		case rx <- p:
+		default:
+			s.cfg.Metrics.AdvertDropped("queue_full")
+		}
+	}
+}
+
+// genCounter numbers take/release operations so a scheduled announcement
+// repeat is skipped once the addresses were released (or re-taken).
+type genCounter struct {
+	mu sync.Mutex // protects n
+	n  uint64
+}
+
+func (g *genCounter) next() uint64 { g.mu.Lock(); defer g.mu.Unlock(); g.n++; return g.n }
+func (g *genCounter) load() uint64 { g.mu.Lock(); defer g.mu.Unlock(); return g.n }
+
+// addrLoop carries out address operations in order, and repeats an
+// announcement AnnounceRepeat after the first while the addresses are still
+// held under the same generation. It returns when ops is closed.
+func (s *Speaker) addrLoop(ops chan addrOp, gen *genCounter) {
+	repeat := time.NewTimer(time.Hour)
+	repeat.Stop()
+	var repeatGen uint64
+	for {
+		var op addrOp
+		select {
+		case o, ok := <-ops:
+			if !ok {
+				repeat.Stop()
+				return
+			}
+			op = o
+		case <-repeat.C:
+			if repeatGen != gen.load() {
+				continue
+			}
+			if err := s.addrs.Announce(); err != nil {
+				s.log.Error("repeat announcement failed", "err", err)
+			}
+			continue
+		}
+		var err error
+		switch op.kind {
+		case vrrp.TakeAddrs:
+			err = s.addrs.Take()
+		case vrrp.ReleaseAddrs:
+			repeat.Stop()
+			err = s.addrs.Release()
+		case vrrp.Announce:
+			if op.gen != gen.load() {
+				continue // released or re-taken since
+			}
+			err = s.addrs.Announce()
+			if s.cfg.AnnounceRepeat > 0 {
+				repeatGen = op.gen
+				repeat.Reset(s.cfg.AnnounceRepeat)
+			}
+		}
+		if err != nil {
+			s.log.Error("address operation failed", "op", op.kind, "err", err)
+		}
+	}
+}
+
+func (s *Speaker) checkLoop(ctx context.Context, i int, t Track, out chan<- checkResult) {
+	tick := time.NewTicker(t.Interval)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, t.Interval)
+		err := t.Check.Check(cctx)
+		cancel()
+		select {
+		case out <- checkResult{i: i, ok: err == nil}:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// DropReason names the reason a packet was dropped, for metrics labels.
+func DropReason(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{vrrp.ErrTTL, "ttl"}, {vrrp.ErrVRID, "vrid"}, {vrrp.ErrAuth, "auth"}, {vrrp.ErrVersion, "version"},
+		{vrrp.ErrChecksum, "checksum"}, {vrrp.ErrShort, "short"}, {vrrp.ErrCount, "count"}, {vrrp.ErrType, "type"},
+		{vrrp.ErrInterval, "interval"}, {vrrp.ErrIntervalMismatch, "interval_mismatch"}, {vrrp.ErrFamily, "family"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "other"
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) AdvertSent()                {}
+func (nopMetrics) AdvertReceived()            {}
+func (nopMetrics) AdvertDropped(string)       {}
+func (nopMetrics) SendFailed()                {}
+func (nopMetrics) Transition(_, _ vrrp.State) {}
+func (nopMetrics) Priority(uint8)             {}
