@@ -1,0 +1,25 @@
+package health
+
+import (
+	"crypto/x509"
+
+	"github.com/haplane/haplane/internal/config"
+)
+
+// ConfigFromCluster maps a validated, defaulted cluster file's
+// loadBalancer.healthCheck to a CheckerConfig of HTTPS probes. roots is the
+// cluster CA (nil: probes do not verify certificates).
+func ConfigFromCluster(c *config.Cluster, roots *x509.CertPool) CheckerConfig {
+	hc := c.LoadBalancer.HealthCheck
+	return CheckerConfig{
+		Probe: ProbeConfig{
+			Kind:    KindHTTPS,
+			Path:    hc.Path,
+			Timeout: hc.Timeout.Duration,
+			RootCAs: roots,
+		},
+		Interval: hc.Interval.Duration,
+		Fall:     hc.Fall,
+		Rise:     hc.Rise,
+	}
+}

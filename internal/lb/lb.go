@@ -1,0 +1,608 @@
+// Package lb owns haplane's L4 load balancer: frontend listeners, the
+// backend pool and its passive health (a failed connect makes a backend
+// suspect and the client is retried elsewhere within the same accept),
+// pure selection policies, and the splice-based byte copying between a
+// client and its backend. Active health comes from outside through
+// SetHealth; the package does not probe anything itself.
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Config.
+const (
+	DefaultConnectTimeout = 500 * time.Millisecond
+	DefaultSuspectFor     = 2 * time.Second
+	DefaultKeepAlive      = 30 * time.Second
+)
+
+// Config configures a load balancer.
+type Config struct {
+	// Frontends are the addresses (host:port) to listen on; at least one.
+	Frontends []string
+	// Backends are the initial backends (host:port); SetBackends changes
+	// them later.
+	Backends []string
+	// Policy is "roundrobin" (default) or "leastconn".
+	Policy string
+	// ConnectTimeout bounds one connect to a backend before the client is
+	// retried on the next (default 500ms): with one unreachable backend no
+	// client waits more than this for its session to start.
+	ConnectTimeout time.Duration
+	// SuspectFor is how long a backend whose connect failed is skipped by
+	// new connections (default 2s), unless it is the only one left. Active
+	// checks decide Up/Down; this is the quick reaction between them.
+	SuspectFor time.Duration
+	// Drain closes the sessions of a backend this long after active checks
+	// mark it down; zero leaves them open until they end by themselves.
+	Drain time.Duration
+	// IdleTimeout closes a session after no byte went either way for this
+	// long; zero (default) relies on TCP keep-alive only, which suits the
+	// long, often silent watches of kube-apiserver clients.
+	IdleTimeout time.Duration
+	// KeepAlive is the TCP keep-alive period on both sides of a session
+	// (default 30s; negative disables).
+	KeepAlive time.Duration
+	// FreeBind sets IP_FREEBIND on the listeners so a frontend on the VIP
+	// binds before the VIP arrives on this host (no sysctl needed).
+	FreeBind bool
+	// ReusePort sets SO_REUSEPORT, so several processes can share a
+	// frontend (a restart without a gap, or more cores).
+	ReusePort bool
+	// Logger receives session errors and backend state changes.
+	Logger *slog.Logger
+	// Registerer receives the load balancer's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.Policy == "" {
+		c.Policy = "roundrobin"
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.SuspectFor == 0 {
+		c.SuspectFor = DefaultSuspectFor
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if len(c.Frontends) == 0 {
+		errs = append(errs, errors.New("lb: no frontend to listen on"))
+	}
+	for _, a := range append(slices.Clone(c.Frontends), c.Backends...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("lb: address %q: %w", a, err))
+		}
+	}
+	if c.ConnectTimeout < 0 || c.SuspectFor < 0 || c.Drain < 0 || c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("lb: connect timeout, suspect period, drain and idle timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Health is a backend's state as reported by active checks.
+type Health int32
+
+const (
+	HealthUnknown Health = iota // not checked yet: usable
+	HealthUp
+	HealthDown
+)
+
+func (h Health) String() string {
+	switch h {
+	case HealthUp:
+		return "up"
+	case HealthDown:
+		return "down"
+	}
+	return "unknown"
+}
+
+// MarshalText renders the health as its name.
+func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// Backend is one server in the pool. Its counters are atomics read by the
+// policies and the metrics without locks.
+type Backend struct {
+	addr         string
+	health       atomic.Int32 // a Health
+	suspectUntil atomic.Int64 // unix nanoseconds; passive detection
+	active       atomic.Int64 // open sessions
+	total        atomic.Uint64
+	failures     atomic.Uint64 // failed connects
+	bytesIn      atomic.Uint64 // client to backend
+	bytesOut     atomic.Uint64 // backend to client
+
+	// mu protects sessions and drain.
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	drain    *time.Timer
+}
+
+// Addr is the backend's host:port.
+func (b *Backend) Addr() string { return b.addr }
+
+// Active is the number of open sessions to the backend.
+func (b *Backend) Active() int64 { return b.active.Load() }
+
+func (b *Backend) usable(now int64) bool {
+	return Health(b.health.Load()) != HealthDown && now >= b.suspectUntil.Load()
+}
+
+// BackendStatus is a snapshot of one backend.
+type BackendStatus struct {
+	Addr      string `json:"addr"`
+	Health    Health `json:"health"`
+	Suspect   bool   `json:"suspect"`
+	Active    int64  `json:"active"`
+	Total     uint64 `json:"total"`
+	Failures  uint64 `json:"connectFailures"`
+	BytesIn   uint64 `json:"bytesIn"`
+	BytesOut  uint64 `json:"bytesOut"`
+	InService bool   `json:"inService"` // in the current pool (not removed)
+}
+
+// LB is a TCP load balancer. Create it with New, bind with Listen, run
+// Serve, and stop with Shutdown.
+type LB struct {
+	cfg     Config
+	policy  Policy
+	dialer  net.Dialer
+	pool    atomic.Pointer[[]*Backend] // current backends, replaced whole
+	retries atomic.Uint64
+	noneOK  atomic.Uint64 // clients closed because every backend failed
+	accepts atomic.Uint64
+
+	// mu protects known and listeners.
+	mu        sync.Mutex
+	known     map[string]*Backend // current backends plus removed ones with sessions
+	listeners []net.Listener
+
+	sessions sync.WaitGroup
+	closing  atomic.Bool
+	aborting atomic.Bool // Shutdown's deadline passed: close every session
+}
+
+// New validates cfg (after applying defaults) and returns a load balancer
+// that is not listening yet.
+func New(cfg Config) (*LB, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pol, err := NewPolicy(cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	l := &LB{
+		cfg:    cfg,
+		policy: pol,
+		known:  map[string]*Backend{},
+		dialer: net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: cfg.KeepAlive},
+	}
+	l.SetBackends(cfg.Backends)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(collector{l}); err != nil {
+			return nil, fmt.Errorf("lb: register metrics: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// SetBackends replaces the pool. Backends that stay keep their state and
+// counters; sessions to removed backends are left to finish (they are not
+// dropped), and new connections go only to the new set.
+func (l *LB) SetBackends(addrs []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pool := make([]*Backend, 0, len(addrs))
+	in := map[string]bool{}
+	for _, a := range addrs {
+		if in[a] {
+			continue
+		}
+		in[a] = true
+		b := l.known[a]
+		if b == nil {
+			b = &Backend{addr: a, sessions: map[*session]struct{}{}}
+			l.known[a] = b
+		}
+		pool = append(pool, b)
+	}
+	for a, b := range l.known {
+		if !in[a] && b.active.Load() == 0 {
+			delete(l.known, a)
+		}
+	}
+	l.pool.Store(&pool)
+	l.cfg.Logger.Info("lb: backends", "addrs", addrs)
+}
+
+// SetHealth records the active-check verdict on the backend at addr. A
+// backend going down is skipped by new connections at once; its sessions
+// are closed after Config.Drain when that is set. Unknown addresses are
+// ignored (the checker may lag a SetBackends).
+func (l *LB) SetHealth(addr string, h Health) {
+	l.mu.Lock()
+	b := l.known[addr]
+	l.mu.Unlock()
+	if b == nil {
+		return
+	}
+	old := Health(b.health.Swap(int32(h)))
+	if old == h {
+		return
+	}
+	l.cfg.Logger.Info("lb: backend health", "backend", addr, "from", old, "to", h)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.drain != nil {
+		b.drain.Stop()
+		b.drain = nil
+	}
+	if h == HealthUp {
+		b.suspectUntil.Store(0)
+	}
+	if h == HealthDown && l.cfg.Drain > 0 {
+		b.drain = time.AfterFunc(l.cfg.Drain, func() { l.drain(b) })
+	}
+}
+
+// drain closes b's sessions if b is still down.
+func (l *LB) drain(b *Backend) {
+	if Health(b.health.Load()) != HealthDown {
+		return
+	}
+	b.mu.Lock()
+	ss := make([]*session, 0, len(b.sessions))
+	for s := range b.sessions {
+		ss = append(ss, s)
+	}
+	b.mu.Unlock()
+	if len(ss) > 0 {
+		l.cfg.Logger.Info("lb: drain period over, closing sessions", "backend", b.addr, "sessions", len(ss))
+	}
+	for _, s := range ss {
+		s.close()
+	}
+}
+
+// Backends returns a snapshot of every backend, current ones first in
+// pool order, then removed ones that still have sessions.
+func (l *LB) Backends() []BackendStatus {
+	now := time.Now().UnixNano()
+	pool := *l.pool.Load()
+	l.mu.Lock()
+	var gone []*Backend
+	for a, b := range l.known {
+		if !slices.ContainsFunc(pool, func(p *Backend) bool { return p.addr == a }) {
+			gone = append(gone, b)
+		}
+	}
+	l.mu.Unlock()
+	out := make([]BackendStatus, 0, len(pool)+len(gone))
+	for i, b := range append(slices.Clone(pool), gone...) {
+		out = append(out, BackendStatus{
+			Addr: b.addr, Health: Health(b.health.Load()), Suspect: now < b.suspectUntil.Load(),
+			Active: b.active.Load(), Total: b.total.Load(), Failures: b.failures.Load(),
+			BytesIn: b.bytesIn.Load(), BytesOut: b.bytesOut.Load(), InService: i < len(pool),
+		})
+	}
+	return out
+}
+
+// Listen binds every frontend. If one fails, the ones already bound are
+// closed again.
+func (l *LB) Listen(ctx context.Context) error {
+	lc := net.ListenConfig{KeepAlive: l.cfg.KeepAlive, Control: l.control}
+	var lns []net.Listener
+	for _, a := range l.cfg.Frontends {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return fmt.Errorf("lb: listen on %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	l.mu.Lock()
+	l.listeners = append(l.listeners, lns...)
+	l.mu.Unlock()
+	return nil
+}
+
+// control sets the listener socket options asked for in Config.
+func (l *LB) control(network, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		if l.cfg.FreeBind {
+			if network == "tcp6" {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+			if serr != nil {
+				serr = fmt.Errorf("lb: set IP_FREEBIND: %w", serr)
+				return
+			}
+		}
+		if l.cfg.ReusePort {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+				serr = fmt.Errorf("lb: set SO_REUSEPORT: %w", err)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Addrs returns the bound frontend addresses (useful with port 0).
+func (l *LB) Addrs() []net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]net.Addr, 0, len(l.listeners))
+	for _, ln := range l.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Serve accepts on every frontend until ctx is done or Shutdown is called;
+// it then closes the listeners and returns without waiting for sessions
+// (Shutdown does that). Listen must have been called.
+func (l *LB) Serve(ctx context.Context) error {
+	l.mu.Lock()
+	lns := slices.Clone(l.listeners)
+	l.mu.Unlock()
+	if len(lns) == 0 {
+		return errors.New("lb: serve before listen")
+	}
+	stop := context.AfterFunc(ctx, l.closeListeners)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.acceptLoop(ln); err != nil {
+				errc <- err
+				l.closeListeners()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc // nil when every loop ended because of shutdown
+}
+
+func (l *LB) closeListeners() {
+	l.closing.Store(true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ln := range l.listeners {
+		ln.Close()
+	}
+}
+
+func (l *LB) acceptLoop(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if l.closing.Load() {
+				return nil
+			}
+			// Out of descriptors or a similar passing condition: wait a
+			// little rather than spin or give up the frontend.
+			if ne, ok := err.(net.Error); ok && ne.Timeout() || errors.Is(err, syscall.EMFILE) ||
+				errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+				errors.Is(err, syscall.ECONNABORTED) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				l.cfg.Logger.Warn("lb: accept", "frontend", ln.Addr(), "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		l.accepts.Add(1)
+		l.sessions.Add(1)
+		go l.handle(c.(*net.TCPConn))
+	}
+}
+
+// Shutdown stops accepting and waits for sessions to end by themselves
+// until ctx is done; then it closes those left and returns ctx's error.
+func (l *LB) Shutdown(ctx context.Context) error {
+	l.closeListeners()
+	done := make(chan struct{})
+	go func() { l.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	l.aborting.Store(true)
+	l.mu.Lock()
+	bs := make([]*Backend, 0, len(l.known))
+	for _, b := range l.known {
+		bs = append(bs, b)
+	}
+	l.mu.Unlock()
+	n := 0
+	for _, b := range bs {
+		b.mu.Lock()
+		for s := range b.sessions {
+			s.close()
+			n++
+		}
+		b.mu.Unlock()
+	}
+	<-done
+	return fmt.Errorf("lb: shutdown closed %d sessions still open: %w", n, ctx.Err())
+}
+
+// pick chooses a backend not in tried: a usable one if any, else any.
+func (l *LB) pick(tried []*Backend) *Backend {
+	pool := *l.pool.Load()
+	now := time.Now().UnixNano()
+	cand := make([]*Backend, 0, len(pool))
+	for _, b := range pool {
+		if b.usable(now) && !slices.Contains(tried, b) {
+			cand = append(cand, b)
+		}
+	}
+	if len(cand) == 0 {
+		// Every backend is down or suspect: trying one beats refusing the
+		// client, since checks can be wrong (a bad CA) and suspects recover.
+		for _, b := range pool {
+			if !slices.Contains(tried, b) {
+				cand = append(cand, b)
+			}
+		}
+	}
+	return l.policy.Select(cand)
+}
+
+// connect dials backends in policy order until one accepts. A backend that
+// refuses or times out is made suspect at once and the next is tried.
+func (l *LB) connect(client *net.TCPConn) (*Backend, *net.TCPConn) {
+	var tried []*Backend
+	for {
+		b := l.pick(tried)
+		if b == nil {
+			l.noneOK.Add(1)
+			l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", client.RemoteAddr(), "tried", len(tried))
+			return nil, nil
+		}
+		if len(tried) > 0 {
+			l.retries.Add(1)
+		}
+		c, err := l.dialer.Dial("tcp", b.addr)
+		if err == nil {
+			return b, c.(*net.TCPConn)
+		}
+		b.failures.Add(1)
+		b.suspectUntil.Store(time.Now().Add(l.cfg.SuspectFor).UnixNano())
+		l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
+		tried = append(tried, b)
+	}
+}
+
+// session is one client and its backend.
+type session struct {
+	client, backend *net.TCPConn
+	once            sync.Once
+}
+
+// close aborts both sides; the copy goroutines then return.
+func (s *session) close() {
+	s.once.Do(func() {
+		s.client.Close()
+		s.backend.Close()
+	})
+}
+
+func (l *LB) handle(client *net.TCPConn) {
+	defer l.sessions.Done()
+	b, bc := l.connect(client)
+	if b == nil {
+		client.Close()
+		return
+	}
+	s := &session{client: client, backend: bc}
+	b.mu.Lock()
+	b.sessions[s] = struct{}{}
+	b.mu.Unlock()
+	if l.aborting.Load() {
+		// Registered after Shutdown closed the sessions it saw.
+		s.close()
+	}
+	b.active.Add(1)
+	b.total.Add(1)
+	defer func() {
+		b.mu.Lock()
+		delete(b.sessions, s)
+		b.mu.Unlock()
+		b.active.Add(-1)
+		s.close()
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.copy(s, bc, client, &b.bytesIn)
+	}()
+	l.copy(s, client, bc, &b.bytesOut)
+	<-done
+}
+
+// copy moves bytes from src to dst until src ends, then half-closes dst so
+// the other side sees the end of this direction while the reverse goes on.
+// dst.ReadFrom(src) between two TCP conns splices in the kernel on Linux.
+func (l *LB) copy(s *session, dst, src *net.TCPConn, counter *atomic.Uint64) {
+	idle := l.cfg.IdleTimeout
+	for {
+		if idle > 0 {
+			_ = src.SetReadDeadline(time.Now().Add(idle))
+		}
+		n, err := dst.ReadFrom(src)
+		counter.Add(uint64(n))
+		if err == nil {
+			_ = dst.CloseWrite()
+			return
+		}
+		if idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The deadline covers one direction; the session is idle only
+			// if nothing went the other way either. The kernel knows.
+			if since := idleFor(s.client); since < idle {
+				continue
+			}
+		}
+		// An error (reset, drain, idle timeout) ends both directions.
+		s.close()
+		return
+	}
+}
+
+// idleFor is how long ago c last sent or received data, from TCP_INFO.
+func idleFor(c *net.TCPConn) time.Duration {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 1<<63 - 1
+	}
+	var ms uint32 = 1<<32 - 1
+	_ = rc.Control(func(fd uintptr) {
+		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			ms = min(ti.Last_data_recv, ti.Last_data_sent)
+		}
+	})
+	return time.Duration(ms) * time.Millisecond
+}

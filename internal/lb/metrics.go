@@ -1,0 +1,71 @@
+package lb
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exports the load balancer's atomic counters at scrape time, so
+// the data path never touches a metric.
+type collector struct{ l *LB }
+
+var (
+	descHealth = prometheus.NewDesc("haplane_lb_backend_health",
+		"Active-check health of a backend: 0 unknown, 1 up, 2 down.", []string{"backend"}, nil)
+	descUsable = prometheus.NewDesc("haplane_lb_backend_usable",
+		"1 when new connections may go to the backend (not down, not suspect, in the pool).", []string{"backend"}, nil)
+	descActive = prometheus.NewDesc("haplane_lb_backend_active_sessions",
+		"Open sessions to a backend.", []string{"backend"}, nil)
+	descTotal = prometheus.NewDesc("haplane_lb_backend_sessions_total",
+		"Sessions established to a backend.", []string{"backend"}, nil)
+	descFailures = prometheus.NewDesc("haplane_lb_backend_connect_failures_total",
+		"Connects to a backend that failed (refused or timed out).", []string{"backend"}, nil)
+	descBytes = prometheus.NewDesc("haplane_lb_backend_bytes_total",
+		"Bytes copied, by direction: in is client to backend, out is backend to client. Counted when a direction ends or pauses on the idle timer.",
+		[]string{"backend", "direction"}, nil)
+	descRetries = prometheus.NewDesc("haplane_lb_retries_total",
+		"Client connections retried on another backend after a failed connect.", nil, nil)
+	descAccepted = prometheus.NewDesc("haplane_lb_accepted_total",
+		"Client connections accepted on the frontends.", nil, nil)
+	descNoBackend = prometheus.NewDesc("haplane_lb_no_backend_total",
+		"Client connections closed because no backend accepted them.", nil, nil)
+)
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHealth, descUsable, descActive, descTotal, descFailures, descBytes, descRetries, descAccepted, descNoBackend} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now().UnixNano()
+	pool := *c.l.pool.Load()
+	inPool := map[*Backend]bool{}
+	for _, b := range pool {
+		inPool[b] = true
+	}
+	c.l.mu.Lock()
+	bs := make([]*Backend, 0, len(c.l.known))
+	for _, b := range c.l.known {
+		bs = append(bs, b)
+	}
+	c.l.mu.Unlock()
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	for _, b := range bs {
+		usable := 0.0
+		if inPool[b] && b.usable(now) {
+			usable = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descHealth, gauge, float64(b.health.Load()), b.addr)
+		ch <- prometheus.MustNewConstMetric(descUsable, gauge, usable, b.addr)
+		ch <- prometheus.MustNewConstMetric(descActive, gauge, float64(b.active.Load()), b.addr)
+		ch <- prometheus.MustNewConstMetric(descTotal, counter, float64(b.total.Load()), b.addr)
+		ch <- prometheus.MustNewConstMetric(descFailures, counter, float64(b.failures.Load()), b.addr)
+		ch <- prometheus.MustNewConstMetric(descBytes, counter, float64(b.bytesIn.Load()), b.addr, "in")
+		ch <- prometheus.MustNewConstMetric(descBytes, counter, float64(b.bytesOut.Load()), b.addr, "out")
+	}
+	ch <- prometheus.MustNewConstMetric(descRetries, counter, float64(c.l.retries.Load()))
+	ch <- prometheus.MustNewConstMetric(descAccepted, counter, float64(c.l.accepts.Load()))
+	ch <- prometheus.MustNewConstMetric(descNoBackend, counter, float64(c.l.noneOK.Load()))
+}
