@@ -1,0 +1,410 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Layout of a generated tree, relative to its root:
+//
+//	_ca/                 every CA key and certificate and the service-account
+//	                     key pair: the material new certificates are signed
+//	                     with. Keep it offline; no host needs all of it.
+//	<host>/pki/...       what the host keeps in /etc/kubernetes/pki
+//	<host>/*.conf        its kubeconfigs (control-plane hosts)
+const CADir = "_ca"
+
+// File is one generated file.
+type File struct {
+	Data []byte
+	Mode fs.FileMode
+}
+
+// Action says what Generate did with one certificate.
+type Action struct {
+	Path string `json:"path"`
+	Verb string `json:"action"` // created, kept, reissued
+	Why  string `json:"why,omitempty"`
+}
+
+// Generate produces the whole tree for p. existing holds what is already
+// there (path -> contents, as read by ReadTree): CAs, the service-account key
+// and leaves that are valid, chain to their CA, match the plan and do not
+// expire within RenewBefore are kept; the rest are (re)issued.
+func Generate(p *Plan, existing map[string][]byte, now time.Time) (map[string]File, []Action, error) {
+	if err := p.Validate(); err != nil {
+		return nil, nil, err
+	}
+	g := &generator{p: p, old: existing, now: now, out: map[string]File{}, cas: map[string]KeyPair{}}
+	for _, spec := range CAs {
+		if err := g.ca(spec); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := g.serviceAccount(); err != nil {
+		return nil, nil, err
+	}
+	for _, h := range p.Hosts {
+		if err := g.host(h); err != nil {
+			return nil, nil, err
+		}
+	}
+	sort.Slice(g.actions, func(i, j int) bool { return g.actions[i].Path < g.actions[j].Path })
+	return g.out, g.actions, nil
+}
+
+type generator struct {
+	p       *Plan
+	old     map[string][]byte
+	now     time.Time
+	out     map[string]File
+	cas     map[string]KeyPair
+	saKey   []byte
+	saPub   []byte
+	actions []Action
+}
+
+func (g *generator) act(p, verb, why string) {
+	g.actions = append(g.actions, Action{Path: p, Verb: verb, Why: why})
+}
+
+func (g *generator) put(p string, data []byte, mode fs.FileMode) {
+	g.out[p] = File{Data: data, Mode: mode}
+}
+
+// ca loads a CA from _ca, or from the first host that has it, or makes one.
+func (g *generator) ca(spec CASpec) error {
+	candidates := []string{CADir}
+	for _, h := range g.p.Hosts {
+		candidates = append(candidates, path.Join(h.Name, "pki"))
+	}
+	for _, dir := range candidates {
+		c, k := g.old[path.Join(dir, spec.Name+".crt")], g.old[path.Join(dir, spec.Name+".key")]
+		if c == nil || k == nil {
+			continue
+		}
+		kp, err := ParseKeyPair(c, k)
+		if err != nil {
+			return fmt.Errorf("pki: existing CA %s/%s: %w", dir, spec.Name, err)
+		}
+		if !kp.Cert.IsCA {
+			return fmt.Errorf("pki: existing %s/%s.crt is not a CA", dir, spec.Name)
+		}
+		if !g.now.Before(kp.Cert.NotAfter) {
+			return fmt.Errorf("pki: CA %s expired on %s; renewing a CA means re-issuing every certificate: move the old tree away first", spec.Name, kp.Cert.NotAfter.Format(time.DateOnly))
+		}
+		g.cas[spec.Name] = kp
+		g.act(path.Join(CADir, spec.Name+".crt"), "kept", "")
+		g.put(path.Join(CADir, spec.Name+".crt"), c, 0o644)
+		g.put(path.Join(CADir, spec.Name+".key"), k, 0o600)
+		return nil
+	}
+	key, err := NewKey(g.p.keyAlgorithm())
+	if err != nil {
+		return err
+	}
+	cert, err := NewCA(spec, key, g.now, g.p.caValidity())
+	if err != nil {
+		return err
+	}
+	keyPEM, err := KeyPEM(key)
+	if err != nil {
+		return err
+	}
+	g.cas[spec.Name] = KeyPair{Cert: cert, Key: key}
+	g.act(path.Join(CADir, spec.Name+".crt"), "created", "")
+	g.put(path.Join(CADir, spec.Name+".crt"), CertPEM(cert), 0o644)
+	g.put(path.Join(CADir, spec.Name+".key"), keyPEM, 0o600)
+	return nil
+}
+
+func (g *generator) serviceAccount() error {
+	candidates := []string{CADir}
+	for _, h := range g.p.Hosts {
+		candidates = append(candidates, path.Join(h.Name, "pki"))
+	}
+	for _, dir := range candidates {
+		k := g.old[path.Join(dir, "sa.key")]
+		if k == nil {
+			continue
+		}
+		key, err := ParseKeyPEM(k)
+		if err != nil {
+			return fmt.Errorf("pki: existing %s/sa.key: %w", dir, err)
+		}
+		pub, err := PublicKeyPEM(key.Public())
+		if err != nil {
+			return err
+		}
+		g.saKey, g.saPub = k, pub
+		g.act(path.Join(CADir, "sa.key"), "kept", "")
+		break
+	}
+	if g.saKey == nil {
+		key, err := NewKey(g.p.keyAlgorithm())
+		if err != nil {
+			return err
+		}
+		if g.saKey, err = KeyPEM(key); err != nil {
+			return err
+		}
+		if g.saPub, err = PublicKeyPEM(key.Public()); err != nil {
+			return err
+		}
+		g.act(path.Join(CADir, "sa.key"), "created", "")
+	}
+	g.put(path.Join(CADir, "sa.key"), g.saKey, 0o600)
+	g.put(path.Join(CADir, "sa.pub"), g.saPub, 0o600)
+	return nil
+}
+
+func (g *generator) host(h Host) error {
+	dir := path.Join(h.Name, "pki")
+	for _, name := range g.p.CACertsFor(h.Name) {
+		g.put(path.Join(dir, name+".crt"), CertPEM(g.cas[name].Cert), 0o644)
+	}
+	for _, name := range g.p.CAKeysFor(h.Name) {
+		g.put(path.Join(dir, name+".key"), g.out[path.Join(CADir, name+".key")].Data, 0o600)
+	}
+	if h.Role == RoleControlPlane {
+		g.put(path.Join(dir, "sa.key"), g.saKey, 0o600)
+		g.put(path.Join(dir, "sa.pub"), g.saPub, 0o600)
+	}
+	leaves, err := g.p.Leaves(h.Name)
+	if err != nil {
+		return err
+	}
+	for _, spec := range leaves {
+		if err := g.leaf(dir, spec); err != nil {
+			return err
+		}
+	}
+	for _, kc := range g.p.Kubeconfigs(h.Name) {
+		if err := g.kubeconfig(h.Name, kc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// leaf keeps or issues one leaf certificate.
+func (g *generator) leaf(dir string, spec LeafSpec) error {
+	certPath, keyPath := path.Join(dir, spec.Name+".crt"), path.Join(dir, spec.Name+".key")
+	ca := g.cas[spec.CA]
+	if c, k := g.old[certPath], g.old[keyPath]; c != nil && k != nil {
+		why := g.reasonToReissue(c, k, spec, ca)
+		if why == "" {
+			g.act(certPath, "kept", "")
+			g.put(certPath, c, 0o644)
+			g.put(keyPath, k, 0o600)
+			return nil
+		}
+		g.act(certPath, "reissued", why)
+	} else {
+		g.act(certPath, "created", "")
+	}
+	key, err := NewKey(g.p.keyAlgorithm())
+	if err != nil {
+		return err
+	}
+	cert, err := Sign(spec, key.Public(), ca, g.now, g.p.validity())
+	if err != nil {
+		return err
+	}
+	keyPEM, err := KeyPEM(key)
+	if err != nil {
+		return err
+	}
+	g.put(certPath, CertPEM(cert), 0o644)
+	g.put(keyPath, keyPEM, 0o600)
+	return nil
+}
+
+// reasonToReissue says why an existing leaf cannot be kept, or "".
+func (g *generator) reasonToReissue(certPEM, keyPEM []byte, spec LeafSpec, ca KeyPair) string {
+	kp, err := ParseKeyPair(certPEM, keyPEM)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	if err := kp.Cert.CheckSignatureFrom(ca.Cert); err != nil {
+		return "not signed by the current " + spec.CA
+	}
+	if d := Drift(kp.Cert, spec); d != "" {
+		return "drifted from the cluster file: " + d
+	}
+	if left := kp.Cert.NotAfter.Sub(g.now); left < g.p.RenewBefore {
+		return fmt.Sprintf("expires in %s, within the renewal window", left.Round(time.Hour))
+	}
+	return ""
+}
+
+// Drift describes how cert differs from spec in subject, SANs or usages;
+// "" when it matches.
+func Drift(cert *x509.Certificate, spec LeafSpec) string {
+	var d []string
+	if cert.Subject.CommonName != spec.CN {
+		d = append(d, fmt.Sprintf("CN %q, want %q", cert.Subject.CommonName, spec.CN))
+	}
+	if !sameSet(cert.Subject.Organization, spec.Orgs) {
+		d = append(d, fmt.Sprintf("O %v, want %v", cert.Subject.Organization, spec.Orgs))
+	}
+	if !sameSet(cert.DNSNames, spec.DNS) {
+		d = append(d, fmt.Sprintf("DNS SANs %v, want %v", cert.DNSNames, spec.DNS))
+	}
+	var have, want []string
+	for _, ip := range cert.IPAddresses {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			have = append(have, a.Unmap().String())
+		}
+	}
+	for _, ip := range spec.IPs {
+		want = append(want, ip.String())
+	}
+	if !sameSet(have, want) {
+		d = append(d, fmt.Sprintf("IP SANs %v, want %v", have, want))
+	}
+	if !slices.Equal(cert.ExtKeyUsage, spec.Usages) {
+		d = append(d, "extended key usages differ")
+	}
+	return strings.Join(d, "; ")
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// kubeconfig keeps or writes one kubeconfig with an embedded client
+// certificate signed by the cluster CA.
+func (g *generator) kubeconfig(host string, kc KubeconfigSpec) error {
+	p := path.Join(host, kc.File)
+	ca := g.cas[CA]
+	spec := LeafSpec{Name: kc.File, CA: CA, CN: kc.User, Orgs: kc.Orgs, Usages: clientAuth}
+	if old := g.old[p]; old != nil {
+		k, err := ParseKubeconfig(old)
+		switch {
+		case err != nil:
+			g.act(p, "reissued", "unreadable: "+err.Error())
+		case k.Server != kc.Server:
+			g.act(p, "reissued", fmt.Sprintf("server %s, want %s", k.Server, kc.Server))
+		case string(k.CA) != string(CertPEM(ca.Cert)):
+			g.act(p, "reissued", "embeds another cluster CA")
+		default:
+			if why := g.reasonToReissue(k.ClientCert, k.ClientKey, spec, ca); why != "" {
+				g.act(p, "reissued", why)
+			} else {
+				g.act(p, "kept", "")
+				g.put(p, old, 0o600)
+				return nil
+			}
+		}
+	} else {
+		g.act(p, "created", "")
+	}
+	key, err := NewKey(g.p.keyAlgorithm())
+	if err != nil {
+		return err
+	}
+	cert, err := Sign(spec, key.Public(), ca, g.now, g.p.validity())
+	if err != nil {
+		return err
+	}
+	data, err := KubeconfigYAML(g.p.ClusterName, kc, CertPEM(ca.Cert), cert, key)
+	if err != nil {
+		return err
+	}
+	g.put(p, data, 0o600)
+	return nil
+}
+
+// KubeconfigYAML renders a kubeconfig in kubeadm's shape.
+func KubeconfigYAML(cluster string, kc KubeconfigSpec, caPEM []byte, cert *x509.Certificate, key crypto.Signer) ([]byte, error) {
+	keyPEM, err := KeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	ctx := kc.User + "@" + cluster
+	return []byte(`apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: ` + b64(caPEM) + `
+    server: ` + kc.Server + `
+  name: ` + cluster + `
+contexts:
+- context:
+    cluster: ` + cluster + `
+    user: ` + kc.User + `
+  name: ` + ctx + `
+current-context: ` + ctx + `
+kind: Config
+preferences: {}
+users:
+- name: ` + kc.User + `
+  user:
+    client-certificate-data: ` + b64(CertPEM(cert)) + `
+    client-key-data: ` + b64(keyPEM) + `
+`), nil
+}
+
+// Kubeconfig is what ParseKubeconfig reads from a kubeconfig.
+type Kubeconfig struct {
+	Server     string
+	CA         []byte
+	ClientCert []byte
+	ClientKey  []byte
+}
+
+// ParseKubeconfig reads the first cluster's server and CA and the first
+// user's embedded client certificate and key from a kubeadm-shaped file.
+func ParseKubeconfig(data []byte) (Kubeconfig, error) {
+	var k Kubeconfig
+	for _, line := range strings.Split(string(data), "\n") {
+		key, val, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		if !ok {
+			continue
+		}
+		dec := func(dst *[]byte) error {
+			if *dst != nil {
+				return nil
+			}
+			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(val))
+			if err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			*dst = b
+			return nil
+		}
+		var err error
+		switch key {
+		case "server":
+			if k.Server == "" {
+				k.Server = strings.TrimSpace(val)
+			}
+		case "certificate-authority-data":
+			err = dec(&k.CA)
+		case "client-certificate-data":
+			err = dec(&k.ClientCert)
+		case "client-key-data":
+			err = dec(&k.ClientKey)
+		}
+		if err != nil {
+			return Kubeconfig{}, err
+		}
+	}
+	if k.Server == "" || k.CA == nil || k.ClientCert == nil || k.ClientKey == nil {
+		return Kubeconfig{}, fmt.Errorf("not a kubeconfig with an embedded CA and client certificate")
+	}
+	return k, nil
+}
