@@ -124,9 +124,6 @@ func (r *rawConn) Close() error { return r.c.Close() }
 type linkAddrs struct {
 	ifname string
 	addrs  []netip.Addr
-	// Burst is how many gratuitous ARPs (request and reply form each)
-	// one Announce sends.
-	burst int
 }
 
 // LinkAddrs manages the IPv4 virtual addresses on ifname: /32 addresses
@@ -137,7 +134,7 @@ func LinkAddrs(ifname string, addrs []netip.Addr) (Addrs, error) {
 			return nil, fmt.Errorf("speaker: %v: only IPv4 virtual addresses are supported here", a)
 		}
 	}
-	return &linkAddrs{ifname: ifname, addrs: addrs, burst: 3}, nil
+	return &linkAddrs{ifname: ifname, addrs: addrs}, nil
 }
 
 func (l *linkAddrs) link() (netlink.Link, error) {
@@ -191,22 +188,17 @@ func (l *linkAddrs) Announce() error {
 	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
 		return err
 	}
-	for i := range l.burst {
-		for _, a := range l.addrs {
-			// Both forms: some hosts update their caches only from
-			// requests, others only from replies.
-			for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
-				p, err := arp.NewPacket(op, ifi.HardwareAddr, a, ethernet.Broadcast, a)
-				if err != nil {
-					return fmt.Errorf("speaker: gratuitous ARP for %v: %w", a, err)
-				}
-				if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
-					return fmt.Errorf("speaker: gratuitous ARP for %v on %s: %w", a, l.ifname, err)
-				}
+	for _, a := range l.addrs {
+		// Both forms: some hosts update their caches only from
+		// requests, others only from replies.
+		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
+			p, err := arp.NewPacket(op, ifi.HardwareAddr, a, ethernet.Broadcast, a)
+			if err != nil {
+				return fmt.Errorf("speaker: gratuitous ARP for %v: %w", a, err)
 			}
-		}
-		if i < l.burst-1 {
-			time.Sleep(10 * time.Millisecond)
+			if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
+				return fmt.Errorf("speaker: gratuitous ARP for %v on %s: %w", a, l.ifname, err)
+			}
 		}
 	}
 	return nil

@@ -40,8 +40,9 @@ type Addrs interface {
 	Take() error
 	// Release removes them; removing an absent one is not an error.
 	Release() error
-	// Announce sends a burst of gratuitous ARPs / unsolicited neighbour
-	// advertisements for them.
+	// Announce sends one round of gratuitous ARPs / unsolicited
+	// neighbour advertisements for them. The speaker spaces the rounds
+	// of a burst itself, so a release can cut a burst short.
 	Announce() error
 }
 
@@ -94,9 +95,14 @@ type Config struct {
 	Peers []netip.Addr
 	// Tracks adjust the priority (see vrrp.EffectivePriority).
 	Tracks []Track
-	// AnnounceRepeat is the delay after which the announcement burst made
-	// on becoming master is repeated, for peers that missed the first
-	// (default 500ms; negative disables).
+	// AnnounceBurst rounds of announcements, AnnounceSpacing apart, are
+	// sent on becoming master and on re-asserting against a second master
+	// (defaults 3 and 20ms). Spacing them lets the later rounds override
+	// the single round a losing master may have sent at the same moment.
+	AnnounceBurst   int
+	AnnounceSpacing time.Duration
+	// AnnounceRepeat is the delay after which the burst is repeated, for
+	// peers that missed the first (default 500ms; negative disables).
 	AnnounceRepeat time.Duration
 	// WriteTimeout bounds one advert write (default: the advert interval).
 	WriteTimeout time.Duration
@@ -108,6 +114,12 @@ type Config struct {
 }
 
 func (c *Config) validate() error {
+	if c.AnnounceBurst <= 0 {
+		c.AnnounceBurst = 3
+	}
+	if c.AnnounceSpacing <= 0 {
+		c.AnnounceSpacing = 20 * time.Millisecond
+	}
 	if c.AnnounceRepeat == 0 {
 		c.AnnounceRepeat = 500 * time.Millisecond
 	}
@@ -461,50 +473,72 @@ type genCounter struct {
 func (g *genCounter) next() uint64 { g.mu.Lock(); defer g.mu.Unlock(); g.n++; return g.n }
 func (g *genCounter) load() uint64 { g.mu.Lock(); defer g.mu.Unlock(); return g.n }
 
-// addrLoop carries out address operations in order, and repeats an
-// announcement AnnounceRepeat after the first while the addresses are still
-// held under the same generation. It returns when ops is closed.
+// addrLoop carries out address operations in order, and the rounds of
+// announcements: a burst on Announce, repeated AnnounceRepeat later, all
+// cancelled by a release (or a newer take). It returns when ops is closed.
 func (s *Speaker) addrLoop(ops chan addrOp, gen *genCounter) {
-	repeat := time.NewTimer(time.Hour)
-	repeat.Stop()
-	var repeatGen uint64
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var (
+		rounds    []time.Time // pending announcement rounds, in order
+		roundsGen uint64
+	)
+	schedule := func() {
+		timer.Stop()
+		if len(rounds) > 0 {
+			timer.Reset(time.Until(rounds[0]))
+		}
+	}
 	for {
-		var op addrOp
 		select {
-		case o, ok := <-ops:
+		case op, ok := <-ops:
 			if !ok {
-				repeat.Stop()
 				return
 			}
-			op = o
-		case <-repeat.C:
-			if repeatGen != gen.load() {
+			var err error
+			switch op.kind {
+			case vrrp.TakeAddrs:
+				err = s.addrs.Take()
+			case vrrp.ReleaseAddrs:
+				rounds = nil
+				schedule()
+				err = s.addrs.Release()
+			case vrrp.Announce:
+				if op.gen != gen.load() {
+					continue // released or re-taken since
+				}
+				now := time.Now()
+				rounds, roundsGen = rounds[:0], op.gen
+				for _, base := range []time.Duration{0, s.cfg.AnnounceRepeat} {
+					if base < 0 {
+						continue
+					}
+					for i := range s.cfg.AnnounceBurst {
+						if base > 0 || i > 0 {
+							rounds = append(rounds, now.Add(base+time.Duration(i)*s.cfg.AnnounceSpacing))
+						}
+					}
+				}
+				schedule()
+				err = s.addrs.Announce()
+			}
+			if err != nil {
+				s.log.Error("address operation failed", "op", op.kind, "err", err)
+			}
+		case <-timer.C:
+			if len(rounds) == 0 {
+				continue
+			}
+			rounds = rounds[1:]
+			schedule()
+			if roundsGen != gen.load() {
+				rounds = nil
 				continue
 			}
 			if err := s.addrs.Announce(); err != nil {
-				s.log.Error("repeat announcement failed", "err", err)
+				s.log.Error("announcement failed", "err", err)
 			}
-			continue
-		}
-		var err error
-		switch op.kind {
-		case vrrp.TakeAddrs:
-			err = s.addrs.Take()
-		case vrrp.ReleaseAddrs:
-			repeat.Stop()
-			err = s.addrs.Release()
-		case vrrp.Announce:
-			if op.gen != gen.load() {
-				continue // released or re-taken since
-			}
-			err = s.addrs.Announce()
-			if s.cfg.AnnounceRepeat > 0 {
-				repeatGen = op.gen
-				repeat.Reset(s.cfg.AnnounceRepeat)
-			}
-		}
-		if err != nil {
-			s.log.Error("address operation failed", "op", op.kind, "err", err)
 		}
 	}
 }
