@@ -1,0 +1,357 @@
+package etcdnode
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// childEnv carries NodeOptions (JSON) to a re-executed test binary that
+// runs one member as its own process, so a test can kill -9 it.
+const childEnv = "HAPLANE_ETCDNODE_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(runChild(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild is the member process: Enter, print READY, run until SIGTERM.
+func runChild(spec string) int {
+	var o NodeOptions
+	if err := json.Unmarshal([]byte(spec), &o); err != nil {
+		fmt.Fprintln(os.Stderr, "child: bad spec:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m, _, err := Enter(ctx, o, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	fmt.Println("READY")
+	select {
+	case <-ctx.Done():
+	case <-m.Done():
+	}
+	m.Stop()
+	return 0
+}
+
+// Test members live on 127.0.5.x (this package's loopback /24), each with
+// free ports, so they never collide with other packages' tests.
+const testNet = "127.0.5."
+
+func freePort(t *testing.T, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// testCluster is the desired member set and how to reach it.
+type testCluster struct {
+	t      *testing.T
+	pki    *testPKI
+	client ClientTLS
+	token  string
+	nodes  []NodeOptions // index i is member "m<i>"
+
+	mu    sync.Mutex // protects procs and mems
+	procs map[string]*exec.Cmd
+	mems  map[string]*Member
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	tc := &testCluster{t: t, pki: newTestPKI(t), token: fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano()),
+		procs: map[string]*exec.Cmd{}, mems: map[string]*Member{}}
+	tc.client = tc.pki.client(t)
+	var peers []Peer
+	var targets []Target
+	for i := range n {
+		ip := fmt.Sprintf("%s%d", testNet, i+1)
+		name := fmt.Sprintf("m%d", i)
+		cfg := Config{
+			Name: name, DataDir: filepath.Join(t.TempDir(), "etcd"), Address: ip,
+			ClientPort: freePort(t, ip), PeerPort: freePort(t, ip),
+			ClusterToken: tc.token, TLS: tc.pki.member(t, name, ip),
+			MetricsURL:      fmt.Sprintf("http://127.0.0.1:%d", freePort(t, "127.0.0.1")),
+			Heartbeat:       50 * time.Millisecond,
+			ElectionTimeout: 500 * time.Millisecond,
+			LogLevel:        "fatal",
+		}
+		peers = append(peers, Peer{Name: name, PeerURL: cfg.PeerURL()})
+		targets = append(targets, Target{Name: name, Endpoint: cfg.ClientURL()})
+		tc.nodes = append(tc.nodes, NodeOptions{Member: cfg, Client: tc.client, ProbeTimeout: time.Second,
+			PromoteInterval: 200 * time.Millisecond, StartTimeout: time.Minute})
+	}
+	for i := range tc.nodes {
+		tc.nodes[i].Member.InitialCluster = peers
+		tc.nodes[i].Targets = targets
+	}
+	t.Cleanup(tc.stopAll)
+	return tc
+}
+
+func (tc *testCluster) node(name string) NodeOptions {
+	for _, n := range tc.nodes {
+		if n.Member.Name == name {
+			return n
+		}
+	}
+	tc.t.Fatalf("no node %s", name)
+	return NodeOptions{}
+}
+
+func (tc *testCluster) endpoints() []string {
+	var out []string
+	for _, n := range tc.nodes {
+		out = append(out, n.Member.ClientURL())
+	}
+	return out
+}
+
+// startInProcess enters the named members concurrently (a new cluster
+// needs a quorum started before any is ready).
+func (tc *testCluster) startInProcess(names ...string) {
+	tc.t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, _, err := Enter(context.Background(), tc.node(name), slog.New(slog.DiscardHandler))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			tc.mu.Lock()
+			tc.mems[name] = m
+			tc.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			tc.t.Fatalf("start %s: %v", names[i], err)
+		}
+	}
+}
+
+func (tc *testCluster) stopInProcess(name string) {
+	tc.mu.Lock()
+	m := tc.mems[name]
+	delete(tc.mems, name)
+	tc.mu.Unlock()
+	if m != nil {
+		m.Stop()
+	}
+}
+
+// startProcess runs the named members as child processes, concurrently,
+// and waits for each to print READY.
+func (tc *testCluster) startProcess(names ...string) {
+	tc.t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, name := range names {
+		spec, err := json.Marshal(tc.node(name))
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+		cmd.Stderr = &prefixWriter{t: tc.t, prefix: name}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			tc.t.Fatal(err)
+		}
+		tc.mu.Lock()
+		tc.procs[name] = cmd
+		tc.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ready := make(chan bool, 1)
+			go func() {
+				sc := bufio.NewScanner(out)
+				ok := false
+				for sc.Scan() {
+					if sc.Text() == "READY" {
+						ok = true
+						break
+					}
+				}
+				ready <- ok
+				for sc.Scan() {
+				}
+			}()
+			select {
+			case ok := <-ready:
+				if !ok {
+					errs[i] = fmt.Errorf("member %s exited before it was ready", name)
+				}
+			case <-time.After(90 * time.Second):
+				errs[i] = fmt.Errorf("member %s not ready after 90s", name)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+	}
+}
+
+// kill9 sends SIGKILL to the named member's process and reaps it.
+func (tc *testCluster) kill9(name string) {
+	tc.mu.Lock()
+	cmd := tc.procs[name]
+	delete(tc.procs, name)
+	tc.mu.Unlock()
+	if cmd == nil {
+		tc.t.Fatalf("no process for %s", name)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+}
+
+func (tc *testCluster) stopAll() {
+	tc.mu.Lock()
+	procs, mems := tc.procs, tc.mems
+	tc.procs, tc.mems = map[string]*exec.Cmd{}, map[string]*Member{}
+	tc.mu.Unlock()
+	for _, cmd := range procs {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	for _, m := range mems {
+		m.Stop()
+	}
+}
+
+func (tc *testCluster) newClient(endpoints ...string) *clientv3.Client {
+	tc.t.Helper()
+	if len(endpoints) == 0 {
+		endpoints = tc.endpoints()
+	}
+	cfg, err := tc.client.Config()
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	c, err := NewClient(endpoints, cfg, 2*time.Second)
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (tc *testCluster) prober(timeout time.Duration) *Prober {
+	cfg, err := tc.client.Config()
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	p := NewProber(cfg, timeout, 0)
+	tc.t.Cleanup(p.Close)
+	return p
+}
+
+func (tc *testCluster) targets() []Target { return tc.nodes[0].Targets }
+
+func (tc *testCluster) ops() *Ops {
+	return &Ops{Client: tc.newClient(), Prober: tc.prober(time.Second), Targets: tc.targets()}
+}
+
+// waitFor polls cond every 100ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitHealthy waits for the given number of healthy voting members and no
+// learner left.
+func (tc *testCluster) waitHealthy(voters int, timeout time.Duration) Report {
+	tc.t.Helper()
+	p := tc.prober(time.Second)
+	var rep Report
+	waitFor(tc.t, timeout, fmt.Sprintf("%d healthy voting members", voters), func() error {
+		rep = p.Probe(context.Background(), tc.targets())
+		learners := 0
+		for _, m := range rep.Members {
+			if m.Learner {
+				learners++
+			}
+		}
+		if rep.Voters != voters || rep.HealthyVoters != voters || learners != 0 {
+			return fmt.Errorf("voters %d healthy %d learners %d: %+v", rep.Voters, rep.HealthyVoters, learners, rep.Members)
+		}
+		return nil
+	})
+	return rep
+}
+
+// prefixWriter sends a child's stderr to the test log, line by line.
+type prefixWriter struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (w *prefixWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		w.t.Logf("[%s] %s", w.prefix, w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+}
