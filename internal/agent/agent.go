@@ -77,8 +77,7 @@ func (c *Config) setDefaults() {
 		c.StopTimeout = 30 * time.Second
 	}
 	if c.Registry == nil {
-		c.Registry = prometheus.NewRegistry()
-		c.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		c.Registry = NewRegistry()
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -94,6 +93,14 @@ func (c *Config) validate() error {
 		names[p.Name()] = true
 	}
 	return nil
+}
+
+// NewRegistry returns a metrics registry with the Go runtime and process
+// collectors, for the parts to register on before New.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
 }
 
 // Agent runs parts and the local API.

@@ -14,5 +14,6 @@ func (a *app) commands() []func() *cobra.Command {
 		a.lbCmd,
 		a.etcdCmd,
 		a.tokenCmd,
+		a.agentCmd,
 	}
 }

@@ -1,0 +1,250 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/health"
+	"github.com/haplane/haplane/internal/lb"
+	"github.com/haplane/haplane/internal/vrrp/speaker"
+)
+
+// LBPart is the load balancer on the VIP with active health checks of every
+// kube-apiserver; check results drive the pool, and the VIP part asks it
+// whether this node can serve.
+type LBPart struct {
+	lb      *lb.LB
+	checker *health.Checker
+	local   string // this node's apiserver, host:port
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewLBPart builds the load balancer of node from the cluster file. roots
+// verifies the apiservers' certificates (nil: not verified).
+func NewLBPart(c *config.Cluster, node string, listen string, roots *x509.CertPool, reg prometheus.Registerer, log *slog.Logger) (*LBPart, error) {
+	n, ok := c.NodeByName(node)
+	if !ok {
+		return nil, fmt.Errorf("agent: node %q is not in the cluster file", node)
+	}
+	lcfg := lb.ConfigFromCluster(c, listen)
+	lcfg.Logger = log.With("part", "lb")
+	lcfg.Registerer = reg
+	l, err := lb.New(lcfg)
+	if err != nil {
+		return nil, err
+	}
+	hcfg := health.ConfigFromCluster(c, roots)
+	hcfg.Logger = log.With("part", "health")
+	hcfg.Registerer = reg
+	hcfg.OnChange = func(ch health.Change) {
+		switch ch.To {
+		case health.Up:
+			l.SetHealth(ch.Target.Addr, lb.HealthUp)
+		case health.Down:
+			l.SetHealth(ch.Target.Addr, lb.HealthDown)
+		}
+	}
+	chk, err := health.NewChecker(hcfg)
+	if err != nil {
+		return nil, err
+	}
+	var targets []health.Target
+	for _, b := range lcfg.Backends {
+		targets = append(targets, health.Target{Addr: b})
+	}
+	if err := chk.SetTargets(targets); err != nil {
+		return nil, err
+	}
+	local := net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
+	return &LBPart{lb: l, checker: chk, local: local}, nil
+}
+
+// Name implements Part.
+func (p *LBPart) Name() string { return "lb" }
+
+// Start listens on the frontends and starts serving and checking.
+func (p *LBPart) Start(ctx context.Context, fail func(error)) error {
+	if err := p.lb.Listen(ctx); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel, p.done = cancel, make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := p.checker.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			fail(fmt.Errorf("health checks: %w", err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := p.lb.Serve(runCtx); err != nil && runCtx.Err() == nil {
+			fail(err)
+		}
+	}()
+	go func() { wg.Wait(); close(p.done) }()
+	return nil
+}
+
+// Stop stops accepting and drains sessions within ctx.
+func (p *LBPart) Stop(ctx context.Context) error {
+	err := p.lb.Shutdown(ctx)
+	p.cancel()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
+	return err
+}
+
+// AnyBackendHealthy reports whether the load balancer has a backend to send
+// clients to: a node without one must not hold the VIP.
+func (p *LBPart) AnyBackendHealthy(context.Context) error {
+	if p.checker.AnyHealthy() {
+		return nil
+	}
+	return errors.New("no healthy kube-apiserver behind the load balancer")
+}
+
+// LocalAPIServerHealthy reports this node's own kube-apiserver's health.
+func (p *LBPart) LocalAPIServerHealthy(context.Context) error {
+	if p.checker.Status(p.local) == health.Up {
+		return nil
+	}
+	return fmt.Errorf("local kube-apiserver %s is not healthy", p.local)
+}
+
+// LBStatus is the load balancer's part of /status.
+type LBStatus struct {
+	Frontends []string             `json:"frontends"`
+	Backends  []lb.BackendStatus   `json:"backends"`
+	Checks    []health.TargetState `json:"checks"`
+}
+
+// Status implements Statuser.
+func (p *LBPart) Status() any {
+	st := LBStatus{Backends: p.lb.Backends(), Checks: p.checker.States()}
+	for _, a := range p.lb.Addrs() {
+		st.Frontends = append(st.Frontends, a.String())
+	}
+	return st
+}
+
+// Ready implements Readier: the frontends are listening.
+func (p *LBPart) Ready() bool { return len(p.lb.Addrs()) > 0 }
+
+// SetBackends replaces the backends (after a reload) without dropping
+// established sessions.
+func (p *LBPart) SetBackends(addrs []string) error {
+	p.lb.SetBackends(addrs)
+	var targets []health.Target
+	for _, a := range addrs {
+		targets = append(targets, health.Target{Addr: a})
+	}
+	return p.checker.SetTargets(targets)
+}
+
+// VIPPart is the VRRP speaker holding the VIP. It never depends on etcd.
+type VIPPart struct {
+	sp     *speaker.Speaker
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Tracked-check weights. The first node's default priority is 150 and the
+// next ones 149, 148...: losing every backend (-100) puts a node below any
+// healthy one; a dead local apiserver (-10) moves the VIP to a node whose
+// own apiserver works, when there is one.
+const (
+	WeightNoBackend      = -100
+	WeightLocalAPIServer = -10
+)
+
+// NewVIPPart builds the speaker of node. The checks are the load balancer's
+// signals (nil when this agent runs no load balancer).
+func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Registerer, log *slog.Logger) (*VIPPart, error) {
+	scfg, ifname, err := speaker.FromCluster(c, node)
+	if err != nil {
+		return nil, err
+	}
+	scfg.Logger = log.With("part", "vip")
+	if reg != nil {
+		m, err := speaker.NewPrometheus(reg)
+		if err != nil {
+			return nil, err
+		}
+		scfg.Metrics = m
+	}
+	if lbp != nil {
+		// Checked every 100ms with fall 3: a node that cannot serve gives
+		// up the VIP within ~0.3s plus the backups' skew time.
+		interval := 100 * time.Millisecond
+		scfg.Tracks = []speaker.Track{
+			{Name: "lb-backend", Check: speaker.CheckFunc(lbp.AnyBackendHealthy), Weight: WeightNoBackend, Fall: 3, Rise: 2, Interval: interval},
+			{Name: "local-apiserver", Check: speaker.CheckFunc(lbp.LocalAPIServerHealthy), Weight: WeightLocalAPIServer, Fall: 3, Rise: 2, Interval: interval},
+		}
+	}
+	conn, err := speaker.ListenIPv4(ifname, scfg.VRRP.Primary)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := speaker.LinkAddrs(ifname, scfg.VRRP.Addrs)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	sp, err := speaker.New(scfg, conn, addrs)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &VIPPart{sp: sp}, nil
+}
+
+// Name implements Part.
+func (p *VIPPart) Name() string { return "vip" }
+
+// Start runs the speaker.
+func (p *VIPPart) Start(ctx context.Context, fail func(error)) error {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel, p.done = cancel, make(chan error, 1)
+	go func() {
+		err := p.sp.Run(runCtx)
+		if err != nil && runCtx.Err() == nil {
+			fail(err)
+		}
+		p.done <- err
+	}()
+	return nil
+}
+
+// Stop sends a priority-0 advert and releases the VIP (the speaker does so
+// when its context ends).
+func (p *VIPPart) Stop(ctx context.Context) error {
+	p.cancel()
+	select {
+	case err := <-p.done:
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status implements Statuser.
+func (p *VIPPart) Status() any { return p.sp.Status() }

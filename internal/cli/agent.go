@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/haplane/haplane/internal/agent"
+	"github.com/haplane/haplane/internal/config"
+)
+
+type agentFlags struct {
+	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen string
+	noVIP, noLB                                                bool
+}
+
+func (a *app) agentCmd() *cobra.Command {
+	var f agentFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the per-node daemon: VIP, load balancer and health checks in one process",
+		Long: `agent runs everything a control-plane node needs from haplane, in one process:
+the load balancer on the VIP's frontend port with active checks of every
+kube-apiserver, and the VRRP speaker holding the VIP. The VIP follows the
+ability to serve: a node whose load balancer has no healthy apiserver gives
+the VIP up within a second, and the VIP never depends on etcd.
+
+SIGTERM sends a priority-0 advert, releases the VIP, drains the load balancer
+and exits. SIGHUP reloads the cluster file and applies new backends without
+dropping connections. The local API (--api-addr, --api-socket) serves
+/healthz, /readyz, /metrics and /status.`,
+		Example: `  haplane agent --config /etc/haplane/haplane.yaml --node cp1`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.runAgent(cmd.Context(), &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.config, "config", "c", "/etc/haplane/haplane.yaml", "cluster file")
+	fl.StringVar(&f.node, "node", "", "this node's name in the cluster file (required)")
+	fl.StringVar(&f.apiAddr, "api-addr", agent.DefaultAPIAddr, `local API address ("-" disables it)`)
+	fl.StringVar(&f.apiSocket, "api-socket", "", "local API unix socket (default STATE-DIR/agent.sock)")
+	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/haplane", "agent state folder")
+	fl.StringVar(&f.pkiDir, "pki-dir", "", "PKI folder (default certificates.dir of the cluster file)")
+	fl.StringVar(&f.listen, "listen", "", "load balancer frontend (default the VIP and controlPlaneEndpoint.port)")
+	fl.BoolVar(&f.noVIP, "no-vip", false, "do not run the VRRP speaker (another tool holds the VIP)")
+	fl.BoolVar(&f.noLB, "no-lb", false, "do not run the load balancer (another tool balances)")
+	return cmd
+}
+
+func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
+	if err := requireFlag("node", f.node); err != nil {
+		return err
+	}
+	c, err := a.loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.NodeByName(f.node); !ok {
+		return usageError{fmt.Errorf("--node: %q is not a node of %s", f.node, f.config)}
+	}
+	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
+		return fmt.Errorf("agent: state folder: %w", err)
+	}
+	pkiDir := f.pkiDir
+	if pkiDir == "" {
+		pkiDir = c.Certificates.Dir
+	}
+	sock := f.apiSocket
+	if sock == "" {
+		sock = filepath.Join(f.stateDir, "agent.sock")
+	}
+	log := a.logger().With("node", f.node)
+	reg := agent.NewRegistry()
+
+	var parts []agent.Part
+	var lbp *agent.LBPart
+	if !f.noLB {
+		roots, err := loadCertPool(filepath.Join(pkiDir, "ca.crt"))
+		if err != nil {
+			log.Warn("kube-apiserver certificates will not be verified by health checks", "err", err)
+		}
+		if lbp, err = agent.NewLBPart(c, f.node, f.listen, roots, reg, log); err != nil {
+			return err
+		}
+		parts = append(parts, lbp)
+	}
+	if !f.noVIP {
+		vp, err := agent.NewVIPPart(c, f.node, lbp, reg, log)
+		if err != nil {
+			return &ExitError{Code: ExitFailure, Err: err}
+		}
+		parts = append(parts, vp)
+	}
+	if len(parts) == 0 {
+		return usageError{fmt.Errorf("--no-vip and --no-lb leave nothing to run")}
+	}
+	ag, err := agent.New(agent.Config{
+		Parts:     parts,
+		APIAddr:   f.apiAddr,
+		APISocket: sock,
+		Registry:  reg,
+		Log:       log,
+		Info:      map[string]string{"node": f.node, "cluster": c.Name, "version": version, "config": f.config},
+	})
+	if err != nil {
+		return err
+	}
+
+	// SIGHUP: reload the cluster file; backends change in place.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				nc, err := config.Load(f.config)
+				if err != nil {
+					log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
+					continue
+				}
+				if lbp != nil {
+					var backends []string
+					for _, b := range nc.APIServerAddrs() {
+						backends = append(backends, net.JoinHostPort(b.Addr().String(), strconv.Itoa(int(b.Port()))))
+					}
+					if err := lbp.SetBackends(backends); err != nil {
+						log.Error("reload: backends", "err", err)
+						continue
+					}
+				}
+				log.Info("cluster file reloaded", "nodes", len(nc.Nodes))
+			}
+		}
+	}()
+	if err := ag.Run(ctx); err != nil {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	return nil
+}
+
+// loadCertPool reads a PEM bundle into a pool.
+func loadCertPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
