@@ -270,9 +270,9 @@ type ClientOptions struct {
 type Result struct {
 	Cluster     string
 	ClusterFile []byte
-	CACerts    map[string][]byte
-	Certs      map[string][]byte
-	SharedKeys map[string][]byte
+	CACerts     map[string][]byte
+	Certs       map[string][]byte
+	SharedKeys  map[string][]byte
 }
 
 // Join runs the client side: it pins the CA, proves the token, sends the
