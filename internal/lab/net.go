@@ -1,0 +1,181 @@
+// Package lab builds test hosts out of Linux network namespaces and runs a
+// whole HA control plane on them (`haplane lab`). A lab network is a bridge
+// inside its own namespace with one veth per host: no host interface is ever
+// attached, so nothing leaves the machine. Every name carries the lab's
+// prefix, so a crashed run's leftovers can be swept by name.
+//
+// It uses the ip command from iproute2 (present wherever network namespaces
+// are) and needs root.
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+)
+
+// Net is a lab network.
+type Net struct {
+	Prefix string // namespace names are Prefix-<host>; the bridge's is Prefix-br
+
+	mu    sync.Mutex // protects hosts
+	hosts []*Host
+}
+
+// Host is one namespace on the lab network.
+type Host struct {
+	Name    string
+	NS      string     // namespace name
+	Addr    netip.Addr // on eth0
+	Iface   string     // "eth0"
+	bridgeV string     // the veth end on the bridge
+	net     *Net
+}
+
+// RequireRoot returns an error saying why the lab cannot run here.
+func RequireRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("lab: network namespaces need root (run with sudo)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("lab: the ip command (iproute2) is required")
+	}
+	return nil
+}
+
+// ip runs the ip command and returns its error with stderr.
+func ip(args ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command("ip", args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// NewNet creates the bridge namespace. Prefix must be short (host
+// namespaces and veth names derive from it) and unique to this lab.
+func NewNet(prefix string) (*Net, error) {
+	if err := RequireRoot(); err != nil {
+		return nil, err
+	}
+	if prefix == "" || len(prefix) > 20 || strings.ContainsAny(prefix, "/ ") {
+		return nil, fmt.Errorf("lab: bad prefix %q", prefix)
+	}
+	n := &Net{Prefix: prefix}
+	br := n.bridgeNS()
+	if err := ip("netns", "add", br); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	for _, args := range [][]string{
+		{"-n", br, "link", "set", "lo", "up"},
+		{"-n", br, "link", "add", "br0", "type", "bridge"},
+		{"-n", br, "link", "set", "br0", "up"},
+	} {
+		if err := ip(args...); err != nil {
+			_ = ip("netns", "del", br)
+			return nil, fmt.Errorf("lab: bridge: %w", err)
+		}
+	}
+	return n, nil
+}
+
+func (n *Net) bridgeNS() string { return n.Prefix + "-br" }
+
+// AddHost creates namespace Prefix-name with eth0 at addr/bits, attached to
+// the bridge. arp_accept is on, so the host learns from gratuitous ARP as a
+// real peer of a VIP must.
+func (n *Net) AddHost(name string, addr netip.Addr, bits int) (*Host, error) {
+	h := &Host{Name: name, NS: n.Prefix + "-" + name, Addr: addr, Iface: "eth0", net: n}
+	// The bridge-side name must fit IFNAMSIZ (15) and be unique per lab.
+	h.bridgeV = "v-" + name
+	if len(h.bridgeV) > 15 {
+		h.bridgeV = h.bridgeV[:15]
+	}
+	if err := ip("netns", "add", h.NS); err != nil {
+		return nil, fmt.Errorf("lab: host %s: %w", name, err)
+	}
+	steps := [][]string{
+		{"-n", h.NS, "link", "set", "lo", "up"},
+		{"-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", h.bridgeV, "netns", n.bridgeNS()},
+		{"-n", n.bridgeNS(), "link", "set", h.bridgeV, "master", "br0"},
+		{"-n", n.bridgeNS(), "link", "set", h.bridgeV, "up"},
+		{"-n", h.NS, "addr", "add", netip.PrefixFrom(addr, bits).String(), "dev", "eth0"},
+		{"-n", h.NS, "link", "set", "eth0", "up"},
+	}
+	for _, args := range steps {
+		if err := ip(args...); err != nil {
+			_ = ip("netns", "del", h.NS)
+			return nil, fmt.Errorf("lab: host %s: %w", name, err)
+		}
+	}
+	for _, kv := range []string{"net.ipv4.conf.all.arp_accept=1", "net.ipv4.conf.eth0.arp_accept=1", "net.ipv4.ip_nonlocal_bind=1"} {
+		if out, err := exec.Command("ip", "netns", "exec", h.NS, "sysctl", "-qw", kv).CombinedOutput(); err != nil {
+			_ = ip("netns", "del", h.NS)
+			return nil, fmt.Errorf("lab: host %s: sysctl %s: %v: %s", name, kv, err, out)
+		}
+	}
+	n.mu.Lock()
+	n.hosts = append(n.hosts, h)
+	n.mu.Unlock()
+	return h, nil
+}
+
+// Hosts lists the hosts in creation order.
+func (n *Net) Hosts() []*Host {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]*Host(nil), n.hosts...)
+}
+
+// Command returns a command that runs inside the host's namespace. The
+// caller starts it and owns the process (stop it by its PID).
+func (h *Host) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+}
+
+// SetLink takes the host's link down or up. It acts on the bridge side of
+// the veth, so the host sees its carrier go, as when a cable is pulled,
+// and nothing inside the host is told.
+func (h *Host) SetLink(up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	if err := ip("-n", h.net.bridgeNS(), "link", "set", h.bridgeV, state); err != nil {
+		return fmt.Errorf("lab: link %s %s: %w", h.Name, state, err)
+	}
+	return nil
+}
+
+// Close deletes every namespace of the lab; their veths go with them. It
+// is idempotent.
+func (n *Net) Close() error {
+	return Sweep(n.Prefix)
+}
+
+// Sweep deletes every namespace named prefix-*: what a lab of that prefix
+// made, including a crashed one's leftovers.
+func Sweep(prefix string) error {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return fmt.Errorf("lab: ip netns list: %w", err)
+	}
+	var errs []error
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], prefix+"-") {
+			continue
+		}
+		if err := ip("netns", "del", f[0]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,76 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if err := RequireRoot(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+}
+
+func testPrefix() string { return fmt.Sprintf("hpt%d", os.Getpid()%100000) }
+
+func ping(h *Host, to netip.Addr) error {
+	out, err := h.Command("ping", "-c", "1", "-W", "1", to.String()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+func TestNetHostsLinkAndSweep(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("ping"); err != nil {
+		t.Skip("skipping: ping (iputils-ping) is not installed")
+	}
+	n, err := NewNet(testPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	a, err := n.AddHost("a", netip.MustParseAddr("10.77.2.1"), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.AddHost("b", netip.MustParseAddr("10.77.2.2"), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(a, b.Addr); err != nil {
+		t.Fatalf("a cannot reach b: %v", err)
+	}
+	if err := b.SetLink(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(a, b.Addr); err == nil {
+		t.Fatal("a reaches b with b's link down")
+	}
+	if err := b.SetLink(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(a, b.Addr); err != nil {
+		t.Fatalf("a cannot reach b after link up: %v", err)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", a.NS, "sysctl", "-n", "net.ipv4.conf.eth0.arp_accept").Output()
+	if strings.TrimSpace(string(out)) != "1" {
+		t.Errorf("arp_accept = %q, want 1", out)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	list, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(list), n.Prefix+"-") {
+		t.Fatalf("namespaces left after Close:\n%s", list)
+	}
+}
