@@ -355,3 +355,5 @@ func (w *prefixWriter) Write(b []byte) (int, error) {
 		w.buf = w.buf[i+1:]
 	}
 }
+
+func clientPrefix() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithPrefix()} }

@@ -1,0 +1,206 @@
+package etcdnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func keySet(t *testing.T, cli *clientv3.Client, opts ...clientv3.OpOption) (map[string]string, int64) {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "", append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = string(kv.Value)
+	}
+	return out, resp.Header.Revision
+}
+
+// TestSnapshotRestore: snapshot, more writes, wipe every member, restore
+// every member from the same snapshot. The cluster then holds exactly the
+// keys at the snapshot's revision, under a new token, with the revision
+// bumped and the old revisions compacted (so watchers relist).
+func TestSnapshotRestore(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startInProcess("m0", "m1", "m2")
+	cli := tc.newClient()
+	ctx := context.Background()
+	for i := range 40 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("k/%02d", i), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		if _, err := cli.Delete(ctx, fmt.Sprintf("k/%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := keySet(t, cli)
+
+	path := filepath.Join(t.TempDir(), "snap.db")
+	info, err := SaveSnapshot(ctx, tc.newClient(tc.node("m1").Member.ClientURL()), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Keys != len(want) {
+		t.Fatalf("snapshot has %d keys, cluster had %d", info.Keys, len(want))
+	}
+	atSnap, _ := keySet(t, cli, clientv3.WithRev(info.Revision))
+	if !mapsEqual(atSnap, want) {
+		t.Fatalf("keys at snapshot revision %d differ from the keys read before it", info.Revision)
+	}
+	if _, err := os.Stat(path + ".part"); !os.IsNotExist(err) {
+		t.Errorf("partial file left behind: %v", err)
+	}
+
+	t.Run("corrupt snapshot refused", func(t *testing.T) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, mutate := range map[string]func([]byte) []byte{
+			"flipped byte": func(b []byte) []byte { b = slices.Clone(b); b[len(b)/2] ^= 0xff; return b },
+			"truncated":    func(b []byte) []byte { return b[:len(b)-100] },
+			"empty":        func([]byte) []byte { return nil },
+		} {
+			bad := filepath.Join(t.TempDir(), "bad.db")
+			if err := os.WriteFile(bad, mutate(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := VerifySnapshot(bad); !errors.Is(err, ErrSnapshotCorrupt) {
+				t.Errorf("%s: %v, want ErrSnapshotCorrupt", name, err)
+			}
+			dir := filepath.Join(t.TempDir(), "data")
+			if _, err := Restore(RestoreOptions{Snapshot: bad, Name: "m0", Members: tc.node("m0").Member.InitialCluster, DataDir: dir, Token: "x"}, time.Now(), nil); err == nil {
+				t.Errorf("%s: restore accepted a corrupt snapshot", name)
+			}
+		}
+	})
+
+	// Writes after the snapshot are lost by the restore, by design.
+	if _, err := cli.Put(ctx, "k/after", "x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"m0", "m1", "m2"} {
+		tc.stopInProcess(n)
+	}
+	token := RestoreToken("test", info.SHA256)
+	now := time.Date(2026, 11, 22, 20, 0, 0, 0, time.UTC)
+	for _, n := range []string{"m0", "m1", "m2"} {
+		o := tc.node(n).Member
+		moved, err := Restore(RestoreOptions{Snapshot: path, Name: n, Members: o.InitialCluster, DataDir: o.DataDir, Token: token}, now, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if moved == "" || !HasData(moved) {
+			t.Fatalf("old data dir not kept: %q", moved)
+		}
+	}
+	tc.startInProcess("m0", "m1", "m2")
+	tc.waitHealthy(3, 30*time.Second)
+	cli2 := tc.newClient()
+	got, rev := keySet(t, cli2)
+	if !mapsEqual(got, want) {
+		t.Fatalf("after restore: %d keys, want exactly the %d at the snapshot (k/after must be gone: %v)", len(got), len(want), got["k/after"] != "")
+	}
+	if rev < info.Revision+DefaultRevisionBump {
+		t.Fatalf("revision %d after restore, want at least %d + %d", rev, info.Revision, DefaultRevisionBump)
+	}
+	// A watcher resuming at its old revision is told it was compacted.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	wr := <-cli2.Watch(wctx, "k/", clientv3.WithPrefix(), clientv3.WithRev(info.Revision))
+	if !errors.Is(wr.Err(), rpctypes.ErrCompacted) {
+		t.Fatalf("watch from old revision %d: %v, want compacted", info.Revision, wr.Err())
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSchedulerOnlyElectedTakesAndRetains: only the elected node writes
+// snapshots, and the newest Retain are kept. The clock is synctest's.
+func TestSchedulerOnlyElectedTakesAndRetains(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		elected := map[string]bool{"a": true, "b": false}
+		var scheds []*Scheduler
+		for _, name := range []string{"a", "b"} {
+			scheds = append(scheds, &Scheduler{
+				Dir: filepath.Join(dir, name), Interval: time.Minute, Retain: 3,
+				Elected: func(context.Context) (bool, error) { return elected[name], nil },
+				Save: func(_ context.Context, path string) error {
+					return os.WriteFile(path, []byte(name), 0o600)
+				},
+			})
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		for _, s := range scheds {
+			go s.Run(ctx)
+		}
+		time.Sleep(5*time.Minute + time.Second)
+		synctest.Wait()
+		cancel()
+		a, _ := os.ReadDir(filepath.Join(dir, "a"))
+		b, _ := os.ReadDir(filepath.Join(dir, "b"))
+		if len(a) != 3 || len(b) != 0 {
+			t.Fatalf("elected node kept %d snapshots (want 3), other took %d (want 0)", len(a), len(b))
+		}
+		// The newest are kept: fake time started at 2000-01-01 00:00 UTC.
+		if a[0].Name() != "etcd-snapshot-20000101T000300.000Z.db" || a[2].Name() != "etcd-snapshot-20000101T000500.000Z.db" {
+			t.Errorf("kept %v", []string{a[0].Name(), a[1].Name(), a[2].Name()})
+		}
+	})
+}
+
+// TestSchedulerWithLeaderCheck: on a real cluster exactly one member (the
+// raft leader) takes a scheduled snapshot, and it verifies.
+func TestSchedulerWithLeaderCheck(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startInProcess("m0", "m1", "m2")
+	tc.waitHealthy(3, 20*time.Second)
+	dir := t.TempDir()
+	taken := 0
+	for _, n := range []string{"m0", "m1", "m2"} {
+		tc.mu.Lock()
+		m := tc.mems[n]
+		tc.mu.Unlock()
+		cli := tc.newClient(m.Config().ClientURL())
+		s := &Scheduler{Dir: dir, Retain: 2, Elected: m.LeaderCheck,
+			Save: func(ctx context.Context, path string) error { _, err := SaveSnapshot(ctx, cli, path); return err }}
+		p, err := s.Once(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p != "" {
+			taken++
+			if _, err := VerifySnapshot(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if taken != 1 {
+		t.Fatalf("%d members took the scheduled snapshot, want exactly 1", taken)
+	}
+}
