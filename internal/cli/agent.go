@@ -18,8 +18,8 @@ import (
 )
 
 type agentFlags struct {
-	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen string
-	noVIP, noLB                                                bool
+	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir string
+	noVIP, noLB, noEtcd                                                     bool
 }
 
 func (a *app) agentCmd() *cobra.Command {
@@ -53,6 +53,8 @@ dropping connections. The local API (--api-addr, --api-socket) serves
 	fl.StringVar(&f.listen, "listen", "", "load balancer frontend (default the VIP and controlPlaneEndpoint.port)")
 	fl.BoolVar(&f.noVIP, "no-vip", false, "do not run the VRRP speaker (another tool holds the VIP)")
 	fl.BoolVar(&f.noLB, "no-lb", false, "do not run the load balancer (another tool balances)")
+	fl.BoolVar(&f.noEtcd, "no-etcd", false, "do not run this node's etcd member (stacked topology; kubelet or systemd runs etcd)")
+	fl.StringVar(&f.etcdDataDir, "etcd-data-dir", "", "etcd data folder (default etcd.dataDir of the cluster file)")
 	return cmd
 }
 
@@ -64,7 +66,12 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := c.NodeByName(f.node); !ok {
+	_, isCP := c.NodeByName(f.node)
+	isEtcd := false
+	for _, m := range c.EtcdMembers() {
+		isEtcd = isEtcd || m.Name == f.node
+	}
+	if !isCP && !isEtcd {
 		return usageError{fmt.Errorf("--node: %q is not a node of %s", f.node, f.config)}
 	}
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
@@ -81,9 +88,18 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 	log := a.logger().With("node", f.node)
 	reg := agent.NewRegistry()
 
+	// Start order etcd, lb, vip; stop order the reverse, so SIGTERM first
+	// hands the VIP over, then drains the load balancer, then stops etcd.
 	var parts []agent.Part
+	if isEtcd && !f.noEtcd {
+		opts, err := agent.EtcdNodeOptions(c, f.node, pkiDir, f.etcdDataDir)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, agent.NewEtcdPart(opts, log))
+	}
 	var lbp *agent.LBPart
-	if !f.noLB {
+	if isCP && !f.noLB {
 		roots, err := loadCertPool(filepath.Join(pkiDir, "ca.crt"))
 		if err != nil {
 			log.Warn("kube-apiserver certificates will not be verified by health checks", "err", err)
@@ -93,7 +109,7 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		}
 		parts = append(parts, lbp)
 	}
-	if !f.noVIP {
+	if isCP && !f.noVIP {
 		vp, err := agent.NewVIPPart(c, f.node, lbp, reg, log)
 		if err != nil {
 			return &ExitError{Code: ExitFailure, Err: err}
@@ -101,7 +117,7 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		parts = append(parts, vp)
 	}
 	if len(parts) == 0 {
-		return usageError{fmt.Errorf("--no-vip and --no-lb leave nothing to run")}
+		return usageError{fmt.Errorf("the --no-* flags leave nothing to run on %s", f.node)}
 	}
 	ag, err := agent.New(agent.Config{
 		Parts:     parts,
