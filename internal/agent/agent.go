@@ -66,6 +66,9 @@ type Config struct {
 	Info map[string]string
 }
 
+// DefaultAPIPort is the local API's port on 127.0.0.1.
+const DefaultAPIPort = 9444
+
 // DefaultAPIAddr is where the local API listens by default.
 const DefaultAPIAddr = "127.0.0.1:9444"
 

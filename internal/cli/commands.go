@@ -15,5 +15,7 @@ func (a *app) commands() []func() *cobra.Command {
 		a.etcdCmd,
 		a.tokenCmd,
 		a.agentCmd,
+		a.statusCmd,
+		a.labCmd,
 	}
 }

@@ -1,0 +1,369 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/haplane/haplane/internal/agent"
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/etcdnode"
+	"github.com/haplane/haplane/internal/lab"
+	"github.com/haplane/haplane/internal/stubapi"
+)
+
+// defaultLabDir keeps the lab's state where root's temporary files go.
+const defaultLabDir = "/tmp/haplane-lab"
+
+func (a *app) labCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a whole HA control plane on this machine, in network namespaces",
+		Long: `lab builds hosts out of Linux network namespaces on a private bridge
+(10.77.0.0/24; no host interface is touched), writes a cluster file and the
+PKI for them, and runs on every control-plane host an etcd member, an API
+server and the haplane agent (VIP and load balancer). A client host reaches
+the API through the VIP. Needs root.`,
+	}
+	cmd.PersistentFlags().StringVar(&dir, "dir", defaultLabDir, "the lab's state folder")
+	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd())
+	return cmd
+}
+
+// labProcs lists the processes of a host: the agent (with the etcd member
+// of a stacked or external etcd host) and, on control-plane hosts, the
+// API server stand-in.
+func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) [][]string {
+	pkiDir := filepath.Join(st.HostDir(h.Name), "pki")
+	common := []string{"--config", st.ClusterFile, "--node", h.Name, "--pki-dir", pkiDir}
+	switch h.Role {
+	case "control-plane":
+		return [][]string{
+			append([]string{"backend", "lab", "backend"}, common...),
+			append(append([]string{"agent", "--log-format", "json", "agent"}, common...),
+				"--state-dir", filepath.Join(st.HostDir(h.Name), "state"), "--etcd-data-dir", filepath.Join(st.HostDir(h.Name), "etcd"),
+				"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)),
+		}
+	case "etcd":
+		return [][]string{append(append([]string{"agent", "--log-format", "json", "agent"}, common...),
+			"--state-dir", filepath.Join(st.HostDir(h.Name), "state"), "--etcd-data-dir", filepath.Join(st.HostDir(h.Name), "etcd"),
+			"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort))}
+	}
+	return nil
+}
+
+func (a *app) labUpCmd(dir *string) *cobra.Command {
+	var o lab.Options
+	var backend string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Create the lab and wait until the API answers through the VIP",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if backend != "stub" {
+				return usageError{fmt.Errorf("--backend %q: this build runs the built-in stub apiserver only (--backend stub)", backend)}
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Dir, o.Binary, o.Out = *dir, bin, a.stderr
+			t0 := time.Now()
+			st, err := lab.Up(cmd.Context(), o, pkiPlan, labProcs)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			fmt.Fprintf(a.stderr, "lab: waiting for %s/readyz from the client host\n", st.Endpoint)
+			if err := labProbe(cmd.Context(), st, wait); err != nil {
+				_ = lab.Down(st.Dir, st.Prefix)
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: the API did not answer through the VIP: %w (logs were in %s/logs; lab torn down)", err, st.Dir)}
+			}
+			view := collectLabStatus(st)
+			view.Ready = time.Since(t0).Round(time.Millisecond).String()
+			return a.print(view, func(w io.Writer) error {
+				fmt.Fprintf(w, "lab is up in %s: endpoint %s (through the VIP), cluster file %s\n\n", view.Ready, st.Endpoint, st.ClusterFile)
+				if err := printLabStatus(w, view); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "\ntry:  haplane lab status    |  ip netns exec %s-client curl --cacert %s %s/readyz\n      haplane lab down\n",
+					st.Prefix, filepath.Join(st.HostDir("cp1"), "pki", "ca.crt"), st.Endpoint)
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Nodes, "nodes", 3, "control-plane nodes (1..9)")
+	f.StringVar(&o.Topology, "topology", "stacked", "etcd topology: stacked or external (three etcd hosts)")
+	f.StringVar(&backend, "backend", "stub", "API server: stub (built-in TLS /readyz server writing to etcd)")
+	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the API through the VIP")
+	return cmd
+}
+
+// labProbe waits until the client host gets 200 from /readyz through the VIP.
+func labProbe(ctx context.Context, st *lab.State, wait time.Duration) error {
+	ca := filepath.Join(st.HostDir("cp1"), "pki", "ca.crt")
+	cmd := (&lab.Host{NS: st.Prefix + "-client"}).Command(st.Binary, "lab", "probe", "--url", st.Endpoint+"/readyz", "--ca", ca, "--timeout", wait.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (a *app) labDownCmd(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop every process and remove every namespace and file of the lab (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := lab.RequireRoot(); err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			if err := lab.Down(*dir, lab.DefaultPrefix); err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			return a.print(map[string]string{"down": *dir}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "lab: down (%s removed, namespaces %s-* deleted)\n", *dir, lab.DefaultPrefix)
+				return err
+			})
+		},
+	}
+}
+
+// labHostView is one host in `lab status`.
+type labHostView struct {
+	Host     string          `json:"host"`
+	Address  string          `json:"address"`
+	Role     string          `json:"role"`
+	Agent    string          `json:"agent"` // up, down
+	VRRP     json.RawMessage `json:"vrrp,omitempty"`
+	State    string          `json:"vrrpState,omitempty"`
+	Priority int             `json:"priority,omitempty"`
+	HoldsVIP bool            `json:"holdsVIP"`
+	Backends string          `json:"backendsUp,omitempty"`
+	Etcd     string          `json:"etcd,omitempty"`
+}
+
+type labView struct {
+	Endpoint string        `json:"endpoint"`
+	VIPOwner string        `json:"vipHolder"`
+	Hosts    []labHostView `json:"hosts"`
+	Ready    string        `json:"readyAfter,omitempty"`
+}
+
+// collectLabStatus asks every host's agent for /status, from inside its
+// namespace.
+func collectLabStatus(st *lab.State) labView {
+	v := labView{Endpoint: st.Endpoint}
+	for _, h := range st.Hosts {
+		if h.Role == "client" {
+			continue
+		}
+		hv := labHostView{Host: h.Name, Address: h.Address, Role: h.Role, Agent: "down"}
+		out, err := (&lab.Host{NS: h.NS}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
+		var s struct {
+			Parts struct {
+				VIP *struct {
+					State    string `json:"state"`
+					Priority int    `json:"priority"`
+				} `json:"vip"`
+				LB *struct {
+					Backends []struct {
+						Health string `json:"health"`
+					} `json:"backends"`
+				} `json:"lb"`
+				Etcd *struct {
+					Ready bool `json:"ready"`
+				} `json:"etcd"`
+			} `json:"parts"`
+		}
+		if err == nil && json.Unmarshal(out, &s) == nil {
+			hv.Agent = "up"
+			if vp := s.Parts.VIP; vp != nil {
+				hv.State, hv.Priority = vp.State, vp.Priority
+				hv.HoldsVIP = vp.State == "master"
+				if hv.HoldsVIP {
+					if v.VIPOwner != "" {
+						v.VIPOwner += "+"
+					}
+					v.VIPOwner += h.Name
+				}
+			}
+			if l := s.Parts.LB; l != nil {
+				up := 0
+				for _, b := range l.Backends {
+					if b.Health == "up" {
+						up++
+					}
+				}
+				hv.Backends = fmt.Sprintf("%d/%d", up, len(l.Backends))
+			}
+			if e := s.Parts.Etcd; e != nil {
+				hv.Etcd = map[bool]string{true: "ready", false: "starting"}[e.Ready]
+			}
+		}
+		v.Hosts = append(v.Hosts, hv)
+	}
+	if v.VIPOwner == "" {
+		v.VIPOwner = "nobody"
+	}
+	return v
+}
+
+func printLabStatus(w io.Writer, v labView) error {
+	fmt.Fprintf(w, "VIP %s held by: %s\n", v.Endpoint, v.VIPOwner)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tADDRESS\tROLE\tAGENT\tVRRP\tPRIORITY\tVIP\tBACKENDS UP\tETCD")
+	for _, h := range v.Hosts {
+		vip := ""
+		if h.HoldsVIP {
+			vip = "*"
+		}
+		dash := func(s string) string {
+			if s == "" {
+				return "-"
+			}
+			return s
+		}
+		prio := "-"
+		if h.Priority != 0 {
+			prio = strconv.Itoa(h.Priority)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Address, h.Role, h.Agent, dash(h.State), prio, vip, dash(h.Backends), dash(h.Etcd))
+	}
+	return tw.Flush()
+}
+
+func (a *app) labStatusCmd(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show every host of the lab: agent, VRRP state, who holds the VIP, backends, etcd",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			st, err := lab.LoadState(*dir)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			v := collectLabStatus(st)
+			return a.print(v, func(w io.Writer) error { return printLabStatus(w, v) })
+		},
+	}
+}
+
+// labBackendCmd runs the stub API server of a lab host: the node's
+// apiserver certificate on its address and port 6443, writes to etcd with
+// the apiserver-etcd-client certificate.
+func (a *app) labBackendCmd() *cobra.Command {
+	var cfgPath, node, pkiDir string
+	cmd := &cobra.Command{
+		Use:    "backend",
+		Short:  "Run the built-in stub kube-apiserver of a node (used by lab up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.loadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			n, ok := c.NodeByName(node)
+			if !ok {
+				return usageError{fmt.Errorf("--node %q is not a control-plane node", node)}
+			}
+			cert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver.crt"), filepath.Join(pkiDir, "apiserver.key"))
+			if err != nil {
+				return err
+			}
+			tc, err := etcdnode.ClientTLS{
+				CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
+				KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
+				CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
+			}.Config()
+			if err != nil {
+				return err
+			}
+			var eps []string
+			for _, m := range c.EtcdMembers() {
+				eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
+			}
+			cli, err := etcdnode.NewClient(eps, tc, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			addr := net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
+			s, err := stubapi.Start(stubapi.Config{Addr: addr, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, KV: stubapi.EtcdKV{Client: cli}, Name: node, Log: a.logger()})
+			if err != nil {
+				return err
+			}
+			a.logger().Info("stub apiserver serving", "addr", addr)
+			<-cmd.Context().Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return s.Shutdown(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "haplane.yaml", "cluster file")
+	cmd.Flags().StringVar(&node, "node", "", "node name")
+	cmd.Flags().StringVar(&pkiDir, "pki-dir", "", "the node's PKI folder")
+	return cmd
+}
+
+// labProbeCmd waits until url answers 200, verifying against ca.
+func (a *app) labProbeCmd() *cobra.Command {
+	var url, caPath string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:    "probe",
+		Short:  "Wait until an HTTPS URL answers 200 (used by lab up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pool, err := loadCertPool(caPath)
+			if err != nil {
+				return err
+			}
+			client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true,
+			}}
+			deadline := time.Now().Add(timeout)
+			var last error
+			for time.Now().Before(deadline) {
+				resp, err := client.Get(url)
+				if err == nil {
+					body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						fmt.Fprintf(a.stdout, "%s: %s\n", url, strings.TrimSpace(string(body)))
+						return nil
+					}
+					err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+				}
+				last = err
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			return fmt.Errorf("%s not ready after %s: %v", url, timeout, last)
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "URL")
+	cmd.Flags().StringVar(&caPath, "ca", "", "CA bundle")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait")
+	return cmd
+}

@@ -1,0 +1,371 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/pki"
+)
+
+// Lab addressing: every lab host lives on 10.77.0.0/24.
+var (
+	Subnet     = netip.MustParsePrefix("10.77.0.0/24")
+	VIP        = netip.MustParseAddr("10.77.0.100")
+	ClientAddr = netip.MustParseAddr("10.77.0.50")
+)
+
+// DefaultPrefix names the namespaces of `haplane lab`.
+const DefaultPrefix = "hplab"
+
+// Options shape a lab.
+type Options struct {
+	// Dir holds the lab's state: cluster file, PKI, logs, data, state.json.
+	Dir string
+	// Prefix of the namespaces (default DefaultPrefix).
+	Prefix string
+	// Nodes is the number of control-plane nodes (1..9, default 3).
+	Nodes int
+	// Topology is "stacked" (default) or "external" (three etcd hosts).
+	Topology string
+	// Binary is the haplane executable the hosts run; Up copies it into
+	// Dir, so the lab survives the build that started it (go run).
+	Binary string
+	// Out receives progress lines.
+	Out io.Writer
+}
+
+// Proc is one process the lab started.
+type Proc struct {
+	Host string   `json:"host"`
+	Name string   `json:"name"`
+	PID  int      `json:"pid"`
+	Log  string   `json:"log"`
+	Args []string `json:"args"`
+}
+
+// HostState is one host of a running lab.
+type HostState struct {
+	Name    string `json:"name"`
+	NS      string `json:"namespace"`
+	Address string `json:"address"`
+	Role    string `json:"role"` // control-plane, etcd, client
+}
+
+// State is what `lab up` leaves in Dir/state.json for status and down.
+type State struct {
+	Prefix      string      `json:"prefix"`
+	Dir         string      `json:"dir"`
+	ClusterFile string      `json:"clusterFile"`
+	Endpoint    string      `json:"endpoint"`
+	Binary      string      `json:"binary"`
+	Hosts       []HostState `json:"hosts"`
+	Procs       []Proc      `json:"processes"`
+	Started     time.Time   `json:"started"`
+}
+
+// HostDir is where a host's files live in the lab (its /etc/kubernetes).
+func (s *State) HostDir(host string) string { return filepath.Join(s.Dir, "hosts", host) }
+
+// Host returns a host by name.
+func (s *State) Host(name string) (HostState, bool) {
+	for _, h := range s.Hosts {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return HostState{}, false
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "state.json") }
+
+// LoadState reads a lab's state.
+func LoadState(dir string) (*State, error) {
+	data, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		return nil, fmt.Errorf("lab: no lab state in %s (is a lab up?): %w", dir, err)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("lab: state %s: %w", statePath(dir), err)
+	}
+	return &s, nil
+}
+
+func (s *State) save() error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := statePath(s.Dir) + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, statePath(s.Dir))
+}
+
+// Plan is what Up builds before starting anything: the hosts and the
+// cluster file describing them.
+func (o *Options) setDefaults() error {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	if o.Nodes < 1 || o.Nodes > 9 {
+		return fmt.Errorf("lab: --nodes %d: between 1 and 9", o.Nodes)
+	}
+	switch o.Topology {
+	case "":
+		o.Topology = config.TopologyStacked
+	case config.TopologyStacked, config.TopologyExternal:
+	default:
+		return fmt.Errorf("lab: --topology %q: stacked or external", o.Topology)
+	}
+	if o.Dir == "" {
+		return errors.New("lab: a state folder is required")
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	return nil
+}
+
+// ClusterFile returns the lab's cluster file.
+func ClusterFile(o Options) []byte {
+	eo := config.ExampleOptions{Name: "lab", VIP: VIP.String(), Interface: "eth0"}
+	for i := range o.Nodes {
+		eo.Nodes = append(eo.Nodes, config.Node{Name: fmt.Sprintf("cp%d", i+1), Address: fmt.Sprintf("10.77.0.%d", 11+i)})
+	}
+	if o.Topology == config.TopologyExternal {
+		for i := range 3 {
+			eo.EtcdNodes = append(eo.EtcdNodes, config.EtcdNode{Name: fmt.Sprintf("etcd%d", i+1), Address: fmt.Sprintf("10.77.0.%d", 21+i)})
+		}
+	}
+	return config.Example(eo)
+}
+
+// Up builds the network, the cluster file and the PKI, starts every
+// process and waits until the API answers through the VIP from the client
+// host. On failure it tears down what it made.
+func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, procs func(s *State, c *config.Cluster, h HostState) [][]string) (st *State, err error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := RequireRoot(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(statePath(o.Dir)); err == nil {
+		return nil, fmt.Errorf("lab: a lab is already up in %s; run `haplane lab down` first", o.Dir)
+	}
+	// Leftovers of a crashed lab of the same prefix would clash.
+	if err := Sweep(o.Prefix); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
+		return nil, err
+	}
+	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC()}
+	defer func() {
+		if err != nil {
+			fmt.Fprintf(o.Out, "lab: start failed, tearing down: %v\n", err)
+			_ = Down(o.Dir, o.Prefix)
+		}
+	}()
+
+	// The binary, copied so the lab outlives a `go run` build folder.
+	st.Binary = filepath.Join(o.Dir, "haplane")
+	if err := copyFile(o.Binary, st.Binary, 0o755); err != nil {
+		return st, fmt.Errorf("lab: copy binary: %w", err)
+	}
+	if err := os.WriteFile(st.ClusterFile, ClusterFile(o), 0o644); err != nil {
+		return st, err
+	}
+	c, err := config.Load(st.ClusterFile)
+	if err != nil {
+		return st, fmt.Errorf("lab: generated cluster file: %w", err)
+	}
+	st.Endpoint = fmt.Sprintf("https://%s:%d", c.ControlPlaneEndpoint.VIP, c.ControlPlaneEndpoint.Port)
+	if err := st.save(); err != nil {
+		return st, err
+	}
+
+	fmt.Fprintf(o.Out, "lab: generating the PKI for %d control-plane nodes\n", len(c.Nodes))
+	files, _, err := pki.Generate(plan(c), nil, time.Now())
+	if err != nil {
+		return st, err
+	}
+	if _, err := pki.WriteTree(filepath.Join(o.Dir, "hosts"), files); err != nil {
+		return st, err
+	}
+
+	fmt.Fprintf(o.Out, "lab: creating hosts as network namespaces %s-* on %s\n", o.Prefix, Subnet)
+	n, err := NewNet(o.Prefix)
+	if err != nil {
+		return st, err
+	}
+	add := func(name, role string, a netip.Addr) error {
+		h, err := n.AddHost(name, a, Subnet.Bits())
+		if err != nil {
+			return err
+		}
+		st.Hosts = append(st.Hosts, HostState{Name: name, NS: h.NS, Address: a.String(), Role: role})
+		return st.save()
+	}
+	for _, nd := range c.Nodes {
+		if err := add(nd.Name, pki.RoleControlPlane, nd.Addr()); err != nil {
+			return st, err
+		}
+	}
+	if c.Etcd.Topology == config.TopologyExternal {
+		for _, e := range c.Etcd.Nodes {
+			if err := add(e.Name, pki.RoleEtcd, netip.MustParseAddr(e.Address)); err != nil {
+				return st, err
+			}
+		}
+	}
+	if err := add("client", "client", ClientAddr); err != nil {
+		return st, err
+	}
+
+	for _, h := range st.Hosts {
+		for _, args := range procs(st, c, h) {
+			p, err := st.start(h, args[0], args[1:])
+			if err != nil {
+				return st, err
+			}
+			fmt.Fprintf(o.Out, "lab: %s: started %s (pid %d)\n", h.Name, p.Name, p.PID)
+		}
+	}
+	return st, nil
+}
+
+// start runs binary args inside h's namespace, detached in its own session
+// so it outlives `lab up`, with output in a log file.
+func (s *State) start(h HostState, name string, args []string) (Proc, error) {
+	logPath := filepath.Join(s.Dir, "logs", h.Name+"-"+name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return Proc{}, err
+	}
+	defer logf.Close()
+	hh := &Host{NS: h.NS}
+	cmd := hh.Command(s.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = s.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return Proc{}, fmt.Errorf("lab: start %s on %s: %w", name, h.Name, err)
+	}
+	p := Proc{Host: h.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, Args: args}
+	_ = cmd.Process.Release()
+	s.Procs = append(s.Procs, p)
+	return p, s.save()
+}
+
+// Down stops every process the lab started (SIGTERM to its session, SIGKILL
+// after a grace period), deletes its namespaces and its state. It is
+// idempotent and works after a crash: without a state file it still sweeps
+// the namespaces of prefix.
+func Down(dir, prefix string) error {
+	var errs []error
+	if st, err := LoadState(dir); err == nil {
+		prefix = st.Prefix
+		stopAll(st.Procs, 5*time.Second)
+	}
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if err := Sweep(prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// alive reports whether pid runs (and is not a zombie we cannot reap).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == 'Z' {
+		return false
+	}
+	return true
+}
+
+// stopAll sends SIGTERM to every process's session, then SIGKILL to what
+// is left after grace.
+func stopAll(procs []Proc, grace time.Duration) {
+	for _, p := range procs {
+		if alive(p.PID) {
+			// Setsid made the PID its process group's leader: signal the
+			// group so `ip netns exec` and its child both get it.
+			_ = syscall.Kill(-p.PID, syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		any := false
+		for _, p := range procs {
+			any = any || alive(p.PID)
+		}
+		if !any {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, p := range procs {
+		if alive(p.PID) {
+			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+		}
+	}
+}
+
+// Stop stops one process of the lab by name on a host, with sig.
+func (s *State) Signal(host, name string, sig syscall.Signal) error {
+	for _, p := range s.Procs {
+		if p.Host == host && p.Name == name {
+			return syscall.Kill(-p.PID, sig)
+		}
+	}
+	return fmt.Errorf("lab: no process %s on %s", name, host)
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
