@@ -1,18 +1,231 @@
 package cli
 
 import (
+	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/health"
+	"github.com/haplane/haplane/internal/lb"
 )
 
-// lbCmd is being built; see the issue tracker.
+// lbCmd is `haplane lb`: the load balancer alone, a drop-in for haproxy.
 func (a *app) lbCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "lb",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("lb: not available in this build yet")
+	cmd := &cobra.Command{
+		Use:   "lb",
+		Short: "Run the L4 load balancer in front of every kube-apiserver (haproxy-compatible role)",
+	}
+	cmd.AddCommand(a.lbRunCmd())
+	return cmd
+}
+
+func (a *app) lbRunCmd() *cobra.Command {
+	var cfgPath, listen, metricsAddr, caFile string
+	var shutdownTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Proxy the control-plane endpoint to every healthy kube-apiserver until SIGTERM",
+		Long: `run listens on the cluster file's controlPlaneEndpoint (VIP:port) and spreads TCP
+connections over every node's kube-apiserver, as haproxy does in the classic
+recipe. Each apiserver is checked with HTTPS GET loadBalancer.healthCheck.path,
+verified against the cluster CA (certificates.dir/ca.crt, or --ca) when it
+exists; a backend that refuses or times out a connect is skipped at once and
+the client retried on another.
+
+The VIP frontend is bound with IP_FREEBIND, so the balancer can start before
+this host holds the VIP and serves as soon as it arrives. --listen overrides
+the frontend, e.g. 0.0.0.0:8443 on a host that should accept on every address.
+
+SIGHUP reloads the cluster file's node list (backends change without dropping
+sessions). SIGTERM or SIGINT stops accepting and waits up to
+--shutdown-timeout for open sessions before closing them.`,
+		Example: `  haplane lb run --config haplane.yaml
+  haplane lb run --config haplane.yaml --listen 0.0.0.0:8443 --metrics-addr 127.0.0.1:9444`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, _, err := net.SplitHostPort(metricsAddr); metricsAddr != "" && err != nil {
+				return usageError{fmt.Errorf("--metrics-addr %q: %w", metricsAddr, err)}
+			}
+			if listen != "" {
+				if _, _, err := net.SplitHostPort(listen); err != nil {
+					return usageError{fmt.Errorf("--listen %q: %w", listen, err)}
+				}
+			}
+			c, err := a.loadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			return a.runLB(cmd.Context(), cfgPath, c, listen, metricsAddr, caFile, shutdownTimeout)
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "haplane.yaml", "cluster file")
+	f.StringVar(&listen, "listen", "", "frontend address, overriding the VIP:port of the cluster file")
+	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9443", `address serving /metrics and /healthz ("" disables)`)
+	f.StringVar(&caFile, "ca", "", "CA bundle verifying the apiservers (default: certificates.dir/ca.crt when present)")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for open sessions")
+	return cmd
+}
+
+// loadCA returns the pool that verifies apiserver certificates: --ca, or the
+// cluster CA when present, or nil (probes then verify nothing, and say so).
+func loadCA(c *config.Cluster, caFile string, log *slog.Logger) (*x509.CertPool, string, error) {
+	path := caFile
+	if path == "" {
+		path = filepath.Join(c.Certificates.Dir, "ca.crt")
+		if !exists(path) {
+			log.Warn("lb: no cluster CA found; health checks will not verify apiserver certificates", "looked_for", path)
+			return nil, "", nil
+		}
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("lb: read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, "", fmt.Errorf("lb: %s holds no PEM certificate", path)
+	}
+	return pool, path, nil
+}
+
+func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, listen, metricsAddr, caFile string, shutdownTimeout time.Duration) error {
+	log := a.logger().With("component", "lb")
+	fail := func(err error) error { return &ExitError{Code: ExitFailure, Err: err} }
+	pool, caPath, err := loadCA(c, caFile, log)
+	if err != nil {
+		return fail(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	lcfg := lb.ConfigFromCluster(c, listen)
+	lcfg.Logger, lcfg.Registerer = log, reg
+	l, err := lb.New(lcfg)
+	if err != nil {
+		return usageError{err}
+	}
+	hcfg := health.ConfigFromCluster(c, pool)
+	hcfg.Logger, hcfg.Registerer = log, reg
+	hcfg.OnChange = func(ch health.Change) {
+		h := lb.HealthUp
+		if ch.To == health.Down {
+			h = lb.HealthDown
+		}
+		l.SetHealth(ch.Target.Addr, h)
+	}
+	checker, err := health.NewChecker(hcfg)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := checker.SetTargets(targets(lcfg.Backends)); err != nil {
+		return usageError{err}
+	}
+	if err := l.Listen(ctx); err != nil {
+		return fail(err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var metricsSrv *http.Server
+	if metricsAddr != "" {
+		ln, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			l.Shutdown(ctx)
+			return fail(fmt.Errorf("lb: metrics listener: %w", err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			// Healthy when some backend can take a client.
+			for _, b := range l.Backends() {
+				if b.InService && b.Health != lb.HealthDown {
+					io.WriteString(w, "ok\n")
+					return
+				}
+			}
+			http.Error(w, "no healthy backend", http.StatusServiceUnavailable)
+		})
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go metricsSrv.Serve(ln)
+		defer metricsSrv.Close()
+	}
+
+	checkDone := make(chan struct{})
+	go func() { checker.Run(ctx); close(checkDone) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				a.reloadLB(cfgPath, listen, lcfg, l, checker, log)
+			}
+		}
+	}()
+
+	log.Info("lb: serving", "frontends", l.Addrs(), "backends", lcfg.Backends, "policy", lcfg.Policy,
+		"health_path", hcfg.Probe.Path, "interval", hcfg.Interval, "ca", caPath, "metrics", metricsAddr)
+	serveErr := l.Serve(ctx)
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer scancel()
+	shutErr := l.Shutdown(sctx)
+	<-checkDone
+	if err := errors.Join(serveErr, shutErr); err != nil {
+		return fail(err)
+	}
+	st := l.Backends()
+	return a.print(st, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "lb: stopped, %d backends, every session closed cleanly\n", len(st))
+		return err
+	})
+}
+
+// reloadLB applies a changed node list from the cluster file. Settings that
+// need new sockets (the frontend) or new checkers are reported, not applied.
+func (a *app) reloadLB(cfgPath, listen string, cur lb.Config, l *lb.LB, checker *health.Checker, log *slog.Logger) {
+	c, err := config.Load(cfgPath)
+	if err != nil {
+		log.Error("lb: reload: cluster file rejected, keeping the running configuration", "path", cfgPath, "err", err)
+		return
+	}
+	next := lb.ConfigFromCluster(c, listen)
+	if next.Frontends[0] != cur.Frontends[0] || next.Policy != cur.Policy || next.ConnectTimeout != cur.ConnectTimeout || next.Drain != cur.Drain {
+		log.Warn("lb: reload: frontend, algorithm, connect timeout and drain changes take effect on restart")
+	}
+	if err := checker.SetTargets(targets(next.Backends)); err != nil {
+		log.Error("lb: reload: keeping the running configuration", "err", err)
+		return
+	}
+	l.SetBackends(next.Backends)
+	log.Info("lb: reloaded", "backends", next.Backends)
+}
+
+func targets(addrs []string) []health.Target {
+	ts := make([]health.Target, 0, len(addrs))
+	for _, a := range addrs {
+		ts = append(ts, health.Target{Addr: a})
+	}
+	return ts
 }

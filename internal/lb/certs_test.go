@@ -7,15 +7,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"testing"
 	"time"
 )
 
-// testPKI is a CA and a server certificate for 127.0.0.1 and "backend".
+// testPKI is a CA and a server certificate for "backend", 127.0.0.1-3 and
+// 10.77.4.2, .11, .12 and .13.
 type testPKI struct {
 	pool   *x509.CertPool
+	caPEM  []byte
 	server tls.Certificate
 }
 
@@ -39,7 +42,8 @@ func newTestPKI(t testing.TB) testPKI {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "backend"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"backend"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames: []string{"backend"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3), net.IPv4(10, 77, 4, 2),
+			net.IPv4(10, 77, 4, 11), net.IPv4(10, 77, 4, 12), net.IPv4(10, 77, 4, 13)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 	}
@@ -49,5 +53,6 @@ func newTestPKI(t testing.TB) testPKI {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return testPKI{pool: pool, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return testPKI{pool: pool, caPEM: caPEM, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
 }

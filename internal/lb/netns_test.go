@@ -31,12 +31,12 @@ func ipCmd(t *testing.T, args ...string) {
 }
 
 // netnsHost is a network namespace joined to this one by a veth pair, with
-// 10.77.4.1 on our side and 10.77.4.2 inside.
+// 10.77.4.1 on our side and 10.77.4.2 (plus any extra addresses) inside.
 type netnsHost struct {
 	name, hostLink, nsLink string
 }
 
-func newNetnsHost(t *testing.T) *netnsHost {
+func newNetnsHost(t *testing.T, extra ...string) *netnsHost {
 	t.Helper()
 	requireRoot(t)
 	id := os.Getpid() % 100000
@@ -50,6 +50,9 @@ func newNetnsHost(t *testing.T) *netnsHost {
 	ipCmd(t, "addr", "add", "10.77.4.1/24", "dev", h.hostLink)
 	ipCmd(t, "link", "set", h.hostLink, "up")
 	ipCmd(t, "-n", h.name, "addr", "add", "10.77.4.2/24", "dev", h.nsLink)
+	for _, a := range extra {
+		ipCmd(t, "-n", h.name, "addr", "add", a+"/24", "dev", h.nsLink)
+	}
 	ipCmd(t, "-n", h.name, "link", "set", h.nsLink, "up")
 	ipCmd(t, "-n", h.name, "link", "set", "lo", "up")
 	return h
