@@ -50,7 +50,6 @@ nodes:
 	}
 }
 
-
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

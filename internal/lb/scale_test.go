@@ -225,19 +225,26 @@ func TestTenThousandIdleSessions(t *testing.T) {
 		}
 	}
 	t.Logf("%d sessions established and echoed in %v", total, time.Since(start).Round(time.Millisecond))
-	var held int64
-	var grown int
-	for i, p := range px {
-		fmt.Fprintln(p.stdin, "stat")
-		var active int64
-		var rss int
-		fmt.Sscanf(p.line(t, 10*time.Second), "active %d rss %d", &active, &rss)
-		t.Logf("proxy %d: %d sessions, RSS %d kB (was %d kB)", i, active, rss, base[i])
-		held += active
-		grown += rss - base[i]
+	stat := func(log bool) (held int64, grown int) {
+		for i, p := range px {
+			fmt.Fprintln(p.stdin, "stat")
+			var active int64
+			var rss int
+			fmt.Sscanf(p.line(t, 10*time.Second), "active %d rss %d", &active, &rss)
+			if log {
+				t.Logf("proxy %d: %d sessions, RSS %d kB (was %d kB)", i, active, rss, base[i])
+			}
+			held += active
+			grown += rss - base[i]
+		}
+		return held, grown
 	}
+	held, grown := stat(true)
 	if held != total {
-		t.Fatalf("proxies hold %d sessions, want %d", held, total)
+		// Say whether sessions are still being set up or were lost.
+		time.Sleep(time.Second)
+		again, _ := stat(true)
+		t.Fatalf("proxies hold %d sessions, then %d a second later, want %d", held, again, total)
 	}
 	perConn := float64(grown) * 1024 / float64(total)
 	t.Logf("memory per idle session: %.1f KiB (RSS growth, user space; socket buffers are kernel memory)", perConn/1024)
