@@ -39,7 +39,7 @@ server and the haplane agent (VIP and load balancer). A client host reaches
 the API through the VIP. Needs root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", defaultLabDir, "the lab's state folder")
-	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd())
+	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir))
 	return cmd
 }
 
@@ -92,7 +92,13 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 				_ = lab.Down(st.Dir, st.Prefix)
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: the API did not answer through the VIP: %w (logs were in %s/logs; lab torn down)", err, st.Dir)}
 			}
+			// Let the health checks and tracked priorities settle, so the
+			// table shows the steady state rather than the first seconds.
 			view := collectLabStatus(st)
+			for settle := time.Now().Add(10 * time.Second); time.Now().Before(settle) && !view.settled(); {
+				time.Sleep(300 * time.Millisecond)
+				view = collectLabStatus(st)
+			}
 			view.Ready = time.Since(t0).Round(time.Millisecond).String()
 			return a.print(view, func(w io.Writer) error {
 				fmt.Fprintf(w, "lab is up in %s: endpoint %s (through the VIP), cluster file %s\n\n", view.Ready, st.Endpoint, st.ClusterFile)
@@ -110,6 +116,8 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	f.StringVar(&o.Topology, "topology", "stacked", "etcd topology: stacked or external (three etcd hosts)")
 	f.StringVar(&backend, "backend", "stub", "API server: stub (built-in TLS /readyz server writing to etcd)")
 	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the API through the VIP")
+	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix (tests run labs side by side)")
+	_ = f.MarkHidden("prefix")
 	return cmd
 }
 
@@ -222,6 +230,23 @@ func collectLabStatus(st *lab.State) labView {
 		v.VIPOwner = "nobody"
 	}
 	return v
+}
+
+// settled reports one VIP holder, every agent up, every backend up and
+// every etcd member ready.
+func (v labView) settled() bool {
+	if v.VIPOwner == "nobody" || strings.Contains(v.VIPOwner, "+") {
+		return false
+	}
+	for _, h := range v.Hosts {
+		if h.Agent != "up" || (h.Etcd != "" && h.Etcd != "ready") {
+			return false
+		}
+		if up, total, ok := strings.Cut(h.Backends, "/"); ok && up != total {
+			return false
+		}
+	}
+	return true
 }
 
 func printLabStatus(w io.Writer, v labView) error {
@@ -366,4 +391,98 @@ func (a *app) labProbeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&caPath, "ca", "", "CA bundle")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait")
 	return cmd
+}
+
+// watchResult is what `lab watch` reports.
+type watchResult struct {
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	Slow     int           `json:"slow"` // over 1s
+	MaxGap   time.Duration `json:"maxGapNs"`
+	Errors   []string      `json:"errors,omitempty"`
+}
+
+// labWatchCmd opens a new TLS connection to url every interval for a while
+// and reports the longest time without a successful answer: the client's
+// view of an outage.
+func (a *app) labWatchCmd() *cobra.Command {
+	var url, caPath string
+	var every, duration time.Duration
+	cmd := &cobra.Command{
+		Use:    "watch",
+		Short:  "Probe an HTTPS URL with a new connection every interval and report outages",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pool, err := loadCertPool(caPath)
+			if err != nil {
+				return err
+			}
+			client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true,
+			}}
+			var res watchResult
+			start := time.Now()
+			lastOK := start
+			for tick := time.NewTicker(every); time.Since(start) < duration; <-tick.C {
+				t0 := time.Now()
+				resp, err := client.Get(url)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("%s", resp.Status)
+					}
+				}
+				res.Requests++
+				if time.Since(t0) > time.Second {
+					res.Slow++
+				}
+				if err != nil {
+					res.Failed++
+					if len(res.Errors) < 5 {
+						res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", time.Since(start).Round(time.Millisecond), err))
+					}
+					continue
+				}
+				now := time.Now()
+				res.MaxGap = max(res.MaxGap, now.Sub(lastOK))
+				lastOK = now
+			}
+			res.MaxGap = max(res.MaxGap, time.Since(lastOK))
+			return a.print(res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%d requests, %d failed, %d slow, longest gap %s\n", res.Requests, res.Failed, res.Slow, res.MaxGap.Round(time.Millisecond))
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "URL")
+	cmd.Flags().StringVar(&caPath, "ca", "", "CA bundle")
+	cmd.Flags().DurationVar(&every, "every", 10*time.Millisecond, "interval between new connections")
+	cmd.Flags().DurationVar(&duration, "for", 5*time.Second, "how long to watch")
+	return cmd
+}
+
+// labRestartCmd starts a stopped lab process again (chaos steps, tests).
+func (a *app) labRestartCmd(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:    "restart HOST PROCESS",
+		Short:  "Start a stopped process of the lab again (agent or backend)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			st, err := lab.LoadState(*dir)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			p, err := st.Restart(args[0], args[1])
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			return a.print(p, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "lab: %s: restarted %s (pid %d)\n", p.Host, p.Name, p.PID)
+				return err
+			})
+		},
+	}
 }

@@ -339,7 +339,27 @@ func stopAll(procs []Proc, grace time.Duration) {
 	}
 }
 
-// Stop stops one process of the lab by name on a host, with sig.
+// Restart starts again a process of the lab that stopped (after a chaos
+// step), with the same arguments, and records its new PID.
+func (s *State) Restart(host, name string) (Proc, error) {
+	h, ok := s.Host(host)
+	if !ok {
+		return Proc{}, fmt.Errorf("lab: no host %s", host)
+	}
+	for i, p := range s.Procs {
+		if p.Host != host || p.Name != name {
+			continue
+		}
+		if alive(p.PID) {
+			return Proc{}, fmt.Errorf("lab: %s on %s still runs (pid %d)", name, host, p.PID)
+		}
+		s.Procs = append(s.Procs[:i], s.Procs[i+1:]...)
+		return s.start(h, name, p.Args)
+	}
+	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
+}
+
+// Signal sends sig to one process of the lab (its whole session).
 func (s *State) Signal(host, name string, sig syscall.Signal) error {
 	for _, p := range s.Procs {
 		if p.Host == host && p.Name == name {
