@@ -254,7 +254,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	wg.Go(func() { s.sendLoop(tx) })
 
 	// Address operations, in order, off the loop.
-	ops := make(chan addrOp, 16)
+	ops := newOpQueue()
 	var gen genCounter
 	addrDone := make(chan struct{})
 	go func() { defer close(addrDone); s.addrLoop(ops, &gen) }()
@@ -274,11 +274,11 @@ func (s *Speaker) Run(ctx context.Context) error {
 			case vrrp.SendAdvert:
 				s.enqueueAdvert(tx, a.Priority)
 			case vrrp.TakeAddrs:
-				ops <- addrOp{kind: a.Kind, gen: gen.next()}
+				ops.push(addrOp{kind: a.Kind, gen: gen.next()})
 			case vrrp.ReleaseAddrs:
-				ops <- addrOp{kind: a.Kind, gen: gen.next()}
+				ops.push(addrOp{kind: a.Kind, gen: gen.next()})
 			case vrrp.Announce:
-				ops <- addrOp{kind: a.Kind, gen: gen.load()}
+				ops.push(addrOp{kind: a.Kind, gen: gen.load()})
 			}
 		}
 		if o.Drop != nil {
@@ -355,7 +355,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 // shutdown sends the priority-0 advert (if master) and releases the
 // addresses, each bounded by ShutdownTimeout, then stops the workers.
-func (s *Speaker) shutdown(tx chan []byte, ops chan addrOp, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
+func (s *Speaker) shutdown(tx chan []byte, ops *opQueue, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
 	from := s.m.State()
 	o := s.m.Shutdown(time.Now())
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
@@ -376,8 +376,12 @@ func (s *Speaker) shutdown(tx chan []byte, ops chan addrOp, addrDone chan struct
 	// No announcement may follow: bump the generation, let the address
 	// goroutine finish what is queued, then release.
 	gen.next()
-	close(ops)
-	<-addrDone
+	ops.close()
+	select {
+	case <-addrDone:
+	case <-time.After(time.Until(deadline)):
+		s.log.Warn("address operations still running at shutdown; releasing anyway")
+	}
 	// Release whatever the state: a Take may have been queued just before.
 	if err := s.addrs.Release(); err != nil {
 		errs = append(errs, fmt.Errorf("speaker: release addresses: %w", err))
@@ -473,67 +477,97 @@ type genCounter struct {
 func (g *genCounter) next() uint64 { g.mu.Lock(); defer g.mu.Unlock(); g.n++; return g.n }
 func (g *genCounter) load() uint64 { g.mu.Lock(); defer g.mu.Unlock(); return g.n }
 
+// opQueue hands address operations to the address goroutine without ever
+// blocking the loop: a slow netlink call only lengthens the queue.
+type opQueue struct {
+	ready chan struct{} // capacity 1: signalled when q grows or closes
+
+	mu     sync.Mutex // protects q and closed
+	q      []addrOp
+	closed bool
+}
+
+func newOpQueue() *opQueue { return &opQueue{ready: make(chan struct{}, 1)} }
+
+func (o *opQueue) signal() {
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (o *opQueue) push(op addrOp) {
+	o.mu.Lock()
+	o.q = append(o.q, op)
+	o.mu.Unlock()
+	o.signal()
+}
+
+func (o *opQueue) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	o.signal()
+}
+
+// pop returns the next operation; done is true once the queue is closed
+// and drained.
+func (o *opQueue) pop() (op addrOp, ok, done bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.q) == 0 {
+		return addrOp{}, false, o.closed
+	}
+	op, o.q = o.q[0], o.q[1:]
+	return op, true, false
+}
+
+// announcer schedules the rounds of announcements of one burst and its
+// repeat; owned by the address goroutine.
+type announcer struct {
+	timer  *time.Timer
+	rounds []time.Time // pending rounds, in order
+	gen    uint64      // generation the rounds belong to
+}
+
+func (a *announcer) schedule() {
+	a.timer.Stop()
+	if len(a.rounds) > 0 {
+		a.timer.Reset(time.Until(a.rounds[0]))
+	}
+}
+
 // addrLoop carries out address operations in order, and the rounds of
 // announcements: a burst on Announce, repeated AnnounceRepeat later, all
-// cancelled by a release (or a newer take). It returns when ops is closed.
-func (s *Speaker) addrLoop(ops chan addrOp, gen *genCounter) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var (
-		rounds    []time.Time // pending announcement rounds, in order
-		roundsGen uint64
-	)
-	schedule := func() {
-		timer.Stop()
-		if len(rounds) > 0 {
-			timer.Reset(time.Until(rounds[0]))
-		}
-	}
+// cancelled by a release (or a newer take). It returns when ops is closed
+// and drained.
+func (s *Speaker) addrLoop(ops *opQueue, gen *genCounter) {
+	an := &announcer{timer: time.NewTimer(time.Hour)}
+	an.timer.Stop()
+	defer an.timer.Stop()
 	for {
 		select {
-		case op, ok := <-ops:
-			if !ok {
-				return
-			}
-			var err error
-			switch op.kind {
-			case vrrp.TakeAddrs:
-				err = s.addrs.Take()
-			case vrrp.ReleaseAddrs:
-				rounds = nil
-				schedule()
-				err = s.addrs.Release()
-			case vrrp.Announce:
-				if op.gen != gen.load() {
-					continue // released or re-taken since
+		case <-ops.ready:
+			for {
+				op, ok, done := ops.pop()
+				if done {
+					return
 				}
-				now := time.Now()
-				rounds, roundsGen = rounds[:0], op.gen
-				for _, base := range []time.Duration{0, s.cfg.AnnounceRepeat} {
-					if base < 0 {
-						continue
-					}
-					for i := range s.cfg.AnnounceBurst {
-						if base > 0 || i > 0 {
-							rounds = append(rounds, now.Add(base+time.Duration(i)*s.cfg.AnnounceSpacing))
-						}
-					}
+				if !ok {
+					break
 				}
-				schedule()
-				err = s.addrs.Announce()
+				if err := s.doOp(op, gen, an); err != nil {
+					s.log.Error("address operation failed", "op", op.kind, "err", err)
+				}
 			}
-			if err != nil {
-				s.log.Error("address operation failed", "op", op.kind, "err", err)
-			}
-		case <-timer.C:
-			if len(rounds) == 0 {
+		case <-an.timer.C:
+			if len(an.rounds) == 0 {
 				continue
 			}
-			rounds = rounds[1:]
-			schedule()
-			if roundsGen != gen.load() {
-				rounds = nil
+			an.rounds = an.rounds[1:]
+			an.schedule()
+			if an.gen != gen.load() {
+				an.rounds = nil
 				continue
 			}
 			if err := s.addrs.Announce(); err != nil {
@@ -541,6 +575,36 @@ func (s *Speaker) addrLoop(ops chan addrOp, gen *genCounter) {
 			}
 		}
 	}
+}
+
+func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
+	switch op.kind {
+	case vrrp.TakeAddrs:
+		return s.addrs.Take()
+	case vrrp.ReleaseAddrs:
+		an.rounds = nil
+		an.schedule()
+		return s.addrs.Release()
+	case vrrp.Announce:
+		if op.gen != gen.load() {
+			return nil // released or re-taken since
+		}
+		now := time.Now()
+		an.rounds, an.gen = an.rounds[:0], op.gen
+		for _, base := range []time.Duration{0, s.cfg.AnnounceRepeat} {
+			if base < 0 {
+				continue
+			}
+			for i := range s.cfg.AnnounceBurst {
+				if base > 0 || i > 0 {
+					an.rounds = append(an.rounds, now.Add(base+time.Duration(i)*s.cfg.AnnounceSpacing))
+				}
+			}
+		}
+		an.schedule()
+		return s.addrs.Announce()
+	}
+	return nil
 }
 
 func (s *Speaker) checkLoop(ctx context.Context, i int, t Track, out chan<- checkResult) {

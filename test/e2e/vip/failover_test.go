@@ -18,9 +18,13 @@ const (
 
 // threeSpeakers starts haplane on h1..h3 (priorities 150, 149, 148) and
 // waits until h1 is master and serves the client.
-func threeSpeakers(t *testing.T) (*lab, []*proc) {
+func threeSpeakers(t *testing.T, opts ...clusterOpts) (*lab, []*proc) {
 	l := newLab(t, 3)
-	cfg := l.writeConfig(clusterOpts{})
+	var o clusterOpts
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	cfg := l.writeConfig(o)
 	var ps []*proc
 	for _, h := range l.hosts {
 		ps = append(ps, l.startHaplane(h, cfg))
@@ -77,6 +81,21 @@ func TestFailoverKill9(t *testing.T) {
 	if ps[1].state() != "master" || ps[2].state() != "backup" {
 		t.Errorf("states h2=%s h3=%s, want master, backup", ps[1].state(), ps[2].state())
 	}
+}
+
+// Unicast mode (vip.unicast): adverts go to the other nodes' addresses,
+// for links that drop multicast; failover works the same.
+func TestFailoverUnicast(t *testing.T) {
+	l, ps := threeSpeakers(t, clusterOpts{unicast: true})
+	gap, p, acted, to := outage(t, l, 2*time.Second, func() {
+		ps[0].signal(syscall.SIGKILL)
+		l.host("h1").stopService()
+	})
+	t.Logf("unicast, kill -9 of the master: longest client gap %v", gap)
+	if gap > maxOutage {
+		t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+	}
+	checkSettled(t, p, "h2", acted, to)
 }
 
 func TestFailoverSIGTERM(t *testing.T) {

@@ -196,6 +196,7 @@ type clusterOpts struct {
 	version  int
 	interval string
 	auth     string
+	unicast  bool
 	prios    map[string]int
 }
 
@@ -211,6 +212,12 @@ func (l *lab) writeConfig(o clusterOpts) string {
 	}
 	if o.interval != "" {
 		y = strings.Replace(y, "advertInterval: 100ms", "advertInterval: "+o.interval, 1)
+	}
+	if o.unicast {
+		y = strings.Replace(y, "  # unicast: false", "  unicast: true", 1)
+		if !strings.Contains(y, "  unicast: true") {
+			l.t.Fatal("example cluster file changed: cannot enable unicast")
+		}
 	}
 	if o.auth != "" {
 		y = strings.Replace(y, `  # auth: {type: pass, password: "secret12"}`, fmt.Sprintf(`  auth: {type: pass, password: %q}`, o.auth), 1)
