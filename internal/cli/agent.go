@@ -4,22 +4,27 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/etcdnode"
+	"github.com/haplane/haplane/internal/join"
+	"github.com/haplane/haplane/internal/pki"
 )
 
 type agentFlags struct {
-	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir string
-	noVIP, noLB, noEtcd                                                     bool
+	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir, joinAddr string
+	noVIP, noLB, noEtcd                                                               bool
 }
 
 func (a *app) agentCmd() *cobra.Command {
@@ -55,6 +60,7 @@ dropping connections. The local API (--api-addr, --api-socket) serves
 	fl.BoolVar(&f.noLB, "no-lb", false, "do not run the load balancer (another tool balances)")
 	fl.BoolVar(&f.noEtcd, "no-etcd", false, "do not run this node's etcd member (stacked topology; kubelet or systemd runs etcd)")
 	fl.StringVar(&f.etcdDataDir, "etcd-data-dir", "", "etcd data folder (default etcd.dataDir of the cluster file)")
+	fl.StringVar(&f.joinAddr, "join-addr", fmt.Sprintf(":%d", join.DefaultPort), `where to serve joins of new control-plane nodes ("-" disables; needs the CA keys)`)
 	return cmd
 }
 
@@ -116,6 +122,14 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		}
 		parts = append(parts, vp)
 	}
+	if isCP && f.joinAddr != "-" && exists(filepath.Join(pkiDir, "ca.key")) {
+		jp, closeJoin, err := a.joinPart(c, f, pkiDir, log)
+		if err != nil {
+			return err
+		}
+		defer closeJoin()
+		parts = append(parts, jp)
+	}
 	if len(parts) == 0 {
 		return usageError{fmt.Errorf("the --no-* flags leave nothing to run on %s", f.node)}
 	}
@@ -164,6 +178,49 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
 	return nil
+}
+
+// joinPart serves joins: tokens in etcd (shared by every control-plane
+// node), certificates signed with this node's CA keys.
+func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slog.Logger) (*agent.JoinPart, func(), error) {
+	tc, err := etcdnode.ClientTLS{
+		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
+		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
+		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
+	}.Config()
+	if err != nil {
+		return nil, nil, err
+	}
+	var eps []string
+	for _, m := range c.EtcdMembers() {
+		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
+	}
+	cli, err := etcdnode.NewClient(eps, tc, 3*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	jp := &agent.JoinPart{
+		Addr:   f.joinAddr,
+		PKIDir: pkiDir,
+		Log:    log,
+		Server: &join.Server{
+			Cluster: c.Name,
+			Tokens:  &join.EtcdStore{Client: cli},
+			// The cluster file is read at each join: adding the new node
+			// to it is all an operator does on this side.
+			Signer: &agent.PKISigner{PKIDir: pkiDir, Plan: func() (*pki.Plan, error) {
+				c, err := config.Load(f.config)
+				if err != nil {
+					return nil, err
+				}
+				return pkiPlan(c), nil
+			}},
+			Secrets:     agent.PKISecrets{PKIDir: pkiDir},
+			ClusterFile: func() ([]byte, error) { return os.ReadFile(f.config) },
+			Log:         log.With("part", "join"),
+		},
+	}
+	return jp, func() { cli.Close() }, nil
 }
 
 // loadCertPool reads a PEM bundle into a pool.

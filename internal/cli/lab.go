@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,7 +40,7 @@ server and the haplane agent (VIP and load balancer). A client host reaches
 the API through the VIP. Needs root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", defaultLabDir, "the lab's state folder")
-	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir))
+	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir), a.labAddHostCmd(&dir), a.labStartCmd(&dir))
 	return cmd
 }
 
@@ -482,6 +483,73 @@ func (a *app) labRestartCmd(dir *string) *cobra.Command {
 			return a.print(p, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "lab: %s: restarted %s (pid %d)\n", p.Host, p.Name, p.PID)
 				return err
+			})
+		},
+	}
+}
+
+// labAddHostCmd adds an empty host to a running lab, for a node to join.
+func (a *app) labAddHostCmd(dir *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:    "add-host NAME ADDRESS",
+		Short:  "Add a host (network namespace) to the running lab",
+		Hidden: true,
+		Args:   cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			st, err := lab.LoadState(*dir)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			addr, err := netip.ParseAddr(args[1])
+			if err != nil {
+				return usageError{err}
+			}
+			h, err := st.AddHost(args[0], "control-plane", addr)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			return a.print(h, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "lab: host %s (%s) added as namespace %s\n", h.Name, h.Address, h.NS)
+				return err
+			})
+		},
+	}
+	return cmd
+}
+
+// labStartCmd starts the lab's processes of a host that joined.
+func (a *app) labStartCmd(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:    "start HOST",
+		Short:  "Start the lab processes (backend, agent) of a host that joined",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			st, err := lab.LoadState(*dir)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			h, ok := st.Host(args[0])
+			if !ok {
+				return usageError{fmt.Errorf("no host %s", args[0])}
+			}
+			c, err := a.loadConfig(st.ClusterFile)
+			if err != nil {
+				return err
+			}
+			var started []lab.Proc
+			for _, p := range labProcs(st, c, h) {
+				pr, err := st.Run(h.Name, p[0], p[1:])
+				if err != nil {
+					return &ExitError{Code: ExitFailure, Err: err}
+				}
+				started = append(started, pr)
+			}
+			return a.print(started, func(w io.Writer) error {
+				for _, p := range started {
+					fmt.Fprintf(w, "lab: %s: started %s (pid %d)\n", p.Host, p.Name, p.PID)
+				}
+				return nil
 			})
 		},
 	}

@@ -93,8 +93,9 @@ type Server struct {
 	Tokens  TokenStore
 	Signer  Signer
 	Secrets Secrets
-	// ClusterFile is sent to joiners as is.
-	ClusterFile []byte
+	// ClusterFile returns the cluster file sent to joiners, read at each
+	// join so an edit (the new node added) needs no restart.
+	ClusterFile func() ([]byte, error)
 	Log         *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -232,7 +233,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusInternalServerError, "internal error", err)
 		return
 	}
-	resp := Response{Cluster: s.Cluster, ClusterFile: s.ClusterFile, CACerts: map[string]string{}, Certs: map[string]string{}, Sealed: sealed}
+	var clusterFile []byte
+	if s.ClusterFile != nil {
+		if clusterFile, err = s.ClusterFile(); err != nil {
+			refuse(http.StatusInternalServerError, "server cannot read its cluster file", err)
+			return
+		}
+	}
+	resp := Response{Cluster: s.Cluster, ClusterFile: clusterFile, CACerts: map[string]string{}, Certs: map[string]string{}, Sealed: sealed}
 	for k, v := range cas {
 		resp.CACerts[k] = string(v)
 	}
@@ -360,12 +368,17 @@ func Join(ctx context.Context, o ClientOptions) (*Result, error) {
 	for k, v := range r.CACerts {
 		res.CACerts[k] = []byte(v)
 	}
-	for name := range o.CSRs {
-		c, ok := r.Certs[name]
-		if !ok {
-			return nil, fmt.Errorf("join: answer lacks certificate %q", name)
+	// The server signs what the node needs of what it asked for (an
+	// external-etcd cluster's control-plane nodes get no etcd member
+	// certificates); anything it did not ask for is refused.
+	for name, c := range r.Certs {
+		if _, asked := o.CSRs[name]; !asked {
+			return nil, fmt.Errorf("join: answer holds certificate %q that was not asked for", name)
 		}
 		res.Certs[name] = []byte(c)
+	}
+	if len(res.Certs) == 0 {
+		return nil, errors.New("join: the server signed no certificate")
 	}
 	if err := verifyResult(res, o.CSRs, want); err != nil {
 		return nil, err

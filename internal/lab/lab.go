@@ -339,6 +339,33 @@ func stopAll(procs []Proc, grace time.Duration) {
 	}
 }
 
+// AddHost adds a host to a running lab (a node about to join), with no
+// process on it yet.
+func (s *State) AddHost(name, role string, addr netip.Addr) (HostState, error) {
+	if _, ok := s.Host(name); ok {
+		return HostState{}, fmt.Errorf("lab: host %s exists", name)
+	}
+	if !Subnet.Contains(addr) {
+		return HostState{}, fmt.Errorf("lab: %s is outside %s", addr, Subnet)
+	}
+	h, err := (&Net{Prefix: s.Prefix}).AddHost(name, addr, Subnet.Bits())
+	if err != nil {
+		return HostState{}, err
+	}
+	hs := HostState{Name: name, NS: h.NS, Address: addr.String(), Role: role}
+	s.Hosts = append(s.Hosts, hs)
+	return hs, s.save()
+}
+
+// Run starts a process on a host of a running lab and records it.
+func (s *State) Run(host, name string, args []string) (Proc, error) {
+	h, ok := s.Host(host)
+	if !ok {
+		return Proc{}, fmt.Errorf("lab: no host %s", host)
+	}
+	return s.start(h, name, args)
+}
+
 // Restart starts again a process of the lab that stopped (after a chaos
 // step), with the same arguments, and records its new PID.
 func (s *State) Restart(host, name string) (Proc, error) {

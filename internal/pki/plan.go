@@ -266,3 +266,6 @@ func joinHostPort(host string, port int) string {
 	}
 	return host + ":" + strconv.Itoa(port)
 }
+
+// LeafValidity is how long leaves are valid (kubeadm's default when unset).
+func (p *Plan) LeafValidity() time.Duration { return p.validity() }

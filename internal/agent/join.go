@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/haplane/haplane/internal/join"
+	"github.com/haplane/haplane/internal/pki"
+)
+
+// PKISigner signs a joining node's CSRs with the CA keys in a PKI folder,
+// giving each certificate exactly the names the plan says that node has.
+type PKISigner struct {
+	// Plan returns the current plan (the cluster file is read at each
+	// join, so adding the new node to it needs no restart).
+	Plan   func() (*pki.Plan, error)
+	PKIDir string
+	Now    func() time.Time
+}
+
+// Sign implements join.Signer. A CSR may ask for nothing (the names come
+// from the plan) or for a subset of the node's own names; any other name
+// is refused. CSRs for certificates the node does not need are ignored.
+func (s *PKISigner) Sign(node string, csrs map[string]*x509.CertificateRequest) (map[string][]byte, error) {
+	plan, err := s.Plan()
+	if err != nil {
+		return nil, fmt.Errorf("cluster file: %w", err)
+	}
+	if _, ok := plan.Host(node); !ok {
+		return nil, fmt.Errorf("node %q is not in the cluster file; add it there before it joins", node)
+	}
+	leaves, err := plan.Leaves(node)
+	if err != nil {
+		return nil, err
+	}
+	specs := map[string]pki.LeafSpec{}
+	for _, l := range leaves {
+		specs[l.Name] = l
+	}
+	for _, kc := range plan.Kubeconfigs(node) {
+		specs[kc.File] = pki.LeafSpec{Name: kc.File, CA: pki.CA, CN: kc.User, Orgs: kc.Orgs, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	cas := map[string]pki.KeyPair{}
+	out := map[string][]byte{}
+	for name, csr := range csrs {
+		spec, ok := specs[name]
+		if !ok {
+			continue
+		}
+		if err := asksOnlyFor(csr, node, spec); err != nil {
+			return nil, fmt.Errorf("CSR %s: %w", name, err)
+		}
+		ca, ok := cas[spec.CA]
+		if !ok {
+			c, err := os.ReadFile(filepath.Join(s.PKIDir, spec.CA+".crt"))
+			if err != nil {
+				return nil, fmt.Errorf("this node cannot sign %s: %w", name, err)
+			}
+			k, err := os.ReadFile(filepath.Join(s.PKIDir, spec.CA+".key"))
+			if err != nil {
+				return nil, fmt.Errorf("this node holds no %s key to sign %s", spec.CA, name)
+			}
+			if ca, err = pki.ParseKeyPair(c, k); err != nil {
+				return nil, fmt.Errorf("CA %s: %w", spec.CA, err)
+			}
+			cas[spec.CA] = ca
+		}
+		cert, err := pki.Sign(spec, csr.PublicKey, ca, now(), plan.LeafValidity())
+		if err != nil {
+			return nil, err
+		}
+		out[name] = pki.CertPEM(cert)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no CSR names a certificate this node needs")
+	}
+	return out, nil
+}
+
+// asksOnlyFor refuses a CSR that asks for a name that is not node's.
+func asksOnlyFor(csr *x509.CertificateRequest, node string, spec pki.LeafSpec) error {
+	if cn := csr.Subject.CommonName; cn != "" && cn != node && cn != spec.CN {
+		return fmt.Errorf("asks for the name %q, which is not %s's", cn, node)
+	}
+	for _, d := range csr.DNSNames {
+		if !slices.Contains(spec.DNS, d) {
+			return fmt.Errorf("asks for the DNS name %q, which is not %s's", d, node)
+		}
+	}
+	for _, ip := range csr.IPAddresses {
+		ok := false
+		for _, a := range spec.IPs {
+			ok = ok || net.IP(a.AsSlice()).Equal(ip)
+		}
+		if !ok {
+			return fmt.Errorf("asks for the address %s, which is not %s's", ip, node)
+		}
+	}
+	return nil
+}
+
+// PKISecrets serves the CA certificates and shared keys from a PKI folder.
+type PKISecrets struct{ PKIDir string }
+
+// CACerts implements join.Secrets.
+func (s PKISecrets) CACerts() (map[string][]byte, error) {
+	return readFiles(s.PKIDir, "ca.crt", "front-proxy-ca.crt", "etcd/ca.crt")
+}
+
+// SharedKeys implements join.Secrets: what kubeadm's HA guide has the
+// operator copy by hand to every control-plane node.
+func (s PKISecrets) SharedKeys() (map[string][]byte, error) {
+	return readFiles(s.PKIDir, "ca.key", "front-proxy-ca.key", "etcd/ca.key", "sa.key", "sa.pub")
+}
+
+func readFiles(dir string, names ...string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && n == "etcd/ca.key" {
+				continue // external topology: control-plane nodes hold no etcd CA key
+			}
+			return nil, err
+		}
+		out[n] = data
+	}
+	return out, nil
+}
+
+// JoinPart serves joins over HTTPS on every address (so through the VIP),
+// presenting this node's apiserver certificate and the cluster CA, which
+// joiners pin by hash.
+type JoinPart struct {
+	Addr   string // listen address, e.g. ":9445"
+	PKIDir string
+	Server *join.Server
+	Log    *slog.Logger
+
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Name implements Part.
+func (p *JoinPart) Name() string { return "join" }
+
+// Start listens and serves.
+func (p *JoinPart) Start(_ context.Context, fail func(error)) error {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(p.PKIDir, "apiserver.crt"), filepath.Join(p.PKIDir, "apiserver.key"))
+	if err != nil {
+		return fmt.Errorf("join server certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(p.PKIDir, "ca.crt"))
+	if err != nil {
+		return err
+	}
+	ca, err := pki.ParseCertPEM(caPEM)
+	if err != nil {
+		return err
+	}
+	// Send the CA with the leaf: the joiner pins it by hash.
+	cert.Certificate = append(cert.Certificate, ca.Raw)
+	ln, err := net.Listen("tcp", p.Addr)
+	if err != nil {
+		return fmt.Errorf("join server: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(join.Path, p.Server)
+	p.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	p.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	go func() {
+		if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fail(err)
+		}
+	}()
+	return nil
+}
+
+// Stop closes the server.
+func (p *JoinPart) Stop(ctx context.Context) error {
+	if p.srv == nil {
+		return nil
+	}
+	return p.srv.Shutdown(ctx)
+}
+
+// Status implements Statuser.
+func (p *JoinPart) Status() any {
+	if p.ln == nil {
+		return map[string]string{"listen": p.Addr}
+	}
+	return map[string]string{"listen": p.ln.Addr().String()}
+}

@@ -1,0 +1,183 @@
+package lab
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLabJoinFourthNode adds a fourth control-plane host to a running lab
+// the way an operator would: the node goes into the cluster file, a token is
+// made on cp1, and the new host joins through the VIP with no key copied by
+// hand. Its CA certificates are byte-identical to the cluster's, its leaves
+// chain to them with its own name and address, a replayed token is refused,
+// and its etcd member then joins the running cluster with them.
+func TestLabJoinFourthNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the lab needs root for network namespaces")
+	}
+	bin := filepath.Join(t.TempDir(), "haplane")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../../cmd/haplane").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "lab")
+	prefix := fmt.Sprintf("hpj%d", os.Getpid()%100000)
+	run := func(ns string, args ...string) ([]byte, error) {
+		full := append([]string{"--output", "json"}, args...)
+		var cmd *exec.Cmd
+		if ns == "" {
+			cmd = exec.Command(bin, full...)
+		} else {
+			cmd = exec.Command("ip", append([]string{"netns", "exec", ns, bin}, full...)...)
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return out, fmt.Errorf("haplane %v: %v\n%s", args, err, stderr.String())
+		}
+		return out, nil
+	}
+	t.Cleanup(func() {
+		if _, err := run("", "lab", "down", "--dir", dir); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		list, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(list), prefix+"-") {
+			t.Errorf("namespaces left after lab down:\n%s", list)
+		}
+	})
+	if _, err := run("", "lab", "up", "--dir", dir, "--prefix", prefix); err != nil {
+		t.Fatal(err)
+	}
+
+	// The operator adds cp4 to the cluster file the agents read.
+	cf := filepath.Join(dir, "haplane.yaml")
+	data, err := os.ReadFile(cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(data), "    address: 10.77.0.13\n", "    address: 10.77.0.13\n  - name: cp4\n    address: 10.77.0.14\n", 1)
+	if edited == string(data) {
+		t.Fatal("could not add cp4 to the cluster file")
+	}
+	if err := os.WriteFile(cf, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	cp1PKI := filepath.Join(dir, "hosts", "cp1", "pki")
+	out, err := run(prefix+"-cp1", "token", "create", "--config", cf, "--pki-dir", cp1PKI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token, Server, CAHash, Command string }
+	if err := json.Unmarshal(out, &tok); err != nil || !strings.HasPrefix(tok.Command, "haplane join --server 10.77.0.100:9445") {
+		t.Fatalf("token create: %v %s", err, out)
+	}
+	if _, err := run("", "lab", "add-host", "--dir", dir, "cp4", "10.77.0.14"); err != nil {
+		t.Fatal(err)
+	}
+	cp4Dir := filepath.Join(dir, "hosts", "cp4")
+	joinArgs := []string{"join", "--server", tok.Server, "--token", tok.Token, "--ca-hash", tok.CAHash, "--node", "cp4",
+		"--out", cp4Dir, "--config-out", filepath.Join(cp4Dir, "haplane.yaml")}
+	// A wrong CA pin stops before the token is sent (the token stays good).
+	bad := append([]string(nil), joinArgs...)
+	bad[6] = "sha256:" + strings.Repeat("0", 64)
+	if out, err := run(prefix+"-cp4", bad...); err == nil || !strings.Contains(err.Error(), "does not chain to the CA") {
+		t.Fatalf("join with a wrong CA hash: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(cp4Dir, "pki")); err == nil {
+		t.Fatal("a refused join wrote files")
+	}
+	if out, err := run(prefix+"-cp4", joinArgs...); err != nil {
+		t.Fatalf("join: %v %s", err, out)
+	}
+
+	// Shared material is byte-identical to the cluster's.
+	for _, f := range []string{"ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key", "sa.key", "sa.pub"} {
+		a, _ := os.ReadFile(filepath.Join(cp1PKI, f))
+		b, err := os.ReadFile(filepath.Join(cp4Dir, "pki", f))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s differs from the cluster's (%v)", f, err)
+		}
+	}
+	// Its leaves chain to the cluster CAs and carry its own name and address.
+	pool := func(f string) *x509.CertPool {
+		p := x509.NewCertPool()
+		data, _ := os.ReadFile(filepath.Join(cp1PKI, f))
+		p.AppendCertsFromPEM(data)
+		return p
+	}
+	for _, c := range []struct{ file, ca, dns, ip string }{
+		{"apiserver.crt", "ca.crt", "cp4", "10.77.0.14"},
+		{"etcd/server.crt", "etcd/ca.crt", "cp4", "10.77.0.14"},
+		{"etcd/peer.crt", "etcd/ca.crt", "cp4", "10.77.0.14"},
+	} {
+		data, err := os.ReadFile(filepath.Join(cp4Dir, "pki", c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(data)
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool(c.ca), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("%s does not chain: %v", c.file, err)
+		}
+		if err := cert.VerifyHostname(c.dns); err != nil {
+			t.Errorf("%s: %v", c.file, err)
+		}
+		hasIP := false
+		for _, ip := range cert.IPAddresses {
+			hasIP = hasIP || ip.Equal(net.ParseIP(c.ip))
+		}
+		if !hasIP {
+			t.Errorf("%s lacks %s: %v", c.file, c.ip, cert.IPAddresses)
+		}
+	}
+	for _, f := range []string{"admin.conf", "kubeadm.yaml"} {
+		if _, err := os.Stat(filepath.Join(cp4Dir, f)); err != nil {
+			t.Errorf("%s not written: %v", f, err)
+		}
+	}
+	// The token was single-use.
+	again := append([]string(nil), joinArgs...)
+	again[10] = filepath.Join(t.TempDir(), "again")
+	if out, err := run(prefix+"-cp4", again...); err == nil || !strings.Contains(err.Error(), "invalid, expired or used token") {
+		t.Fatalf("replayed token: %v %s", err, out)
+	}
+
+	// With those certificates, cp4's agent brings its etcd member into the
+	// running cluster (as a learner, then promoted) and serves.
+	if _, err := run("", "lab", "start", "--dir", dir, "cp4"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := run("", "lab", "status", "--dir", dir)
+		var v view
+		if err == nil && json.Unmarshal(out, &v) == nil {
+			for _, h := range v.Hosts {
+				if h.Host == "cp4" && h.Agent == "up" && h.Etcd == "ready" && h.State == "backup" {
+					t.Logf("cp4 joined: %+v", h)
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			logs, _ := os.ReadFile(filepath.Join(dir, "logs", "cp4-agent.log"))
+			t.Fatalf("cp4 not serving 60s after start: %s\nagent log:\n%s", out, logs)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
