@@ -30,7 +30,12 @@ announces it with gratuitous ARP while master. SIGTERM or SIGINT sends a
 priority-0 advertisement (so a backup takes over at once) and removes the
 address before exiting.`,
 		Example: `  haplane vip run --config haplane.yaml --node cp1`,
-		Args:    cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlag("node", node); err != nil {
 				return err

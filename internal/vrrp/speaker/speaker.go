@@ -322,7 +322,10 @@ func (s *Speaker) Run(ctx context.Context) error {
 			}
 			s.cfg.Metrics.AdvertReceived()
 			o := s.m.Receive(p.at, p.src, p.ttl, pkt)
-			if o.Drop == nil && p.src != s.cfg.VRRP.Primary && pkt.Priority >= s.m.Priority() && o.State == vrrp.Backup {
+			// A backup follows the sender when it accepted it as master
+			// (§6.4.2): not a leaving master, and not one it preempts.
+			follows := pkt.Priority != vrrp.PriorityStop && (pkt.Priority >= s.m.Priority() || !s.cfg.VRRP.Preempt)
+			if o.Drop == nil && p.src != s.cfg.VRRP.Primary && follows && o.State == vrrp.Backup {
 				s.setStatus(func(st *Status) { st.Master = p.src })
 			}
 			apply(o)
