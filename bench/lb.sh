@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# L4 load balancer benchmark: `haplane lb run` side by side with haproxy 2.6
+# configured as in the kubeadm HA guide (mode tcp, roundrobin, HTTPS
+# /healthz checks), and the same haproxy with `option splice-auto`, in one
+# run on one lab:
+#
+#   client ns (10.77.40.10) --- bridge ns --- proxy ns (10.77.40.20)
+#                                   \------- backend ns x3 (10.77.40.31-33)
+#
+# Each backend runs bench/lib/lbbackend: HTTPS and plain HTTP on :6443.
+# Rows: wrk keep-alive HTTP, wrk with a new connection per request, a new
+# TLS connection per request (bench/lib/lbload), and bulk transfer (lbload
+# streaming). Each row is measured direct to one backend and through each
+# proxy, and printed as a ratio to direct and haplane/haproxy, with the CPU
+# seconds each proxy used during its run and its RSS.
+#
+# Usage: sudo bench/lb.sh [seconds per measurement, default 6]
+# Needs root, iproute2, haproxy and wrk (apt-get install -y haproxy wrk).
+# Takes about 20 x seconds plus a few seconds of setup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-6}
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+for c in haproxy wrk ip go; do
+	command -v $c >/dev/null || { echo "needs $c (apt-get install -y haproxy wrk)" >&2; exit 1; }
+done
+
+id=$$
+tmp=$(mktemp -d /tmp/haplane-lb-bench.XXXXXX)
+BR=h4br$id C=h4c$id P=h4p$id
+B=(h4b1$id h4b2$id h4b3$id)
+BIP=(10.77.40.31 10.77.40.32 10.77.40.33)
+PIP=10.77.40.20 CIP=10.77.40.10
+pids=()
+
+cleanup() {
+	local rc=$?
+	if [ $rc != 0 ]; then
+		for f in "$tmp"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
+	fi
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	for ns in $C $P "${B[@]}" $BR; do ip netns del "$ns" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "# building" >&2
+go build -o "$tmp/haplane" ./cmd/haplane
+go build -o "$tmp/lbbackend" ./bench/lib/lbbackend
+go build -o "$tmp/lbload" ./bench/lib/lbload
+
+echo "# lab: namespaces on a bridge, 10.77.40.0/24" >&2
+ip netns add $BR
+ip -n $BR link add br0 type bridge
+ip -n $BR link set br0 up
+ip -n $BR link set lo up
+n=0
+attach() { # ns addr
+	local ns=$1 addr=$2 v=h4v$n$id
+	n=$((n + 1))
+	ip netns add "$ns"
+	ip -n $BR link add "$v" type veth peer name eth0 netns "$ns"
+	ip -n $BR link set "$v" master br0 up
+	ip -n "$ns" addr add "$addr/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" link set lo up
+}
+attach $C $CIP
+attach $P $PIP
+for i in 0 1 2; do attach "${B[$i]}" "${BIP[$i]}"; done
+
+"$tmp/lbbackend" -gen -dir "$tmp" -ips "$(IFS=,; echo "${BIP[*]}")"
+for i in 0 1 2; do
+	ip netns exec "${B[$i]}" "$tmp/lbbackend" -addr "${BIP[$i]}:6443" -dir "$tmp" &
+	pids+=($!)
+done
+
+# haplane: the cluster file of a three-node control plane on this subnet.
+cat >"$tmp/haplane.yaml" <<EOF
+apiVersion: haplane.dev/v1alpha1
+kind: Cluster
+name: lbbench
+controlPlaneEndpoint:
+  vip: 10.77.40.100
+  port: 8443
+  apiServerPort: 6443
+vip:
+  interface: eth0
+  virtualRouterID: 51
+certificates:
+  dir: $tmp
+nodes:
+  - name: cp1
+    address: ${BIP[0]}
+  - name: cp2
+    address: ${BIP[1]}
+  - name: cp3
+    address: ${BIP[2]}
+EOF
+ip netns exec $P "$tmp/haplane" lb run --config "$tmp/haplane.yaml" --listen $PIP:8443 \
+	--metrics-addr 127.0.0.1:9443 --log-level warn 2>"$tmp/haplane.log" &
+pids+=($!)
+HAPLANE_PID=$!
+
+# haproxy as in the kubeadm HA guide (docs ha-considerations, "haproxy
+# configuration"): mode tcp frontend, roundrobin, HTTPS GET /healthz checks.
+haproxy_cfg() { # port extra-defaults-line
+	cat <<EOF
+global
+defaults
+    mode                    http
+    option                  dontlognull
+    option http-server-close
+    option                  redispatch
+    retries                 1
+    timeout http-request    10s
+    timeout queue           20s
+    timeout connect         5s
+    timeout client          35s
+    timeout server          35s
+    timeout http-keep-alive 10s
+    timeout check           10s
+    $2
+frontend apiserver
+    bind $PIP:$1
+    mode tcp
+    default_backend apiserverbackend
+backend apiserverbackend
+    option httpchk
+    http-check connect ssl
+    http-check send meth GET uri /healthz
+    http-check expect status 200
+    mode tcp
+    balance     roundrobin
+    server cp1 ${BIP[0]}:6443 check verify none
+    server cp2 ${BIP[1]}:6443 check verify none
+    server cp3 ${BIP[2]}:6443 check verify none
+EOF
+}
+haproxy_cfg 8444 "" >"$tmp/haproxy.cfg"
+haproxy_cfg 8445 "option splice-auto" >"$tmp/haproxy-splice.cfg"
+ip netns exec $P haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
+pids+=($!)
+HAPROXY_PID=$!
+ip netns exec $P haproxy -db -f "$tmp/haproxy-splice.cfg" >"$tmp/haproxy-splice.log" 2>&1 &
+pids+=($!)
+SPLICE_PID=$!
+
+declare -A ADDR=([direct]=${BIP[0]}:6443 [haplane]=$PIP:8443 [haproxy]=$PIP:8444 [haproxy-splice]=$PIP:8445)
+declare -A PID=([haplane]=$HAPLANE_PID [haproxy]=$HAPROXY_PID [haproxy-splice]=$SPLICE_PID)
+TARGETS=(direct haplane haproxy haproxy-splice)
+
+incl() { ip netns exec $C "$@"; }
+# Wait until every target serves TLS through to a backend (checks passed).
+for t in "${TARGETS[@]}"; do
+	for _ in $(seq 100); do
+		out=$(incl "$tmp/lbload" -mode tls -target "${ADDR[$t]}" -c 1 -d 300ms 2>/dev/null || true)
+		case $out in "0.0 "* | "") sleep 0.1 ;; *errors=0) break ;; *) sleep 0.1 ;; esac
+	done
+done
+sleep 1 # let every proxy's checks mark all backends up
+
+tck=$(getconf CLK_TCK)
+cpu() { awk -v t="$tck" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat"; }
+rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+row() { # name target -> rate
+	local name=$1 t=$2 a=${ADDR[$2]} out
+	case $name in
+	keepalive) out=$(incl wrk -t2 -c64 -d"${D}s" "http://$a/" | awk '/Requests\/sec/{print $2}') ;;
+	newconn) out=$(incl wrk -t2 -c64 -d"${D}s" -H 'Connection: close' "http://$a/" | awk '/Requests\/sec/{print $2}') ;;
+	tls) out=$(incl "$tmp/lbload" -mode tls -target "$a" -c 32 -d "${D}s" | awk '{print $1}') ;;
+	bulk) out=$(incl "$tmp/lbload" -mode bulk -target "$a" -c 4 -d "${D}s" | awk '{print $1}') ;;
+	esac
+	echo "${out:-0}"
+}
+
+declare -A R CPU
+ROWS=(keepalive newconn tls bulk)
+echo "# measuring ${D}s per cell" >&2
+for r in "${ROWS[@]}"; do
+	for t in "${TARGETS[@]}"; do
+		before=0
+		[ "$t" = direct ] || before=$(cpu "${PID[$t]}")
+		R[$r,$t]=$(row "$r" "$t")
+		[ "$t" = direct ] || CPU[$r,$t]=$(awk -v a="$before" -v b="$(cpu "${PID[$t]}")" 'BEGIN{printf "%.2f", b-a}')
+		echo "#   $r $t ${R[$r,$t]}" >&2
+	done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+declare -A UNIT=([keepalive]=req/s [newconn]=req/s [tls]=req/s [bulk]=MB/s)
+declare -A LABEL=([keepalive]="wrk keep-alive HTTP" [newconn]="wrk new connection/request" [tls]="new TLS connection/request" [bulk]="bulk transfer (4 streams)")
+echo
+echo "| row | direct | haplane | haproxy | haproxy splice | haplane/direct | haproxy/direct | splice/direct | haplane/haproxy | haplane/splice |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for r in "${ROWS[@]}"; do
+	d=${R[$r,direct]} h=${R[$r,haplane]} x=${R[$r,haproxy]} s=${R[$r,haproxy-splice]}
+	echo "| ${LABEL[$r]} (${UNIT[$r]}) | $d | $h | $x | $s | $(ratio "$h" "$d") | $(ratio "$x" "$d") | $(ratio "$s" "$d") | $(ratio "$h" "$x") | $(ratio "$h" "$s") |"
+done
+echo
+echo "| row | haplane CPU s | haproxy CPU s | haproxy splice CPU s |"
+echo "|---|---|---|---|"
+for r in "${ROWS[@]}"; do
+	echo "| ${LABEL[$r]} | ${CPU[$r,haplane]} | ${CPU[$r,haproxy]} | ${CPU[$r,haproxy-splice]} |"
+done
+echo
+echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPROXY_PID"), haproxy splice $(rss "$SPLICE_PID")"
+echo "Machine: $(nproc) CPUs, $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), ${D}s per cell"
