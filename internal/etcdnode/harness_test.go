@@ -357,3 +357,11 @@ func (w *prefixWriter) Write(b []byte) (int, error) {
 }
 
 func clientPrefix() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithPrefix()} }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+func listenTCP(ip string, port int) (net.Listener, error) {
+	return net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
+}

@@ -117,18 +117,26 @@ func (m *Member) Start(ctx context.Context) error {
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		e.Close()
+		abort(e)
 		return fmt.Errorf("etcdnode: member %s failed while starting: %w", m.cfg.Name, err)
 	case <-e.Server.StopNotify():
-		e.Close()
+		abort(e)
 		return fmt.Errorf("etcdnode: member %s stopped while starting (removed from the cluster, or a cluster ID mismatch)", m.cfg.Name)
 	case <-ctx.Done():
-		e.Close()
+		abort(e)
 		return fmt.Errorf("etcdnode: member %s not ready: %w", m.cfg.Name, ctx.Err())
 	}
 	m.e = e
 	m.log.Info("etcd member ready", "id", fmt.Sprintf("%x", uint64(e.Server.MemberID())))
 	return nil
+}
+
+// abort closes a member that never got ready. embed's Close waits for the
+// client servers, which only start once the server is ready or stopping;
+// stopping the server first lets Close finish instead of hanging.
+func abort(e *embed.Etcd) {
+	e.Server.HardStop()
+	e.Close()
 }
 
 // Stop closes the member: it stops serving, flushes and closes its data.
