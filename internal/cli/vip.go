@@ -50,7 +50,7 @@ address before exiting.`,
 			}
 			log := a.logger().With("component", "vip", "node", node)
 			scfg.Logger = log
-			conn, err := speaker.ListenIPv4(ifname, scfg.VRRP.Primary)
+			conn, err := speaker.Listen(ifname, &scfg) // IPv6: primary becomes the link-local address
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}

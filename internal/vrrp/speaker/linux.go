@@ -12,6 +12,7 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -19,8 +20,8 @@ import (
 	"github.com/haplane/haplane/internal/vrrp"
 )
 
-// This file is the speaker's own minimal Linux edge (IPv4): a raw IP
-// protocol 112 socket and netlink/ARP address handling. internal/vrrp/vrrpnet
+// This file and linux6.go are the speaker's own Linux edge: raw IP
+// protocol 112 sockets and netlink/ARP/NDP address handling. internal/vrrp/vrrpnet
 // and internal/vip are the full edge (IPv6, unicast, per-reason drop
 // counters); the speaker takes any Conn and Addrs, so they plug in as they
 // land.
@@ -126,12 +127,13 @@ type linkAddrs struct {
 	addrs  []netip.Addr
 }
 
-// LinkAddrs manages the IPv4 virtual addresses on ifname: /32 addresses
-// added and removed with netlink, announced with gratuitous ARP.
+// LinkAddrs manages the virtual addresses on ifname: host routes (/32,
+// /128) added and removed with netlink, announced with gratuitous ARP
+// (IPv4) and unsolicited neighbour advertisements (IPv6).
 func LinkAddrs(ifname string, addrs []netip.Addr) (Addrs, error) {
 	for _, a := range addrs {
-		if !a.Is4() {
-			return nil, fmt.Errorf("speaker: %v: only IPv4 virtual addresses are supported here", a)
+		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+			return nil, fmt.Errorf("speaker: virtual address %v: want a plain IPv4 or IPv6 address", a)
 		}
 	}
 	return &linkAddrs{ifname: ifname, addrs: addrs}, nil
@@ -146,6 +148,12 @@ func (l *linkAddrs) link() (netlink.Link, error) {
 }
 
 func (l *linkAddrs) nlAddr(a netip.Addr) *netlink.Addr {
+	if a.Is6() {
+		// No duplicate address detection: the address moves between
+		// nodes by design, and a tentative address could not be used
+		// for the second or so DAD takes.
+		return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+	}
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 }
 
@@ -180,6 +188,21 @@ func (l *linkAddrs) Announce() error {
 	if err != nil {
 		return fmt.Errorf("speaker: interface %s: %w", l.ifname, err)
 	}
+	var v4, v6 []netip.Addr
+	for _, a := range l.addrs {
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return errors.Join(l.announce4(ifi, v4), l.announce6(ifi, v6))
+}
+
+func (l *linkAddrs) announce4(ifi *net.Interface, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
 	c, err := arp.Dial(ifi)
 	if err != nil {
 		return fmt.Errorf("speaker: ARP socket on %s: %w", l.ifname, err)
@@ -188,7 +211,7 @@ func (l *linkAddrs) Announce() error {
 	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
 		return err
 	}
-	for _, a := range l.addrs {
+	for _, a := range addrs {
 		// Both forms: some hosts update their caches only from
 		// requests, others only from replies.
 		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
@@ -199,6 +222,31 @@ func (l *linkAddrs) Announce() error {
 			if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
 				return fmt.Errorf("speaker: gratuitous ARP for %v on %s: %w", a, l.ifname, err)
 			}
+		}
+	}
+	return nil
+}
+
+// announce6 sends unsolicited neighbour advertisements (RFC 4861 §7.2.6)
+// with the override flag to all nodes, so neighbours replace the MAC they
+// cached for the address.
+func (l *linkAddrs) announce6(ifi *net.Interface, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	if err != nil {
+		return fmt.Errorf("speaker: NDP socket on %s: %w", l.ifname, err)
+	}
+	defer c.Close()
+	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		m := &ndp.NeighborAdvertisement{Override: true, TargetAddress: a,
+			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
+		if err := c.WriteTo(m, nil, netip.IPv6LinkLocalAllNodes()); err != nil {
+			return fmt.Errorf("speaker: unsolicited NA for %v on %s: %w", a, l.ifname, err)
 		}
 	}
 	return nil

@@ -158,7 +158,7 @@ func inNS(ns string, f func() error) error {
 // client learns who served it.
 func (l *lab) serve(h *host) {
 	err := inNS(h.ns, func() error {
-		ln, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", svcPort))
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", svcPort)) // IPv4 and IPv6
 		h.ln = ln
 		return err
 	})
@@ -197,16 +197,47 @@ type clusterOpts struct {
 	interval string
 	auth     string
 	unicast  bool
+	ipv6     bool
 	prios    map[string]int
+}
+
+// addIPv6 gives every host and the client an address in fd77:3::/64 and
+// waits for the link-local addresses to leave duplicate address detection.
+func (l *lab) addIPv6() {
+	nss := []string{l.client}
+	for _, h := range l.hosts {
+		nss = append(nss, h.ns)
+	}
+	for i, ns := range nss {
+		host := "50"
+		if i > 0 {
+			host = fmt.Sprint(10 + i)
+		}
+		run(l.t, "ip", "-n", ns, "-6", "addr", "add", "fd77:3::"+host+"/64", "dev", "eth0", "nodad")
+	}
+	waitFor(l.t, "IPv6 link-local addresses usable", 5*time.Second, func() bool {
+		for _, ns := range nss {
+			b, _ := exec.Command("ip", "-n", ns, "-6", "addr", "show", "dev", "eth0").Output()
+			if strings.Contains(string(b), "tentative") || !strings.Contains(string(b), "scope link") {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // writeConfig writes a cluster file for the lab's hosts.
 func (l *lab) writeConfig(o clusterOpts) string {
 	var nodes []config.Node
-	for _, h := range l.hosts {
-		nodes = append(nodes, config.Node{Name: h.name, Address: h.addr})
+	vip := vipAddr
+	for i, h := range l.hosts {
+		addr := h.addr
+		if o.ipv6 {
+			addr, vip = fmt.Sprintf("fd77:3::%d", 11+i), vip6
+		}
+		nodes = append(nodes, config.Node{Name: h.name, Address: addr})
 	}
-	y := string(config.Example(config.ExampleOptions{Name: "e2e", VIP: vipAddr, Interface: "eth0", Nodes: nodes}))
+	y := string(config.Example(config.ExampleOptions{Name: "e2e", VIP: vip, Interface: "eth0", Nodes: nodes}))
 	if o.version != 0 {
 		y = strings.Replace(y, "  version: 3 ", fmt.Sprintf("  version: %d ", o.version), 1)
 	}
@@ -540,13 +571,19 @@ func (p *probe) lastServedByOther(want string, from, to time.Time) time.Time {
 	return at
 }
 
-// served waits until the client is served by want.
+// servedBy waits until the client is served by want on the VIP.
 func (l *lab) servedBy(want string, d time.Duration) {
+	l.t.Helper()
+	l.servedAt(vipService, want, d)
+}
+
+// servedAt waits until the client is served by want at service.
+func (l *lab) servedAt(service, want string, d time.Duration) {
 	l.t.Helper()
 	waitFor(l.t, "client served by "+want, d, func() bool {
 		var got string
 		inNS(l.client, func() error {
-			c, err := net.DialTimeout("tcp4", vipService, 100*time.Millisecond)
+			c, err := net.DialTimeout("tcp", service, 100*time.Millisecond)
 			if err != nil {
 				return nil
 			}
@@ -563,3 +600,5 @@ func (l *lab) servedBy(want string, d time.Duration) {
 var _ = context.Background
 
 var vipService = net.JoinHostPort(vipAddr, fmt.Sprint(svcPort))
+
+const vip6 = "fd77:3::100"
