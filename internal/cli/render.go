@@ -19,7 +19,7 @@ func (a *app) renderCmd() *cobra.Command {
 		Use:   "render",
 		Short: "Write kubeadm configurations, static pod manifests and systemd units for every host",
 	}
-	cmd.AddCommand(a.renderKubeadmCmd(), a.renderAgentCmd())
+	cmd.AddCommand(a.renderKubeadmCmd(), a.renderAgentCmd(), a.renderEtcdCmd())
 	return cmd
 }
 
