@@ -26,7 +26,7 @@ type testPKI struct {
 	CAFile string
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -55,7 +55,7 @@ func newTestPKI(t *testing.T) *testPKI {
 var serial int64 = 10
 
 // issue writes base.crt/base.key signed by the CA, for server and client use.
-func (p *testPKI) issue(t *testing.T, base, cn string, ips ...string) (certFile, keyFile string) {
+func (p *testPKI) issue(t testing.TB, base, cn string, ips ...string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -89,19 +89,19 @@ func (p *testPKI) issue(t *testing.T, base, cn string, ips ...string) (certFile,
 }
 
 // member issues a member's server and peer certificates.
-func (p *testPKI) member(t *testing.T, name, ip string) TLSFiles {
+func (p *testPKI) member(t testing.TB, name, ip string) TLSFiles {
 	c, k := p.issue(t, "etcd/"+name+"/server", name, ip, "127.0.0.1", "::1")
 	pc, pk := p.issue(t, "etcd/"+name+"/peer", name, ip, "127.0.0.1", "::1")
 	return TLSFiles{CertFile: c, KeyFile: k, PeerCertFile: pc, PeerKeyFile: pk, CAFile: p.CAFile}
 }
 
 // client issues the healthcheck client certificate.
-func (p *testPKI) client(t *testing.T) ClientTLS {
+func (p *testPKI) client(t testing.TB) ClientTLS {
 	c, k := p.issue(t, "etcd/healthcheck-client", "kube-etcd-healthcheck-client")
 	return ClientTLS{CertFile: c, KeyFile: k, CAFile: p.CAFile}
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
+func writePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ func runChild(spec string) int {
 // free ports, so they never collide with other packages' tests.
 const testNet = "127.0.5."
 
-func freePort(t *testing.T, ip string) int {
+func freePort(t testing.TB, ip string) int {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
@@ -71,7 +71,7 @@ func freePort(t *testing.T, ip string) int {
 
 // testCluster is the desired member set and how to reach it.
 type testCluster struct {
-	t      *testing.T
+	t      testing.TB
 	pki    *testPKI
 	client ClientTLS
 	token  string
@@ -82,7 +82,7 @@ type testCluster struct {
 	mems  map[string]*Member
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, pki: newTestPKI(t), token: fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano()),
 		procs: map[string]*exec.Cmd{}, mems: map[string]*Member{}}
@@ -297,7 +297,7 @@ func (tc *testCluster) ops() *Ops {
 }
 
 // waitFor polls cond every 100ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -336,7 +336,7 @@ func (tc *testCluster) waitHealthy(voters int, timeout time.Duration) Report {
 
 // prefixWriter sends a child's stderr to the test log, line by line.
 type prefixWriter struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	mu     sync.Mutex
 	buf    []byte

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"slices"
 	"sort"
 	"sync"
@@ -169,6 +171,10 @@ func (p *Prober) Probe(ctx context.Context, targets []Target) Report {
 	lists := make(chan listed, len(targets))
 	for _, t := range targets {
 		go func() {
+			if err := dialCheck(ctx, t.Endpoint); err != nil {
+				lists <- listed{err: err}
+				return
+			}
 			c, err := p.client(t.Endpoint)
 			if err != nil {
 				lists <- listed{err: err}
@@ -233,6 +239,23 @@ func (p *Prober) Probe(ctx context.Context, targets []Target) Report {
 	return summarize(rows)
 }
 
+// dialCheck opens and closes a TCP connection to the endpoint. gRPC calls
+// wait for a connection until their deadline, so without this a member
+// that refuses connections (stopped, or not started yet) would cost the
+// whole timeout instead of failing at once.
+func dialCheck(ctx context.Context, endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return fmt.Errorf("endpoint %q: %w", endpoint, err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return fmt.Errorf("unreachable: %w", err)
+	}
+	return c.Close()
+}
+
 type memberInfo struct {
 	id         uint64
 	name       string
@@ -244,6 +267,10 @@ type memberInfo struct {
 // probeOne fills r from the member at r.Endpoint: status RPC, then the
 // health read and alarm list that etcdctl endpoint health does.
 func (p *Prober) probeOne(ctx context.Context, r *MemberStatus) {
+	if err := dialCheck(ctx, r.Endpoint); err != nil {
+		r.Error = err.Error()
+		return
+	}
 	c, err := p.client(r.Endpoint)
 	if err != nil {
 		r.Error = err.Error()
