@@ -21,6 +21,7 @@ func (a *app) vipCmd() *cobra.Command {
 
 func (a *app) vipRunCmd() *cobra.Command {
 	var cfgPath, node string
+	var nice int
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the VRRP speaker for one node until SIGTERM",
@@ -64,6 +65,13 @@ address before exiting.`,
 				conn.Close()
 				return usageError{err}
 			}
+			if nice != 0 {
+				// Not fatal: without CAP_SYS_NICE the speaker still works,
+				// it is only more exposed to a loaded CPU.
+				if err := speaker.RaisePriority(nice); err != nil {
+					log.Warn("could not raise scheduling priority", "nice", nice, "err", err)
+				}
+			}
 			log.Info("vip speaker starting", "interface", ifname, "vip", c.ControlPlaneEndpoint.VIP,
 				"vrid", scfg.VRRP.VRID, "version", scfg.VRRP.Version, "priority", scfg.VRRP.Priority,
 				"interval", scfg.VRRP.AdvertInterval)
@@ -79,5 +87,6 @@ address before exiting.`,
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "haplane.yaml", "cluster file")
 	cmd.Flags().StringVar(&node, "node", "", "this node's name in the cluster file")
+	cmd.Flags().IntVar(&nice, "nice", -10, "nice value for the speaker's threads, so a loaded CPU does not delay adverts (0 leaves it)")
 	return cmd
 }

@@ -1,9 +1,13 @@
 package vip
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +36,37 @@ func threeSpeakers(t *testing.T, opts ...clusterOpts) (*lab, []*proc) {
 	waitFor(t, "h1 master", 5*time.Second, func() bool { return ps[0].state() == "master" })
 	waitFor(t, "h1 alone holds the VIP", 5*time.Second, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
 	l.servedBy("h1", 3*time.Second)
+	// vip run raises its threads' priority (--nice -10 by default) so a
+	// loaded CPU does not delay adverts.
+	for _, p := range ps {
+		if n := threadNice(t, p.cmd.Process.Pid); !slices.Equal(slices.Compact(n), []int{-10}) {
+			t.Errorf("%s threads' nice values %v, want all -10", p.name, n)
+		}
+	}
 	return l, ps
+}
+
+// threadNice returns the nice value of every thread of pid.
+func threadNice(t *testing.T, pid int) []int {
+	t.Helper()
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, d.Name()))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which is in parentheses);
+		// nice is field 19 of stat, the 17th after ")".
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		n, _ := strconv.Atoi(f[16])
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // outage runs the client around act and returns the longest gap and the
@@ -80,6 +114,19 @@ func TestFailoverKill9(t *testing.T) {
 	}
 	if ps[1].state() != "master" || ps[2].state() != "backup" {
 		t.Errorf("states h2=%s h3=%s, want master, backup", ps[1].state(), ps[2].state())
+	}
+
+	// kill -9 left the VIP on h1. A restarted speaker removes that stale
+	// copy at once; with a preempt delay it then waits as backup.
+	if h := l.holders(); !slices.Equal(h, []string{"h1", "h2"}) {
+		t.Fatalf("holders after kill -9 %v, want the stale copy on h1 and h2", h)
+	}
+	restarted := l.startHaplane(l.host("h1"), l.writeConfig(clusterOpts{preemptDelay: "10s"}))
+	waitFor(t, "h1 to remove its stale VIP", 2*time.Second, func() bool { return slices.Equal(l.holders(), []string{"h2"}) })
+	waitFor(t, "restarted h1 backup", 2*time.Second, func() bool { return restarted.state() == "backup" })
+	time.Sleep(time.Second)
+	if restarted.state() != "backup" || ps[1].state() != "master" {
+		t.Errorf("during the preempt delay h1 %s, h2 %s: want backup, master", restarted.state(), ps[1].state())
 	}
 }
 

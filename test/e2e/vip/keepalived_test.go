@@ -36,6 +36,7 @@ type kaOpts struct {
 	interval string // keepalived syntax: "1", "0.1"
 	prio     int
 	auth     string
+	vip      string // default vipAddr
 }
 
 // keepalived is a running keepalived (VRRP only) in a host namespace.
@@ -70,6 +71,9 @@ vrrp_instance VI_1 {
     }
 }
 `, h.name, o.version, o.prio, o.interval, auth, vipAddr)
+	if o.vip != "" {
+		conf = strings.Replace(conf, vipAddr+"/32", o.vip+"/128", 1)
+	}
 	cf := filepath.Join(dir, "keepalived.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		l.t.Fatal(err)
@@ -268,4 +272,41 @@ func TestHaplaneBackupOfKeepalived(t *testing.T) {
 			l.servedBy("h1", 2*time.Second)
 		})
 	}
+}
+
+// VRRPv3 over IPv6 with keepalived: both sides accept each other's adverts
+// (checksum over the IPv6 pseudo-header, link-local sources) and the VIP
+// moves both ways.
+func TestKeepalivedIPv6(t *testing.T) {
+	requireRoot(t)
+	requireKeepalived(t)
+	l := newLab(t, 2)
+	l.addIPv6()
+	h1, h2 := l.host("h1"), l.host("h2")
+	svc := net.JoinHostPort(vip6, fmt.Sprint(svcPort))
+	cfg := l.writeConfig(clusterOpts{ipv6: true})
+	hp := l.startHaplane(h1, cfg) // priority 150
+	waitFor(t, "haplane master", 3*time.Second, func() bool { return hp.state() == "master" })
+	ka := l.startKeepalived(h2, kaOpts{version: 3, interval: "0.1", prio: 149, vip: vip6})
+	waitFor(t, "keepalived backup", 3*time.Second, func() bool { return ka.state() == "backup" })
+	time.Sleep(time.Second)
+	if ka.state() != "backup" || !slices.Equal(l.holders6(), []string{"h1"}) {
+		t.Fatalf("keepalived %s, holders %v: want keepalived backup behind haplane", ka.state(), l.holders6())
+	}
+	l.servedAt(svc, "h1", 2*time.Second)
+
+	hp.signal(syscall.SIGKILL)
+	h1.stopService()
+	waitFor(t, "keepalived to take over", 2*time.Second, func() bool { return ka.state() == "master" })
+	l.servedAt(svc, "h2", 2*time.Second)
+
+	// haplane returns at the higher priority and preempts keepalived (the
+	// stale VIP that kill -9 left on h1 is removed at start).
+	l.serve(h1)
+	hp2 := l.startHaplane(h1, cfg)
+	waitFor(t, "haplane to preempt keepalived", 3*time.Second, func() bool {
+		return hp2.state() == "master" && ka.state() == "backup"
+	})
+	waitFor(t, "h1 alone holds the VIP", 2*time.Second, func() bool { return slices.Equal(l.holders6(), []string{"h1"}) })
+	l.servedAt(svc, "h1", 2*time.Second)
 }

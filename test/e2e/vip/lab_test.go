@@ -198,7 +198,9 @@ type clusterOpts struct {
 	auth     string
 	unicast  bool
 	ipv6     bool
-	prios    map[string]int
+	// preemptDelay, when set, is vip.preemptDelay.
+	preemptDelay string
+	prios        map[string]int
 }
 
 // addIPv6 gives every host and the client an address in fd77:3::/64 and
@@ -248,6 +250,12 @@ func (l *lab) writeConfig(o clusterOpts) string {
 		y = strings.Replace(y, "  # unicast: false", "  unicast: true", 1)
 		if !strings.Contains(y, "  unicast: true") {
 			l.t.Fatal("example cluster file changed: cannot enable unicast")
+		}
+	}
+	if o.preemptDelay != "" {
+		y = strings.Replace(y, "  # preemptDelay: 0s", "  preemptDelay: "+o.preemptDelay, 1)
+		if !strings.Contains(y, "  preemptDelay: "+o.preemptDelay) {
+			l.t.Fatal("example cluster file changed: cannot set preemptDelay")
 		}
 	}
 	if o.auth != "" {
