@@ -15,8 +15,11 @@
 # seconds each proxy used during its run and its RSS.
 #
 # Usage: sudo bench/lb.sh [seconds per measurement, default 6]
+# HAPLANE_LB_CPU_PROFILE=FILE writes a CPU profile of haplane; LB_BENCH_ROWS
+# (e.g. "keepalive bulk") limits the rows; LB_BENCH_ROUNDS (default 3) sets
+# the interleaved rounds; HAPLANE_LB_GOMAXPROCS sets haplane's GOMAXPROCS.
 # Needs root, iproute2, haproxy and wrk (apt-get install -y haproxy wrk).
-# Takes about 20 x seconds plus a few seconds of setup.
+# Takes about 50 x seconds (16 cells x 3 rounds) plus setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-6}
@@ -98,8 +101,9 @@ nodes:
   - name: cp3
     address: ${BIP[2]}
 EOF
-ip netns exec $P "$tmp/haplane" lb run --config "$tmp/haplane.yaml" --listen $PIP:8443 \
-	--metrics-addr 127.0.0.1:9443 --log-level warn 2>"$tmp/haplane.log" &
+ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$tmp/haplane" lb run --config "$tmp/haplane.yaml" --listen $PIP:8443 \
+	--metrics-addr 127.0.0.1:9443 --log-level warn ${HAPLANE_LB_CPU_PROFILE:+--cpu-profile "$HAPLANE_LB_CPU_PROFILE"} \
+	2>"$tmp/haplane.log" &
 pids+=($!)
 HAPLANE_PID=$!
 
@@ -177,17 +181,29 @@ row() { # name target -> rate
 }
 
 declare -A R CPU
-ROWS=(keepalive newconn tls bulk)
-echo "# measuring ${D}s per cell" >&2
-for r in "${ROWS[@]}"; do
-	for t in "${TARGETS[@]}"; do
-		before=0
-		[ "$t" = direct ] || before=$(cpu "${PID[$t]}")
-		R[$r,$t]=$(row "$r" "$t")
-		[ "$t" = direct ] || CPU[$r,$t]=$(awk -v a="$before" -v b="$(cpu "${PID[$t]}")" 'BEGIN{printf "%.2f", b-a}')
-		echo "#   $r $t ${R[$r,$t]}" >&2
+read -ra ROWS <<<"${LB_BENCH_ROWS:-keepalive newconn tls bulk}"
+ROUNDS=${LB_BENCH_ROUNDS:-3}
+# Rounds interleave the targets (in a rotating order) so that noise from
+# other work on the machine spreads over all of them; each cell is the
+# median of its rounds, CPU the mean per measurement.
+echo "# measuring ${D}s per cell, $ROUNDS rounds" >&2
+for round in $(seq "$ROUNDS"); do
+	for r in "${ROWS[@]}"; do
+		order=("${TARGETS[@]:$((round % 4))}" "${TARGETS[@]:0:$((round % 4))}")
+		for t in "${order[@]}"; do
+			before=0
+			[ "$t" = direct ] || before=$(cpu "${PID[$t]}")
+			v=$(row "$r" "$t")
+			R[$r,$t]="${R[$r,$t]:-} $v"
+			[ "$t" = direct ] || CPU[$r,$t]="${CPU[$r,$t]:-} $(awk -v a="$before" -v b="$(cpu "${PID[$t]}")" 'BEGIN{printf "%.2f", b-a}')"
+			echo "#   round $round $r $t $v" >&2
+		done
 	done
 done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+mean() { tr ' ' '\n' | grep . | awk '{s+=$1} END{printf "%.2f", s/NR}'; }
+for k in "${!R[@]}"; do R[$k]=$(echo "${R[$k]}" | median); done
+for k in "${!CPU[@]}"; do CPU[$k]=$(echo "${CPU[$k]}" | mean); done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 declare -A UNIT=([keepalive]=req/s [newconn]=req/s [tls]=req/s [bulk]=MB/s)
@@ -200,11 +216,11 @@ for r in "${ROWS[@]}"; do
 	echo "| ${LABEL[$r]} (${UNIT[$r]}) | $d | $h | $x | $s | $(ratio "$h" "$d") | $(ratio "$x" "$d") | $(ratio "$s" "$d") | $(ratio "$h" "$x") | $(ratio "$h" "$s") |"
 done
 echo
-echo "| row | haplane CPU s | haproxy CPU s | haproxy splice CPU s |"
+echo "| row (CPU seconds per ${D}s measurement) | haplane | haproxy | haproxy splice |"
 echo "|---|---|---|---|"
 for r in "${ROWS[@]}"; do
 	echo "| ${LABEL[$r]} | ${CPU[$r,haplane]} | ${CPU[$r,haproxy]} | ${CPU[$r,haproxy-splice]} |"
 done
 echo
 echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPROXY_PID"), haproxy splice $(rss "$SPLICE_PID")"
-echo "Machine: $(nproc) CPUs, $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), ${D}s per cell"
+echo "Machine: $(nproc) CPUs, $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), ${D}s per cell, median of $ROUNDS interleaved rounds"

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ func (a *app) lbCmd() *cobra.Command {
 func (a *app) lbRunCmd() *cobra.Command {
 	var cfgPath, listen, metricsAddr, caFile string
 	var shutdownTimeout time.Duration
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Proxy the control-plane endpoint to every healthy kube-apiserver until SIGTERM",
@@ -71,6 +73,17 @@ sessions). SIGTERM or SIGINT stops accepting and waits up to
 			if err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return usageError{fmt.Errorf("--cpu-profile: %w", err)}
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return &ExitError{Code: ExitFailure, Err: err}
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return a.runLB(cmd.Context(), cfgPath, c, listen, metricsAddr, caFile, shutdownTimeout)
 		},
 	}
@@ -80,6 +93,8 @@ sessions). SIGTERM or SIGINT stops accepting and waits up to
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9443", `address serving /metrics and /healthz ("" disables)`)
 	f.StringVar(&caFile, "ca", "", "CA bundle verifying the apiservers (default: certificates.dir/ca.crt when present)")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for open sessions")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the run to this file (for bench/lb.sh)")
+	_ = f.MarkHidden("cpu-profile")
 	return cmd
 }
 

@@ -522,6 +522,7 @@ func (l *LB) connect(client *net.TCPConn) (*Backend, *net.TCPConn) {
 type session struct {
 	client, backend *net.TCPConn
 	once            sync.Once
+	ended           atomic.Int32 // directions that reached EOF
 }
 
 // close aborts both sides; the copy goroutines then return.
@@ -568,13 +569,13 @@ func (l *LB) handle(client *net.TCPConn) {
 // copy moves bytes from src to dst until src ends, then half-closes dst so
 // the other side sees the end of this direction while the reverse goes on.
 //
-// It waits for src to become readable before moving anything, holding no
-// buffer and no pipe while a session is idle: Go's splice keeps a pipe (two
-// descriptors) for as long as it waits, which would triple the descriptors
-// of 10,000 idle sessions. Once data is there, small amounts are copied
-// through a pooled buffer and large ones (a bulk transfer) are spliced in
-// the kernel by dst.ReadFrom, exactly as much as is queued, so the splice
-// returns as soon as the queue is empty.
+// A session that waits holds no buffer and no pipe: the read is attempted
+// inside the runtime poller's callback with a buffer taken from a pool
+// only for that attempt, so 10,000 idle sessions cost their goroutines and
+// nothing else. (Go's own splice keeps a pipe, two descriptors, for as long
+// as it waits.) When a read fills the whole buffer and more is queued, the
+// transfer is a bulk one and the queued bytes are spliced in the kernel by
+// dst.ReadFrom, exactly as many as are queued so the splice never waits.
 func (l *LB) copy(s *session, dst, src *net.TCPConn, counter *atomic.Uint64) {
 	idle := l.cfg.IdleTimeout
 	rc, err := src.SyscallConn()
@@ -586,13 +587,14 @@ func (l *LB) copy(s *session, dst, src *net.TCPConn, counter *atomic.Uint64) {
 		if idle > 0 {
 			_ = src.SetReadDeadline(time.Now().Add(idle))
 		}
-		avail, err := waitReadable(rc)
-		if err == nil && avail == 0 {
-			_ = dst.CloseWrite() // src ended its direction
+		err := l.step(rc, dst, src, counter)
+		if err == io.EOF {
+			// src ended its direction: pass the FIN on, unless the other
+			// direction ended already and the close that follows sends it.
+			if s.ended.Add(1) < 2 {
+				_ = dst.CloseWrite()
+			}
 			return
-		}
-		if err == nil {
-			err = l.move(dst, src, avail, counter)
 		}
 		if err == nil {
 			continue
@@ -610,68 +612,56 @@ func (l *LB) copy(s *session, dst, src *net.TCPConn, counter *atomic.Uint64) {
 	}
 }
 
-// spliceMin is the queued amount from which splicing beats a userspace
-// copy: below it, the pipe's two extra system calls cost more than the
-// copy they save.
-const spliceMin = 64 << 10
+// bufSize is the copy buffer; a read that fills it means a bulk transfer,
+// where splicing beats the userspace copy.
+const bufSize = 64 << 10
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, spliceMin); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// move copies about avail queued bytes from src to dst.
-func (l *LB) move(dst, src *net.TCPConn, avail int, counter *atomic.Uint64) error {
-	if avail >= spliceMin {
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(avail)})
-		counter.Add(uint64(n))
-		return err
-	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	n, err := src.Read(*bp)
-	if n > 0 {
-		w, werr := dst.Write((*bp)[:n])
-		counter.Add(uint64(w))
-		if werr != nil {
-			return werr
-		}
-	}
-	if err == io.EOF {
-		return nil // the next wait sees the EOF too
-	}
-	return err
-}
-
-// waitReadable blocks (in the runtime's poller, honouring the read
-// deadline) until rc has data or has ended, and returns how many bytes are
-// queued; 0 with a nil error means the peer finished sending.
-func waitReadable(rc syscall.RawConn) (int, error) {
+// step waits for data on src and moves what is there to dst. It returns
+// io.EOF when src has finished sending.
+func (l *LB) step(rc syscall.RawConn, dst, src *net.TCPConn, counter *atomic.Uint64) error {
+	var bp *[]byte
 	var n int
-	var serr error
+	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		m, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			return false // wait for readability
-		case err != nil:
-			serr = err
-		case m == 0:
-			n = 0
-		default:
-			q, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if err != nil || q < 1 {
-				q = 1
-			}
-			n = q
+		if bp == nil {
+			bp = bufPool.Get().(*[]byte)
+		}
+		n, rerr = unix.Read(int(fd), *bp)
+		if rerr == unix.EAGAIN || rerr == unix.EINTR {
+			// Nothing yet: give the buffer back while we wait.
+			bufPool.Put(bp)
+			bp = nil
+			return false
 		}
 		return true
 	})
+	if bp != nil {
+		defer bufPool.Put(bp)
+	}
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if serr != nil {
-		return 0, os.NewSyscallError("recvfrom", serr)
+	if rerr != nil {
+		return os.NewSyscallError("read", rerr)
 	}
-	return n, nil
+	if n == 0 {
+		return io.EOF
+	}
+	w, err := dst.Write((*bp)[:n])
+	counter.Add(uint64(w))
+	if err != nil || n < bufSize {
+		return err
+	}
+	// A full buffer: splice whatever else is queued.
+	var q int
+	if err := rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || q < bufSize {
+		return nil
+	}
+	m, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(q)})
+	counter.Add(uint64(m))
+	return err
 }
 
 // idleFor is how long ago c last sent or received data, from TCP_INFO.

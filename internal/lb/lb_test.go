@@ -384,7 +384,7 @@ func TestPassiveRetry(t *testing.T) {
 }
 
 // echoServer is a plain TCP backend that echoes and reports half-closes.
-func echoServer(t *testing.T, ln net.Listener) {
+func echoServer(t testing.TB, ln net.Listener) {
 	t.Helper()
 	t.Cleanup(func() { ln.Close() })
 	go func() {
