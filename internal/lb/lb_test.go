@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 )
 
 func TestPolicies(t *testing.T) {
@@ -642,4 +643,38 @@ func TestFreeBind(t *testing.T) {
 		t.Fatalf("freebind listen: %v", err)
 	}
 	l.Shutdown(t.Context())
+}
+
+// TestKeepAliveInherited checks what the listener relies on: accepted
+// sockets inherit keep-alive and its timers from the listening socket.
+func TestKeepAliveInherited(t *testing.T) {
+	l, err := New(Config{Frontends: []string{"127.0.0.1:0"}, KeepAlive: 17 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Listen(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ln := l.listeners[0]
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.(*net.TCPConn).SyscallConn()
+	var on, idle int
+	rc.Control(func(fd uintptr) {
+		on, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		idle, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+	})
+	if on != 1 || idle != 17 {
+		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want 1, 17", on, idle)
+	}
 }

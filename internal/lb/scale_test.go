@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -32,9 +33,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runRole runs one child. Each prints a line when ready and serves until
-// its stdin closes (so it dies with the test). On a "stat" line the proxy
-// prints its sessions and RSS.
+// runRole runs one child. Each prints a line when ready; the backend and
+// proxies serve until their stdin closes, clients until killed. On a
+// "stat" line the proxy prints its sessions and RSS.
 func runRole(role string) error {
 	ctx := context.Background()
 	out := bufio.NewWriter(os.Stdout)
@@ -108,7 +109,11 @@ func runRole(role string) error {
 			}
 		}
 		say("held %d", len(conns))
-		for in.Scan() {
+		// Hold until killed by the test (or by the parent's death, via
+		// Pdeathsig): not on stdin, which was seen to end early under load.
+		for {
+			time.Sleep(time.Hour)
+			runtime.KeepAlive(conns)
 		}
 	default:
 		return fmt.Errorf("unknown role")
@@ -137,6 +142,7 @@ type child struct {
 func startChild(t *testing.T, role string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), append(env, roleEnv+"="+role)...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -153,6 +159,9 @@ func startChild(t *testing.T, role string, env ...string) *child {
 	c := &child{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout)}
 	t.Cleanup(func() {
 		stdin.Close()
+		if role == "client" {
+			cmd.Process.Kill() // our own child, by its PID
+		}
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
 		select {
