@@ -5,11 +5,9 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/join"
+	"github.com/haplane/haplane/internal/lb"
 	"github.com/haplane/haplane/internal/pki"
 )
 
@@ -146,34 +145,20 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 	}
 
 	// SIGHUP: reload the cluster file; backends change in place.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
+	onSIGHUP(ctx, func() {
+		nc, err := config.Load(f.config)
+		if err != nil {
+			log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
+			return
+		}
+		if lbp != nil {
+			if err := lbp.SetBackends(lb.ConfigFromCluster(nc, "").Backends); err != nil {
+				log.Error("reload: backends", "err", err)
 				return
-			case <-hup:
-				nc, err := config.Load(f.config)
-				if err != nil {
-					log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
-					continue
-				}
-				if lbp != nil {
-					var backends []string
-					for _, b := range nc.APIServerAddrs() {
-						backends = append(backends, net.JoinHostPort(b.Addr().String(), strconv.Itoa(int(b.Port()))))
-					}
-					if err := lbp.SetBackends(backends); err != nil {
-						log.Error("reload: backends", "err", err)
-						continue
-					}
-				}
-				log.Info("cluster file reloaded", "nodes", len(nc.Nodes))
 			}
 		}
-	}()
+		log.Info("cluster file reloaded", "nodes", len(nc.Nodes))
+	})
 	if err := ag.Run(ctx); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
@@ -221,6 +206,23 @@ func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slo
 		},
 	}
 	return jp, func() { cli.Close() }, nil
+}
+
+// onSIGHUP calls fn on every SIGHUP until ctx ends.
+func onSIGHUP(ctx context.Context, fn func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				fn()
+			}
+		}
+	}()
 }
 
 // loadCertPool reads a PEM bundle into a pool.
