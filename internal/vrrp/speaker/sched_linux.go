@@ -19,22 +19,35 @@ import (
 // equivalent for a process that also runs other parts. Needs
 // CAP_SYS_NICE for negative values.
 func RaisePriority(nice int) error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return fmt.Errorf("speaker: list threads: %w", err)
-	}
-	var errs []error
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
+	// The runtime may start threads while this runs, from threads not yet
+	// adjusted; pass again until a pass finds no thread left to adjust.
+	done := map[int]bool{}
+	for pass := 0; pass < 20; pass++ {
+		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			continue
+			return fmt.Errorf("speaker: list threads: %w", err)
 		}
-		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, err)
+		changed := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			// The raw syscall returns 20 - nice.
+			if cur, err := unix.Getpriority(unix.PRIO_PROCESS, tid); err == nil && 20-cur == nice && done[tid] {
+				continue
+			}
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					continue // the thread exited
+				}
+				return fmt.Errorf("speaker: set nice %d on thread %d: %w", nice, tid, err)
+			}
+			done[tid], changed = true, true
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("speaker: set nice %d: %w", nice, err)
+		if !changed {
+			return nil
+		}
 	}
 	return nil
 }

@@ -196,6 +196,9 @@ var interopCases = []interopCase{
 func TestKeepalivedBackupOfHaplane(t *testing.T) {
 	requireRoot(t)
 	requireKeepalived(t)
+	// After the timing-sensitive sequential tests, the interop tests run
+	// side by side: they assert who is master, with generous bounds.
+	t.Parallel()
 	for _, tc := range interopCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -238,6 +241,7 @@ func TestKeepalivedBackupOfHaplane(t *testing.T) {
 func TestHaplaneBackupOfKeepalived(t *testing.T) {
 	requireRoot(t)
 	requireKeepalived(t)
+	t.Parallel()
 	for _, tc := range interopCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -280,6 +284,7 @@ func TestHaplaneBackupOfKeepalived(t *testing.T) {
 func TestKeepalivedIPv6(t *testing.T) {
 	requireRoot(t)
 	requireKeepalived(t)
+	t.Parallel()
 	l := newLab(t, 2)
 	l.addIPv6()
 	h1, h2 := l.host("h1"), l.host("h2")
