@@ -26,10 +26,12 @@ func (a *app) vipRunCmd() *cobra.Command {
 		Use:   "run",
 		Short: "Run the VRRP speaker for one node until SIGTERM",
 		Long: `run holds the virtual IP of the cluster file's controlPlaneEndpoint with VRRP
-on behalf of --node, as keepalived would: it adds the address to the link and
-announces it with gratuitous ARP while master. SIGTERM or SIGINT sends a
-priority-0 advertisement (so a backup takes over at once) and removes the
-address before exiting.`,
+on behalf of --node, as keepalived would, and interoperates with keepalived
+peers (same virtual router ID, version and, for VRRPv2, password). While
+master it adds the address to the link and announces it with gratuitous ARP
+(IPv4) or unsolicited neighbour advertisements (IPv6). SIGTERM or SIGINT
+sends a priority-0 advertisement, so a backup takes over within
+milliseconds, and removes the address before exiting.`,
 		Example: `  haplane vip run --config haplane.yaml --node cp1`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.NoArgs(cmd, args); err != nil {
