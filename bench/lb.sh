@@ -103,7 +103,7 @@ nodes:
 EOF
 ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$tmp/haplane" lb run --config "$tmp/haplane.yaml" --listen $PIP:8443 \
 	--metrics-addr 127.0.0.1:9443 --log-level warn ${HAPLANE_LB_CPU_PROFILE:+--cpu-profile "$HAPLANE_LB_CPU_PROFILE"} \
-	2>"$tmp/haplane.log" &
+	>"$tmp/haplane.log" 2>&1 &
 pids+=($!)
 HAPLANE_PID=$!
 

@@ -257,7 +257,7 @@ func TestTenThousandIdleSessions(t *testing.T) {
 	}
 	perConn := float64(grown) * 1024 / float64(total)
 	t.Logf("memory per idle session: %.1f KiB (RSS growth, user space; socket buffers are kernel memory)", perConn/1024)
-	if perConn > 64*1024 {
+	if perConn > 64*1024 && !raceEnabled {
 		t.Errorf("%.0f bytes per idle session; expected far less than 64 KiB", perConn)
 	}
 }
