@@ -197,7 +197,7 @@ func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Regi
 			{Name: "local-apiserver", Check: speaker.CheckFunc(lbp.LocalAPIServerHealthy), Weight: WeightLocalAPIServer, Fall: 3, Rise: 2, Interval: interval},
 		}
 	}
-	conn, err := speaker.ListenIPv4(ifname, scfg.VRRP.Primary)
+	conn, err := speaker.Listen(ifname, &scfg) // IPv6: the primary becomes the link-local address
 	if err != nil {
 		return nil, err
 	}

@@ -19,9 +19,11 @@ import (
 	"github.com/haplane/haplane/internal/join"
 	"github.com/haplane/haplane/internal/lb"
 	"github.com/haplane/haplane/internal/pki"
+	"github.com/haplane/haplane/internal/vrrp/speaker"
 )
 
 type agentFlags struct {
+	nice                                                                              int
 	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir, joinAddr string
 	noVIP, noLB, noEtcd                                                               bool
 }
@@ -55,6 +57,7 @@ dropping connections. The local API (--api-addr, --api-socket) serves
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/haplane", "agent state folder")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "PKI folder (default certificates.dir of the cluster file)")
 	fl.StringVar(&f.listen, "listen", "", "load balancer frontend (default the VIP and controlPlaneEndpoint.port)")
+	fl.IntVar(&f.nice, "nice", -10, "scheduling priority to raise the agent to, so a loaded node does not miss adverts (0 leaves it)")
 	fl.BoolVar(&f.noVIP, "no-vip", false, "do not run the VRRP speaker (another tool holds the VIP)")
 	fl.BoolVar(&f.noLB, "no-lb", false, "do not run the load balancer (another tool balances)")
 	fl.BoolVar(&f.noEtcd, "no-etcd", false, "do not run this node's etcd member (stacked topology; kubelet or systemd runs etcd)")
@@ -128,6 +131,13 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		}
 		defer closeJoin()
 		parts = append(parts, jp)
+	}
+	if f.nice != 0 {
+		// Not fatal: without CAP_SYS_NICE the agent still works, only
+		// more exposed to a loaded CPU.
+		if err := speaker.RaisePriority(f.nice); err != nil {
+			log.Warn("could not raise scheduling priority", "nice", f.nice, "err", err)
+		}
 	}
 	if len(parts) == 0 {
 		return usageError{fmt.Errorf("the --no-* flags leave nothing to run on %s", f.node)}
