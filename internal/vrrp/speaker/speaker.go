@@ -109,8 +109,16 @@ type Config struct {
 	// ShutdownTimeout bounds the priority-0 advert and the release on
 	// shutdown (default 2s).
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
-	Metrics         Metrics
+	// ReleaseDelay is how long a master that shuts down keeps the
+	// addresses after its priority-0 advert: until the new master has
+	// announced itself, clients still send to this host, and a SYN that
+	// finds the address gone waits out TCP's 1s retransmission. Default
+	// 3 × the advert interval (a backup takes over after its skew time,
+	// well within), at most half of ShutdownTimeout; negative releases at
+	// once.
+	ReleaseDelay time.Duration
+	Logger       *slog.Logger
+	Metrics      Metrics
 }
 
 func (c *Config) validate() error {
@@ -132,6 +140,10 @@ func (c *Config) validate() error {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 2 * time.Second
 	}
+	if c.ReleaseDelay == 0 {
+		c.ReleaseDelay = 3 * c.VRRP.AdvertInterval
+	}
+	c.ReleaseDelay = min(c.ReleaseDelay, c.ShutdownTimeout/2)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -384,6 +396,10 @@ func (s *Speaker) shutdown(tx chan []byte, ops *opQueue, addrDone chan struct{},
 	case <-addrDone:
 	case <-time.After(time.Until(deadline)):
 		s.log.Warn("address operations still running at shutdown; releasing anyway")
+	}
+	if from == vrrp.Master && s.cfg.ReleaseDelay > 0 {
+		// Keep answering for the VIP while the backups take over.
+		time.Sleep(min(s.cfg.ReleaseDelay, time.Until(deadline)))
 	}
 	// Release whatever the state: a Take may have been queued just before.
 	if err := s.addrs.Release(); err != nil {
