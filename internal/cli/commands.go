@@ -14,6 +14,7 @@ func (a *app) commands() []func() *cobra.Command {
 		a.lbCmd,
 		a.etcdCmd,
 		a.tokenCmd,
+		a.electCmd,
 		a.renderCmd,
 		a.joinCmd,
 		a.agentCmd,

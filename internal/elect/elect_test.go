@@ -1,0 +1,163 @@
+package elect
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+func freeURL(t *testing.T) url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return url.URL{Scheme: "http", Host: ln.Addr().String()}
+}
+
+// closeEtcd stops the last etcd startEtcd started (once).
+var closeEtcd func()
+
+// startEtcd runs a real single-member etcd in-process on loopback.
+func startEtcd(t *testing.T) (*embed.Etcd, string) {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	cfg.LogLevel = "error"
+	cu, pu := freeURL(t), freeURL(t)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(e.Close) })
+	closeEtcd = func() { once.Do(e.Close) }
+	<-e.Server.ReadyNotify()
+	return e, cu.String()
+}
+
+func client(t *testing.T, ep string) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestOneLeaderTokensIncrease runs three candidates that each lead briefly
+// and give way: never two at once, and every new term's token is larger.
+func TestOneLeaderTokensIncrease(t *testing.T) {
+	_, ep := startEtcd(t)
+	var leading atomic.Int32
+	var mu sync.Mutex
+	var tokens []int64
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cli := client(t, ep)
+			for range 3 {
+				err := Lead(context.Background(), Config{Client: cli, Lock: "test", Identity: string(rune('a' + i)), TTL: 2 * time.Second},
+					func(ctx context.Context, term Term) error {
+						if n := leading.Add(1); n != 1 {
+							t.Errorf("%d leaders at once", n)
+						}
+						mu.Lock()
+						tokens = append(tokens, term.Token)
+						mu.Unlock()
+						time.Sleep(30 * time.Millisecond)
+						leading.Add(-1)
+						return nil
+					})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(tokens) != 9 {
+		t.Fatalf("%d terms, want 9", len(tokens))
+	}
+	for i := 1; i < len(tokens); i++ {
+		if tokens[i] <= tokens[i-1] {
+			t.Fatalf("tokens not increasing: %v", tokens)
+		}
+	}
+}
+
+// TestLostWhenEtcdGoes: with etcd gone, the leader cannot renew and gives
+// up before the lease could expire.
+func TestLostWhenEtcdGoes(t *testing.T) {
+	_, ep := startEtcd(t)
+	cli := client(t, ep)
+	ttl := 3 * time.Second
+	errc := make(chan error, 1)
+	var lostAfter time.Duration
+	leading := make(chan struct{})
+	var stopped time.Time
+	go func() {
+		errc <- Lead(context.Background(), Config{Client: cli, Lock: "lost", Identity: "a", TTL: ttl, Margin: time.Second},
+			func(ctx context.Context, term Term) error {
+				close(leading)
+				<-ctx.Done()
+				lostAfter = time.Since(stopped)
+				return nil
+			})
+	}()
+	<-leading
+	closeEtcd()
+	stopped = time.Now()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrLost) {
+			t.Fatalf("err = %v, want ErrLost", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("leader did not give up after etcd went away")
+	}
+	// The last renewal happened before etcd stopped: giving up within
+	// ttl - margin of the stop is early enough.
+	if lostAfter > ttl-time.Second {
+		t.Errorf("gave up %s after etcd went away; want within ttl - margin (%s)", lostAfter, ttl-time.Second)
+	}
+}
+
+func TestLeaderLookupAndValidation(t *testing.T) {
+	_, ep := startEtcd(t)
+	cli := client(t, ep)
+	if id, _, err := Leader(context.Background(), cli, "none"); err != nil || id != "" {
+		t.Fatalf("empty lock: %q %v", id, err)
+	}
+	err := Lead(context.Background(), Config{Client: cli, Lock: "l", Identity: "me", TTL: 2 * time.Second}, func(ctx context.Context, term Term) error {
+		id, tok, err := Leader(ctx, cli, "l")
+		if err != nil || id != "me" || tok != term.Token {
+			t.Errorf("Leader = %q %d %v; want me %d", id, tok, err, term.Token)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []Config{{Lock: "l", Identity: "x"}, {Client: cli, Identity: "x"}, {Client: cli, Lock: "l"}, {Client: cli, Lock: "l", Identity: "x", TTL: time.Second}} {
+		if err := Lead(context.Background(), c, nil); err == nil {
+			t.Errorf("config %+v accepted", c)
+		}
+	}
+}
