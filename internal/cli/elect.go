@@ -71,8 +71,8 @@ func (a *app) runElect(ctx context.Context, f *electFlags, args []string) error 
 	// Losing leadership is noticed margin before the lease can expire;
 	// the command must be gone by then.
 	margin := f.grace + 500*time.Millisecond
-	if margin >= f.ttl {
-		return usageError{fmt.Errorf("--grace %s must be below --ttl %s by more than 500ms", f.grace, f.ttl)}
+	if margin > f.ttl/2 {
+		return usageError{fmt.Errorf("--grace %s plus 500ms must be at most half of --ttl %s (the lease is renewed every third of it)", f.grace, f.ttl)}
 	}
 	if f.identity == "" {
 		host, _ := os.Hostname()

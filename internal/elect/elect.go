@@ -70,8 +70,10 @@ func (c *Config) validate() error {
 		return errors.New("elect: an identity is required")
 	case c.TTL < 2*time.Second:
 		return fmt.Errorf("elect: ttl %s is below 2s", c.TTL)
-	case c.Margin <= 0 || c.Margin >= c.TTL:
-		return fmt.Errorf("elect: margin %s must be between 0 and the ttl %s", c.Margin, c.TTL)
+	case c.Margin <= 0 || c.Margin > c.TTL/2:
+		// Keep-alives go out every TTL/3; a watchdog firing sooner than
+		// TTL/2 after the last one would give up a healthy lease.
+		return fmt.Errorf("elect: margin %s must be positive and at most half the ttl %s", c.Margin, c.TTL)
 	}
 	return nil
 }
