@@ -70,7 +70,10 @@ func runRole(role string) error {
 		for in.Scan() {
 		}
 	case "proxy":
-		l, err := New(Config{Frontends: []string{os.Getenv("FRONTEND")}, Backends: []string{os.Getenv("BACKEND")}, ReusePort: true})
+		// A generous connect timeout: this test is about holding sessions,
+		// and under -race on two shared cores the one backend can take
+		// longer than the default 500ms to accept a burst of thousands.
+		l, err := New(Config{Frontends: []string{os.Getenv("FRONTEND")}, Backends: []string{os.Getenv("BACKEND")}, ReusePort: true, ConnectTimeout: 10 * time.Second})
 		if err != nil {
 			return err
 		}
