@@ -1,112 +1,89 @@
 package etcdnode
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/haplane/haplane/internal/pki"
 )
 
-// testPKI writes a kubeadm-shaped etcd PKI under dir: etcd/ca.crt, and per
-// member etcd/<name>/server|peer.crt|key, plus a healthcheck client pair.
-// internal/pki had not landed when these tests were written; this helper
-// only mints what etcd needs (ECDSA P-256 for speed).
+// testPKI writes a kubeadm-shaped etcd PKI under dir with internal/pki (the
+// same issuing code `haplane pki generate` uses): etcd/ca.crt, per member
+// etcd/<name>/server|peer.crt|key, and the health-check client pair.
+// ECDSA P-256 keeps the tests fast.
 type testPKI struct {
 	dir    string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
+	ca     pki.KeyPair
 	CAFile string
 }
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := pki.NewKey(pki.ECDSAP256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "etcd-ca"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := pki.NewCA(pki.CASpec{Name: pki.EtcdCA, CN: "etcd-ca"}, key, time.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &testPKI{dir: dir, ca: ca, caKey: key, CAFile: filepath.Join(dir, "etcd", "ca.crt")}
-	writePEM(t, p.CAFile, "CERTIFICATE", der)
+	p := &testPKI{dir: dir, ca: pki.KeyPair{Cert: ca, Key: key}, CAFile: filepath.Join(dir, "etcd", "ca.crt")}
+	writeFile(t, p.CAFile, pki.CertPEM(ca))
 	return p
 }
 
-var serial int64 = 10
-
-// issue writes base.crt/base.key signed by the CA, for server and client use.
-func (p *testPKI) issue(t testing.TB, base, cn string, ips ...string) (certFile, keyFile string) {
+// issue writes base.crt/base.key signed by the etcd CA.
+func (p *testPKI) issue(t testing.TB, base, cn string, usages []x509.ExtKeyUsage, ips ...string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := pki.NewKey(pki.ECDSAP256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost", cn},
-	}
+	spec := pki.LeafSpec{Name: base, CA: pki.EtcdCA, CN: cn, DNS: []string{"localhost", cn}, Usages: usages}
 	for _, ip := range ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+		spec.IPs = append(spec.IPs, netip.MustParseAddr(ip))
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	cert, err := pki.Sign(spec, key.Public(), p.ca, time.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kb, err := x509.MarshalECPrivateKey(key)
+	kp, err := pki.KeyPEM(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(p.dir, base+".crt"), filepath.Join(p.dir, base+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
+	writeFile(t, certFile, pki.CertPEM(cert))
+	writeFile(t, keyFile, kp)
 	return certFile, keyFile
 }
 
-// member issues a member's server and peer certificates.
+var bothUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+
+// member issues a member's server and peer certificates (both usages, as
+// kubeadm's etcd/server and etcd/peer).
 func (p *testPKI) member(t testing.TB, name, ip string) TLSFiles {
-	c, k := p.issue(t, "etcd/"+name+"/server", name, ip, "127.0.0.1", "::1")
-	pc, pk := p.issue(t, "etcd/"+name+"/peer", name, ip, "127.0.0.1", "::1")
+	c, k := p.issue(t, "etcd/"+name+"/server", name, bothUsages, ip, "127.0.0.1", "::1")
+	pc, pk := p.issue(t, "etcd/"+name+"/peer", name, bothUsages, ip, "127.0.0.1", "::1")
 	return TLSFiles{CertFile: c, KeyFile: k, PeerCertFile: pc, PeerKeyFile: pk, CAFile: p.CAFile}
 }
 
-// client issues the healthcheck client certificate.
+// client issues kubeadm's etcd health-check client certificate.
 func (p *testPKI) client(t testing.TB) ClientTLS {
-	c, k := p.issue(t, "etcd/healthcheck-client", "kube-etcd-healthcheck-client")
+	c, k := p.issue(t, "etcd/healthcheck-client", "kube-etcd-healthcheck-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	return ClientTLS{CertFile: c, KeyFile: k, CAFile: p.CAFile}
 }
 
-func writePEM(t testing.TB, path, typ string, der []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
