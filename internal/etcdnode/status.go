@@ -78,11 +78,20 @@ type Report struct {
 	// HealthyVoters >= Quorum+1 and no alarm is raised. A one-member
 	// cluster is never fault tolerant.
 	FaultTolerant bool `json:"faultTolerant"`
+	// Listed: some member returned the member list. Without it the report
+	// only holds the members of the cluster file, and Live returns nil.
+	Listed bool `json:"listed"`
 }
 
 // Live converts the report to the plan's view, or nil when no member was
 // reachable.
 func (r Report) Live() []LiveMember {
+	if !r.Listed {
+		// Members may answer TCP, or even status, before they serve the
+		// member list (a restarted member waiting for its peers): without
+		// the list nothing can be said about membership.
+		return nil
+	}
 	var out []LiveMember
 	any := false
 	for _, m := range r.Members {
@@ -236,7 +245,9 @@ func (p *Prober) Probe(ctx context.Context, targets []Target) Report {
 		}()
 	}
 	wg.Wait()
-	return summarize(rows)
+	rep := summarize(rows)
+	rep.Listed = members != nil
+	return rep
 }
 
 // dialCheck opens and closes a TCP connection to the endpoint. gRPC calls
