@@ -235,7 +235,25 @@ type checkResult struct {
 // addrOp is work for the address goroutine.
 type addrOp struct {
 	kind vrrp.ActionKind
-	gen  uint64 // announce repeats only while gen is current
+	gen  uint64    // announce repeats only while gen is current
+	at   time.Time // when the state machine asked for it
+	// failover marks the take and first announcement of a Backup→Master
+	// transition, which are timed as failover steps.
+	failover bool
+}
+
+// FailoverObserver is implemented by Metrics that time the steps of a
+// takeover: "detect" (the silence of the old master before this node took
+// over), "take" (decision to address added) and "announce" (decision to
+// first announcement sent).
+type FailoverObserver interface {
+	FailoverStep(step string, d time.Duration)
+}
+
+func (s *Speaker) observe(step string, d time.Duration) {
+	if o, ok := s.cfg.Metrics.(FailoverObserver); ok {
+		o.FailoverStep(step, d)
+	}
 }
 
 // Run runs the speaker until ctx is cancelled, then shuts down: a master
@@ -280,17 +298,23 @@ func (s *Speaker) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
+	var lastRx time.Time // last well-formed advert from another router
 	apply := func(o vrrp.Output) {
+		now := time.Now()
+		takeover := o.Changed && o.State == vrrp.Master && s.statusState() == vrrp.Backup
+		if takeover && !lastRx.IsZero() {
+			s.observe("detect", now.Sub(lastRx))
+		}
 		for _, a := range o.Actions {
 			switch a.Kind {
 			case vrrp.SendAdvert:
 				s.enqueueAdvert(tx, a.Priority)
 			case vrrp.TakeAddrs:
-				ops.push(addrOp{kind: a.Kind, gen: gen.next()})
+				ops.push(addrOp{kind: a.Kind, gen: gen.next(), at: now, failover: takeover})
 			case vrrp.ReleaseAddrs:
-				ops.push(addrOp{kind: a.Kind, gen: gen.next()})
+				ops.push(addrOp{kind: a.Kind, gen: gen.next(), at: now})
 			case vrrp.Announce:
-				ops.push(addrOp{kind: a.Kind, gen: gen.load()})
+				ops.push(addrOp{kind: a.Kind, gen: gen.load(), at: now, failover: takeover})
 			}
 		}
 		if o.Drop != nil {
@@ -333,6 +357,9 @@ func (s *Speaker) Run(ctx context.Context) error {
 				continue
 			}
 			s.cfg.Metrics.AdvertReceived()
+			if p.src != s.cfg.VRRP.Primary {
+				lastRx = p.at
+			}
 			o := s.m.Receive(p.at, p.src, p.ttl, pkt)
 			// A backup follows the sender when it accepted it as master
 			// (§6.4.2): not a leaving master, and not one it preempts.
@@ -599,7 +626,11 @@ func (s *Speaker) addrLoop(ops *opQueue, gen *genCounter) {
 func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 	switch op.kind {
 	case vrrp.TakeAddrs:
-		return s.addrs.Take()
+		err := s.addrs.Take()
+		if err == nil && op.failover {
+			s.observe("take", time.Since(op.at))
+		}
+		return err
 	case vrrp.ReleaseAddrs:
 		an.rounds = nil
 		an.schedule()
@@ -621,7 +652,11 @@ func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 			}
 		}
 		an.schedule()
-		return s.addrs.Announce()
+		err := s.addrs.Announce()
+		if err == nil && op.failover {
+			s.observe("announce", time.Since(op.at))
+		}
+		return err
 	}
 	return nil
 }

@@ -388,3 +388,46 @@ func TestDropReason(t *testing.T) {
 		}
 	}
 }
+
+// stepMetrics records failover steps (FailoverObserver).
+type stepMetrics struct {
+	nopMetrics
+	mu    sync.Mutex
+	steps map[string]time.Duration
+}
+
+func (m *stepMetrics) FailoverStep(step string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.steps == nil {
+		m.steps = map[string]time.Duration{}
+	}
+	m.steps[step] = d
+}
+
+func TestFailoverStepsAreTimed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &hub{}
+		m := &stepMetrics{}
+		a := startNode(t, h, 1, 150, nil)
+		b := startNode(t, h, 2, 149, func(c *Config) { c.Metrics = m }, 30*time.Millisecond)
+		time.Sleep(time.Second)
+		a.stop(t)
+		time.Sleep(time.Second)
+		m.mu.Lock()
+		steps := m.steps
+		m.mu.Unlock()
+		// Priority 0 makes b take over after its skew time (~42ms) since
+		// the last advert; adding the address takes 30ms here.
+		if d := steps["detect"]; d <= 0 || d > iv {
+			t.Errorf("detect = %v, want within one advert interval", d)
+		}
+		if d := steps["take"]; d < 30*time.Millisecond || d > 40*time.Millisecond {
+			t.Errorf("take = %v, want the 30ms the address took", d)
+		}
+		if d, ok := steps["announce"]; !ok || d < steps["take"] {
+			t.Errorf("announce = %v (recorded %v), want after the take", d, ok)
+		}
+		b.stop(t)
+	})
+}
