@@ -173,3 +173,21 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("lag: %+v", rep.Members)
 	}
 }
+
+func TestReportLive(t *testing.T) {
+	rows := []MemberStatus{{Name: "a", ID: "1f", Reachable: true, Healthy: true, Started: true, PeerURLs: []string{pA.PeerURL}}, {Name: "b"}}
+	rep := summarize(rows)
+	if rep.Live() != nil {
+		t.Fatal("a report without a member list must not describe membership")
+	}
+	rep.Listed = true
+	live := rep.Live()
+	if len(live) != 1 || live[0].ID != 0x1f || !live[0].Healthy || !live[0].Started {
+		t.Fatalf("live = %+v", live)
+	}
+	rep = summarize([]MemberStatus{{Name: "a", ID: "1"}})
+	rep.Listed = true
+	if rep.Live() != nil {
+		t.Fatal("no member reachable: want nil")
+	}
+}
