@@ -189,12 +189,14 @@ func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Regi
 		scfg.Metrics = m
 	}
 	if lbp != nil {
-		// Checked every 100ms with fall 3: a node that cannot serve gives
-		// up the VIP within ~0.3s plus the backups' skew time.
+		// Read every 100ms with fall 1: the health checker already applied
+		// its own fall/rise to each backend, so a second delay would only
+		// slow the hand-over (detection ≈ checker fall × interval + 100ms,
+		// then the backups' Master_Down_Interval).
 		interval := 100 * time.Millisecond
 		scfg.Tracks = []speaker.Track{
-			{Name: "lb-backend", Check: speaker.CheckFunc(lbp.AnyBackendHealthy), Weight: WeightNoBackend, Fall: 3, Rise: 2, Interval: interval},
-			{Name: "local-apiserver", Check: speaker.CheckFunc(lbp.LocalAPIServerHealthy), Weight: WeightLocalAPIServer, Fall: 3, Rise: 2, Interval: interval},
+			{Name: "lb-backend", Check: speaker.CheckFunc(lbp.AnyBackendHealthy), Weight: WeightNoBackend, Fall: 1, Rise: 2, Interval: interval},
+			{Name: "local-apiserver", Check: speaker.CheckFunc(lbp.LocalAPIServerHealthy), Weight: WeightLocalAPIServer, Fall: 1, Rise: 2, Interval: interval},
 		}
 	}
 	conn, err := speaker.Listen(ifname, &scfg) // IPv6: the primary becomes the link-local address

@@ -143,15 +143,16 @@ func TestLabFailover(t *testing.T) {
 		}()
 		return ch, nil
 	}
-	agentPID := func(host string) int {
+	procPID := func(host, name string) int {
 		for _, p := range st.Procs {
-			if p.Host == host && p.Name == "agent" {
+			if p.Host == host && p.Name == name {
 				return p.PID
 			}
 		}
-		t.Fatalf("no agent on %s", host)
+		t.Fatalf("no %s on %s", name, host)
 		return 0
 	}
+	agentPID := func(host string) int { return procPID(host, "agent") }
 	status := func() view {
 		out, err := hp("lab", "status", "--dir", dir)
 		if err != nil {
@@ -239,8 +240,50 @@ func TestLabFailover(t *testing.T) {
 			t.Errorf("status shows cp1's killed agent as %q", h.Agent)
 		}
 	}
-	// The write made before the failovers is still there (etcd kept it).
-	if out, err := curl(v.Endpoint + "/stub/objects/before"); err != nil || out != "v1" {
-		t.Errorf("read after failovers: %v %q", err, out)
+	// The holder (cp2) loses every backend: its own stub apiserver dies and
+	// routes to the others are prohibited (connects fail at once, as to a
+	// dead host). Its load balancer can no longer serve, so the VIP must
+	// move to cp3, which still reaches cp3's apiserver.
+	if err := syscall.Kill(-procPID("cp2", "backend"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	for _, ip := range []string{"10.77.0.11", "10.77.0.13"} {
+		if out, err := exec.Command("ip", "-n", prefix+"-cp2", "route", "add", "prohibit", ip+"/32").CombinedOutput(); err != nil {
+			t.Fatalf("prohibit route: %v %s", err, out)
+		}
+	}
+	moved := time.Duration(0)
+	for deadline := t0.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("ip", "netns", "exec", prefix+"-cp3", bin, "status", "--raw", "--api-addr", "127.0.0.1:9444").Output()
+		if err == nil && strings.Contains(string(out), `"state": "master"`) {
+			moved = time.Since(t0)
+			break
+		}
+	}
+	t.Logf("holder lost every backend: cp3 holds the VIP %s later", moved.Round(time.Millisecond))
+	if moved == 0 || moved > 1500*time.Millisecond {
+		t.Errorf("VIP moved after %s, want within about 1s (checker fall 2 × 200ms, track 100ms, Master_Down_Interval ≤ 342ms)", moved)
+	}
+	if h := status().VIPOwner; h != "cp3" {
+		t.Errorf("after cp2 lost its backends: holder %q, want cp3", h)
+	}
+
+	// Heal cp2's routes (its etcd member was cut off too, leaving cp3's
+	// alone without a quorum); then the write made before all the
+	// failovers reads back through the VIP: etcd kept it.
+	for _, ip := range []string{"10.77.0.11", "10.77.0.13"} {
+		if out, err := exec.Command("ip", "-n", prefix+"-cp2", "route", "del", "prohibit", ip+"/32").CombinedOutput(); err != nil {
+			t.Fatalf("heal: %v %s", err, out)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		got, err := curl(v.Endpoint + "/stub/objects/before")
+		if err == nil && got == "v1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read after failovers: %v %q", err, got)
+		}
 	}
 }
