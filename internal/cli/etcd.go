@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
 )
@@ -20,6 +21,7 @@ import (
 // etcdFlags are the flags shared by the etcd subcommands.
 type etcdFlags struct {
 	config   string
+	pkiDir   string
 	cert     string
 	key      string
 	cacert   string
@@ -30,16 +32,25 @@ type etcdFlags struct {
 func (f *etcdFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.config, "config", "c", "haplane.yaml", "cluster file")
+	fl.StringVar(&f.pkiDir, "pki-dir", "", "PKI folder (default: certificates.dir of the cluster file)")
 	fl.StringVar(&f.cert, "cert", "", "client certificate (default: <pki>/etcd/healthcheck-client.crt, else <pki>/apiserver-etcd-client.crt)")
 	fl.StringVar(&f.key, "key", "", "client key (default: next to --cert)")
 	fl.StringVar(&f.cacert, "cacert", "", "etcd CA (default: <pki>/etcd/ca.crt)")
 	fl.DurationVar(&f.timeout, "timeout", time.Second, "probe timeout per member (one probe interval)")
 }
 
+// pki is the PKI folder: --pki-dir, else the cluster file's.
+func (f *etcdFlags) pki(c *config.Cluster) string {
+	if f.pkiDir != "" {
+		return f.pkiDir
+	}
+	return c.Certificates.Dir
+}
+
 // clientTLS picks the client certificate kubeadm leaves on a control-plane
 // host: the etcd health-check client, else the apiserver's etcd client.
 func (f *etcdFlags) clientTLS(c *config.Cluster) etcdnode.ClientTLS {
-	pki := c.Certificates.Dir
+	pki := f.pki(c)
 	t := etcdnode.ClientTLS{CertFile: f.cert, KeyFile: f.key, CAFile: f.cacert}
 	if t.CAFile == "" {
 		t.CAFile = filepath.Join(pki, "etcd", "ca.crt")
@@ -118,24 +129,13 @@ leader takes a snapshot every --snapshot-interval and keeps --snapshot-retain.`,
 			if err != nil {
 				return err
 			}
-			me, err := etcdMember(c, node)
+			// The same member the agent runs in the stacked topology.
+			opts, err := agent.EtcdNodeOptions(c, node, f.pki(c), dataDir)
 			if err != nil {
-				return err
+				return usageError{err}
 			}
-			if dataDir == "" {
-				dataDir = c.Etcd.DataDir
-			}
-			peers, targets := etcdPeers(c)
-			opts := etcdnode.NodeOptions{
-				Member: etcdnode.Config{
-					Name: node, DataDir: dataDir, Address: me.Address,
-					ClientPort: c.Etcd.ClientPort, PeerPort: c.Etcd.PeerPort, ListenLocalhost: true,
-					InitialCluster: peers, ClusterToken: c.Name + "-etcd",
-					TLS: etcdnode.KubeadmTLSFiles(c.Certificates.Dir), MetricsURL: metricsURL,
-				},
-				Client:  f.clientTLS(c),
-				Targets: targets,
-			}
+			opts.Member.MetricsURL = metricsURL
+			opts.Client = f.clientTLS(c)
 			if !exists(opts.Client.CertFile) {
 				// The member's own server certificate is also a client
 				// certificate (kubeadm issues it for both uses).
