@@ -50,20 +50,28 @@ the API through the VIP. Needs root.`,
 func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) [][]string {
 	pkiDir := filepath.Join(st.HostDir(h.Name), "pki")
 	common := []string{"--config", st.ClusterFile, "--node", h.Name, "--pki-dir", pkiDir}
+	etcdData := filepath.Join(st.HostDir(h.Name), "etcd")
+	agentProc := append(append([]string{"agent", "--log-format", "json", "agent"}, common...),
+		"--state-dir", filepath.Join(st.HostDir(h.Name), "state"), "--etcd-data-dir", etcdData,
+		"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort))
+	etcdProc := append(append([]string{"etcd", "--log-format", "json", "etcd", "run"}, common...), "--data-dir", etcdData)
+	var procs [][]string
 	switch h.Role {
 	case "control-plane":
-		return [][]string{
-			append([]string{"backend", "lab", "backend"}, common...),
-			append(append([]string{"agent", "--log-format", "json", "agent"}, common...),
-				"--state-dir", filepath.Join(st.HostDir(h.Name), "state"), "--etcd-data-dir", filepath.Join(st.HostDir(h.Name), "etcd"),
-				"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)),
+		procs = append(procs, append([]string{"backend", "lab", "backend"}, common...))
+		if st.SeparateEtcd && c.Etcd.Topology == config.TopologyStacked {
+			procs = append(procs, etcdProc)
+			agentProc = append(agentProc, "--no-etcd")
 		}
+		procs = append(procs, agentProc)
 	case "etcd":
-		return [][]string{append(append([]string{"agent", "--log-format", "json", "agent"}, common...),
-			"--state-dir", filepath.Join(st.HostDir(h.Name), "state"), "--etcd-data-dir", filepath.Join(st.HostDir(h.Name), "etcd"),
-			"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort))}
+		if st.SeparateEtcd {
+			procs = append(procs, etcdProc)
+		} else {
+			procs = append(procs, agentProc)
+		}
 	}
-	return nil
+	return procs
 }
 
 func (a *app) labUpCmd(dir *string) *cobra.Command {
@@ -119,6 +127,7 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the API through the VIP")
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix (tests run labs side by side)")
 	_ = f.MarkHidden("prefix")
+	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent")
 	return cmd
 }
 

@@ -42,6 +42,9 @@ type Options struct {
 	Binary string
 	// Out receives progress lines.
 	Out io.Writer
+	// SeparateEtcd runs each etcd member as its own process (as kubelet
+	// runs kubeadm's etcd static pod) instead of inside the agent.
+	SeparateEtcd bool
 }
 
 // Proc is one process the lab started.
@@ -70,7 +73,9 @@ type State struct {
 	Binary      string      `json:"binary"`
 	Hosts       []HostState `json:"hosts"`
 	Procs       []Proc      `json:"processes"`
-	Started     time.Time   `json:"started"`
+	// SeparateEtcd: etcd members run as their own processes.
+	SeparateEtcd bool      `json:"separateEtcd,omitempty"`
+	Started      time.Time `json:"started"`
 }
 
 // HostDir is where a host's files live in the lab (its /etc/kubernetes).
@@ -175,7 +180,7 @@ func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, 
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
 		return nil, err
 	}
-	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC()}
+	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(), SeparateEtcd: o.SeparateEtcd}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(o.Out, "lab: start failed, tearing down: %v\n", err)
