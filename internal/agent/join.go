@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -142,14 +143,22 @@ func readFiles(dir string, names ...string) (map[string][]byte, error) {
 	return out, nil
 }
 
+// PeerStatusPath serves this agent's /status to the other nodes, for
+// `haplane status --all`; callers must present a client certificate of the
+// cluster CA.
+const PeerStatusPath = "/haplane/v1/status"
+
 // JoinPart serves joins over HTTPS on every address (so through the VIP),
 // presenting this node's apiserver certificate and the cluster CA, which
-// joiners pin by hash.
+// joiners pin by hash. On the same port it serves PeerStatusPath to
+// clients with a certificate of the cluster CA.
 type JoinPart struct {
 	Addr   string // listen address, e.g. ":9445"
 	PKIDir string
 	Server *join.Server
 	Log    *slog.Logger
+	// AgentStatus returns the agent's status document (nil: not served).
+	AgentStatus func() any
 
 	srv *http.Server
 	ln  net.Listener
@@ -180,7 +189,20 @@ func (p *JoinPart) Start(_ context.Context, fail func(error)) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(join.Path, p.Server)
-	p.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	mux.HandleFunc("GET "+PeerStatusPath, func(w http.ResponseWriter, r *http.Request) {
+		// Joiners have no certificate yet, so client certificates are
+		// optional on this port; status needs one of the cluster CA.
+		if p.AgentStatus == nil || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "a client certificate of the cluster CA is required", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p.AgentStatus())
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	p.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: roots})
 	p.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
 	go func() {
 		if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -124,8 +124,10 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		}
 		parts = append(parts, vp)
 	}
+	var jp *agent.JoinPart
 	if isCP && f.joinAddr != "-" && exists(filepath.Join(pkiDir, "ca.key")) {
-		jp, closeJoin, err := a.joinPart(c, f, pkiDir, log)
+		var closeJoin func()
+		jp, closeJoin, err = a.joinPart(c, f, pkiDir, log)
 		if err != nil {
 			return err
 		}
@@ -152,6 +154,9 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 	})
 	if err != nil {
 		return err
+	}
+	if jp != nil {
+		jp.AgentStatus = func() any { return ag.Status() }
 	}
 
 	// SIGHUP: reload the cluster file; backends change in place.

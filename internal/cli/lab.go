@@ -186,13 +186,28 @@ type labView struct {
 // collectLabStatus asks every host's agent for /status, from inside its
 // namespace.
 func collectLabStatus(st *lab.State) labView {
-	v := labView{Endpoint: st.Endpoint}
+	var hosts []lab.HostState
 	for _, h := range st.Hosts {
-		if h.Role == "client" {
-			continue
+		if h.Role != "client" {
+			hosts = append(hosts, h)
 		}
-		hv := labHostView{Host: h.Name, Address: h.Address, Role: h.Role, Agent: "down"}
+	}
+	v := clusterView(st.Endpoint, len(hosts), func(i int) (labHostView, []byte, error) {
+		h := hosts[i]
 		out, err := (&lab.Host{NS: h.NS}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
+		return labHostView{Host: h.Name, Address: h.Address, Role: h.Role}, out, err
+	})
+	return v
+}
+
+// clusterView builds the one-screen view of n hosts from each one's agent
+// /status document (fetch returns the host and the document, or an error
+// when its agent does not answer).
+func clusterView(endpoint string, n int, fetch func(i int) (labHostView, []byte, error)) labView {
+	v := labView{Endpoint: endpoint}
+	for i := range n {
+		hv, out, err := fetch(i)
+		hv.Agent = "down"
 		var s struct {
 			Parts struct {
 				VIP *struct {
@@ -218,7 +233,7 @@ func collectLabStatus(st *lab.State) labView {
 					if v.VIPOwner != "" {
 						v.VIPOwner += "+"
 					}
-					v.VIPOwner += h.Name
+					v.VIPOwner += hv.Host
 				}
 			}
 			if l := s.Parts.LB; l != nil {

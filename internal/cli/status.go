@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/haplane/haplane/internal/agent"
+	"github.com/haplane/haplane/internal/join"
 	"github.com/haplane/haplane/internal/pki"
 )
 
@@ -27,13 +30,16 @@ type statusView struct {
 }
 
 func (a *app) statusCmd() *cobra.Command {
-	var apiAddr, apiSocket, pkiDir string
-	var raw bool
+	var apiAddr, apiSocket, pkiDir, cfgPath string
+	var raw, all bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show this node's agent at a glance: VIP, backends, etcd, certificate expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if all {
+				return a.statusAll(cmd.Context(), cfgPath, pkiDir)
+			}
 			body, err := fetchAgentStatus(cmd.Context(), apiAddr, apiSocket)
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("status: no agent answers: %w", err)}
@@ -56,6 +62,8 @@ func (a *app) statusCmd() *cobra.Command {
 	f.StringVar(&apiSocket, "api-socket", "", "the agent's unix socket (instead of --api-addr)")
 	f.StringVar(&pkiDir, "pki-dir", "/etc/kubernetes/pki", `PKI folder whose expiry to show ("" to skip)`)
 	f.BoolVar(&raw, "raw", false, "print the agent's /status document as it is")
+	f.BoolVar(&all, "all", false, "ask every control-plane node's agent (port 9445, with this host's cluster client certificate)")
+	f.StringVarP(&cfgPath, "config", "c", "/etc/haplane/haplane.yaml", "cluster file (with --all)")
 	return cmd
 }
 
@@ -157,4 +165,47 @@ func printStatus(w io.Writer, v statusView) error {
 		return printCertTable(w, v.Certificates)
 	}
 	return nil
+}
+
+// statusAll asks every control-plane node's agent for its status over its
+// peer port, presenting this host's apiserver-kubelet-client certificate
+// (signed by the cluster CA) and verifying each agent's apiserver
+// certificate.
+func (a *app) statusAll(ctx context.Context, cfgPath, pkiDir string) error {
+	c, err := a.loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	roots, err := loadCertPool(filepath.Join(pkiDir, "ca.crt"))
+	if err != nil {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
+	if err != nil {
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("status --all needs a client certificate of the cluster CA: %w", err)}
+	}
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}, DisableKeepAlives: true,
+	}}
+	endpoint := fmt.Sprintf("https://%s:%d", c.EndpointHost(), c.ControlPlaneEndpoint.Port)
+	v := clusterView(endpoint, len(c.Nodes), func(i int) (labHostView, []byte, error) {
+		n := c.Nodes[i]
+		hv := labHostView{Host: n.Name, Address: n.Address, Role: "control-plane"}
+		url := "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return hv, nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return hv, nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return hv, nil, fmt.Errorf("%s", resp.Status)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		return hv, body, err
+	})
+	return a.print(v, func(w io.Writer) error { return printLabStatus(w, v) })
 }

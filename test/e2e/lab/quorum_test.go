@@ -55,6 +55,18 @@ func TestLabSurvivesEtcdQuorumLoss(t *testing.T) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		t.Fatal(err)
 	}
+	// status --all from cp2 asks every node's agent over the network.
+	allOut, err := exec.Command("ip", "netns", "exec", prefix+"-cp2", bin, "-o", "json", "status", "--all",
+		"--config", filepath.Join(dir, "haplane.yaml"), "--pki-dir", filepath.Join(dir, "hosts", "cp2", "pki")).Output()
+	var all view
+	if err != nil || json.Unmarshal(allOut, &all) != nil || all.VIPOwner != "cp1" || len(all.Hosts) != 3 {
+		t.Fatalf("status --all: %v %s", err, allOut)
+	}
+	for _, h := range all.Hosts {
+		if h.Agent != "up" || h.Backends != "3/3" {
+			t.Errorf("status --all: %+v", h)
+		}
+	}
 	ca := filepath.Join(dir, "hosts", "cp1", "pki", "ca.crt")
 	watch := exec.Command("ip", "netns", "exec", prefix+"-client", bin, "-o", "json", "lab", "watch",
 		"--url", v.Endpoint+"/livez", "--ca", ca, "--every", "10ms", "--for", "5s")
