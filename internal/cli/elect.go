@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/haplane/haplane/internal/elect"
 	"github.com/haplane/haplane/internal/etcdnode"
 )
 
 type electFlags struct {
+	backend, kubeconfig, namespace string
 	lock, config, pkiDir, identity string
 	endpoints                      []string
 	cacert, cert, key              string
@@ -49,6 +52,9 @@ command.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.lock, "lock", "", "election name (required)")
+	fl.StringVar(&f.backend, "backend", "etcd", `where the lock lives: "etcd" (a lease) or "kubernetes" (a coordination.k8s.io Lease, for API-only access)`)
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for --backend kubernetes (default: in-cluster config)")
+	fl.StringVar(&f.namespace, "namespace", "kube-system", "namespace of the Lease (--backend kubernetes)")
 	fl.StringVarP(&f.config, "config", "c", "", "cluster file: etcd endpoints and, from its PKI folder, the client certificate")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "PKI folder (default certificates.dir of the cluster file)")
 	fl.StringSliceVar(&f.endpoints, "endpoints", nil, "etcd endpoints (instead of --config)")
@@ -78,23 +84,42 @@ func (a *app) runElect(ctx context.Context, f *electFlags, args []string) error 
 		host, _ := os.Hostname()
 		f.identity = host + "/" + strconv.Itoa(os.Getpid())
 	}
-	endpoints, tc, err := a.etcdClientFlags(f)
-	if err != nil {
-		return err
-	}
-	cli, err := etcdnode.NewClient(endpoints, tc, 3*time.Second)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	log := a.logger().With("lock", f.lock)
+	log := a.logger().With("lock", f.lock, "backend", f.backend)
 	exitCode := 0
-	err = elect.Lead(ctx, elect.Config{Client: cli, Lock: f.lock, Identity: f.identity, TTL: f.ttl, Margin: margin, Log: log},
-		func(lctx context.Context, t elect.Term) error {
-			code, err := runWhileLeading(lctx, args, t, f.grace, log)
-			exitCode = code
-			return err
-		})
+	work := func(lctx context.Context, t elect.Term) error {
+		code, err := runWhileLeading(lctx, args, t, f.grace, log)
+		exitCode = code
+		return err
+	}
+	var err error
+	switch f.backend {
+	case "etcd":
+		endpoints, tc, cerr := a.etcdClientFlags(f)
+		if cerr != nil {
+			return cerr
+		}
+		cli, cerr := etcdnode.NewClient(endpoints, tc, 3*time.Second)
+		if cerr != nil {
+			return cerr
+		}
+		defer cli.Close()
+		err = elect.Lead(ctx, elect.Config{Client: cli, Lock: f.lock, Identity: f.identity, TTL: f.ttl, Margin: margin, Log: log}, work)
+	case "kubernetes":
+		rc, cerr := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+		if cerr != nil {
+			return usageError{fmt.Errorf("--kubeconfig: %w", cerr)}
+		}
+		cs, cerr := kubernetes.NewForConfig(rc)
+		if cerr != nil {
+			return cerr
+		}
+		// Renewal stops margin before the Lease can be taken by another.
+		renew := f.ttl - margin
+		err = elect.LeadKubernetes(ctx, elect.KubeConfig{Client: cs, Namespace: f.namespace, Lock: f.lock, Identity: f.identity,
+			LeaseDuration: f.ttl, RenewDeadline: renew, RetryPeriod: renew / 4, Log: log}, work)
+	default:
+		return usageError{fmt.Errorf("--backend %q: etcd or kubernetes", f.backend)}
+	}
 	switch {
 	case errors.Is(err, elect.ErrLost):
 		return &ExitError{Code: ExitFailure, Err: err}
