@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/lab"
+	"github.com/haplane/haplane/internal/render"
 	"github.com/haplane/haplane/internal/stubapi"
 )
 
@@ -40,30 +43,42 @@ server and the haplane agent (VIP and load balancer). A client host reaches
 the API through the VIP. Needs root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", defaultLabDir, "the lab's state folder")
-	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir), a.labAddHostCmd(&dir), a.labStartCmd(&dir))
+	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir), a.labAddHostCmd(&dir), a.labStartCmd(&dir), a.labKubectlCmd(&dir), a.labChaosCmd(&dir))
 	return cmd
 }
 
 // labProcs lists the processes of a host: the agent (with the etcd member
-// of a stacked or external etcd host) and, on control-plane hosts, the
-// API server stand-in.
-func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) [][]string {
-	pkiDir := filepath.Join(st.HostDir(h.Name), "pki")
+// of a stacked or external etcd host) and, on control-plane hosts, the API
+// server: the real kube-apiserver, kube-controller-manager and
+// kube-scheduler with kubeadm's flags, or the stub stand-in.
+func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) ([]lab.ProcSpec, error) {
+	hostDir := st.HostDir(h.Name)
+	pkiDir := filepath.Join(hostDir, "pki")
 	common := []string{"--config", st.ClusterFile, "--node", h.Name, "--pki-dir", pkiDir}
-	etcdData := filepath.Join(st.HostDir(h.Name), "etcd")
-	agentProc := append(append([]string{"agent", "--log-format", "json", "agent"}, common...),
-		"--state-dir", filepath.Join(st.HostDir(h.Name), "state"), "--etcd-data-dir", etcdData,
-		"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort))
-	etcdProc := append(append([]string{"etcd", "--log-format", "json", "etcd", "run"}, common...), "--data-dir", etcdData)
-	var procs [][]string
+	etcdData := filepath.Join(hostDir, "etcd")
+	agentProc := lab.ProcSpec{Name: "agent", Args: append(append([]string{"--log-format", "json", "agent"}, common...),
+		"--state-dir", filepath.Join(hostDir, "state"), "--etcd-data-dir", etcdData,
+		"--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort))}
+	etcdProc := lab.ProcSpec{Name: "etcd", Args: append(append([]string{"--log-format", "json", "etcd", "run"}, common...), "--data-dir", etcdData)}
+	var procs []lab.ProcSpec
 	switch h.Role {
 	case "control-plane":
-		procs = append(procs, append([]string{"backend", "lab", "backend"}, common...))
 		if st.SeparateEtcd && c.Etcd.Topology == config.TopologyStacked {
 			procs = append(procs, etcdProc)
-			agentProc = append(agentProc, "--no-etcd")
+			agentProc.Args = append(agentProc.Args, "--no-etcd")
 		}
-		procs = append(procs, agentProc)
+		if st.Backend != lab.BackendKube {
+			procs = append(procs, lab.ProcSpec{Name: "backend", Args: append([]string{"lab", "backend"}, common...)})
+			return append(procs, agentProc), nil
+		}
+		cp, err := render.ControlPlane(c, h.Name, render.ControlPlaneDirs{PKI: pkiDir, Kubeconfigs: hostDir})
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, agentProc,
+			lab.ProcSpec{Name: "kube-apiserver", Exec: filepath.Join(st.K8sBin, "kube-apiserver"), Args: cp.APIServer},
+			lab.ProcSpec{Name: "kube-controller-manager", Exec: filepath.Join(st.K8sBin, "kube-controller-manager"), Args: cp.ControllerManager},
+			lab.ProcSpec{Name: "kube-scheduler", Exec: filepath.Join(st.K8sBin, "kube-scheduler"), Args: cp.Scheduler})
 	case "etcd":
 		if st.SeparateEtcd {
 			procs = append(procs, etcdProc)
@@ -71,20 +86,41 @@ func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) [][]string {
 			procs = append(procs, agentProc)
 		}
 	}
-	return procs
+	return procs, nil
 }
 
 func (a *app) labUpCmd(dir *string) *cobra.Command {
 	var o lab.Options
-	var backend string
+	var backend, k8sVersion string
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Create the lab and wait until the API answers through the VIP",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if backend != "stub" {
-				return usageError{fmt.Errorf("--backend %q: this build runs the built-in stub apiserver only (--backend stub)", backend)}
+			o.Backend = backend
+			switch backend {
+			case lab.BackendStub:
+				if o.K8sBin != "" {
+					return usageError{errors.New("--k8s-bin goes with --backend kube")}
+				}
+			case lab.BackendKube:
+				if err := lab.RequireRoot(); err != nil {
+					return &ExitError{Code: ExitFailure, Err: err}
+				}
+				if o.K8sBin != "" {
+					if err := lab.CheckK8sBin(o.K8sBin, ""); err != nil {
+						return usageError{fmt.Errorf("--k8s-bin: %w", err)}
+					}
+				} else {
+					bin, err := lab.K8sBinaries(cmd.Context(), k8sVersion, a.stderr)
+					if err != nil {
+						return &ExitError{Code: ExitFailure, Err: err}
+					}
+					o.K8sBin = bin
+				}
+			default:
+				return usageError{fmt.Errorf("--backend %q: kube (real Kubernetes) or stub (built-in stand-in)", backend)}
 			}
 			bin, err := os.Executable()
 			if err != nil {
@@ -101,6 +137,14 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 				_ = lab.Down(st.Dir, st.Prefix)
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: the API did not answer through the VIP: %w (logs were in %s/logs; lab torn down)", err, st.Dir)}
 			}
+			if st.Backend == lab.BackendKube {
+				// As kubeadm init does: admin.conf's group gets cluster-admin.
+				if out, err := labKubectl(st, "super-admin.conf", "create", "clusterrolebinding", "kubeadm:cluster-admins",
+					"--clusterrole=cluster-admin", "--group=kubeadm:cluster-admins").CombinedOutput(); err != nil && !strings.Contains(string(out), "AlreadyExists") {
+					_ = lab.Down(st.Dir, st.Prefix)
+					return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: bind kubeadm:cluster-admins: %v: %s (lab torn down)", err, strings.TrimSpace(string(out)))}
+				}
+			}
 			// Let the health checks and tracked priorities settle, so the
 			// table shows the steady state rather than the first seconds.
 			view := collectLabStatus(st)
@@ -114,8 +158,12 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 				if err := printLabStatus(w, view); err != nil {
 					return err
 				}
-				fmt.Fprintf(w, "\ntry:  haplane lab status    |  ip netns exec %s-client curl --cacert %s %s/readyz\n      haplane lab down\n",
+				fmt.Fprintf(w, "\ntry:  haplane lab status    |  ip netns exec %s-client curl --cacert %s %s/readyz\n",
 					st.Prefix, filepath.Join(st.HostDir("cp1"), "pki", "ca.crt"), st.Endpoint)
+				if st.Backend == lab.BackendKube {
+					fmt.Fprintf(w, "      haplane lab kubectl get --raw /readyz   |  haplane lab kubectl get leases -n kube-system\n")
+				}
+				fmt.Fprintf(w, "      haplane lab chaos --scenario all        |  haplane lab down\n")
 				return nil
 			})
 		},
@@ -123,12 +171,21 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&o.Nodes, "nodes", 3, "control-plane nodes (1..9)")
 	f.StringVar(&o.Topology, "topology", "stacked", "etcd topology: stacked or external (three etcd hosts)")
-	f.StringVar(&backend, "backend", "stub", "API server: stub (built-in TLS /readyz server writing to etcd)")
-	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the API through the VIP")
+	f.StringVar(&backend, "backend", lab.BackendKube, "API server: kube (real kube-apiserver, kube-controller-manager and kube-scheduler) or stub (built-in TLS /readyz server writing to etcd, for quick tries)")
+	f.StringVar(&k8sVersion, "k8s-version", config.DefaultKubernetesVersion, "Kubernetes version of the kube backend (built from the Go module proxy and cached by version)")
+	f.StringVar(&o.K8sBin, "k8s-bin", "", "use the Kubernetes binaries in this folder (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) instead of building them")
+	f.DurationVar(&wait, "wait", 3*time.Minute, "how long to wait for the API through the VIP")
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix (tests run labs side by side)")
 	_ = f.MarkHidden("prefix")
 	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent")
 	return cmd
+}
+
+// labKubectl runs kubectl in the client host with one of cp1's kubeconfigs
+// (admin.conf and super-admin.conf point at the VIP).
+func labKubectl(st *lab.State, kubeconfig string, args ...string) *exec.Cmd {
+	kc := filepath.Join(st.HostDir("cp1"), kubeconfig)
+	return (&lab.Host{NS: st.Prefix + "-client"}).Command(filepath.Join(st.K8sBin, "kubectl"), append([]string{"--kubeconfig", kc}, args...)...)
 }
 
 // labProbe waits until the client host gets 200 from /readyz through the VIP.
@@ -562,8 +619,12 @@ func (a *app) labStartCmd(dir *string) *cobra.Command {
 				return err
 			}
 			var started []lab.Proc
-			for _, p := range labProcs(st, c, h) {
-				pr, err := st.Run(h.Name, p[0], p[1:])
+			specs, err := labProcs(st, c, h)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			for _, p := range specs {
+				pr, err := st.Run(h.Name, p)
 				if err != nil {
 					return &ExitError{Code: ExitFailure, Err: err}
 				}
@@ -577,4 +638,38 @@ func (a *app) labStartCmd(dir *string) *cobra.Command {
 			})
 		},
 	}
+}
+
+// labKubectlCmd runs kubectl in the client host, through the VIP, as the
+// cluster admin.
+func (a *app) labKubectlCmd(dir *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kubectl ARGS...",
+		Short: "Run kubectl in the lab's client host against the VIP (admin.conf)",
+		Example: `  haplane lab kubectl get --raw /readyz
+  haplane lab kubectl get leases -n kube-system
+  haplane lab kubectl -- --help`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.LoadState(*dir)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			if st.Backend != lab.BackendKube {
+				return &ExitError{Code: ExitFailure, Err: errors.New("lab: this lab runs the stub apiserver; kubectl needs a lab up with --backend kube")}
+			}
+			k := labKubectl(st, "admin.conf", args...)
+			k.Stdin, k.Stdout, k.Stderr = a.stdin, a.stdout, a.stderr
+			if err := k.Run(); err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					return &ExitError{Code: ee.ExitCode()}
+				}
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			return nil
+		},
+	}
+	// Everything from the first argument on is kubectl's.
+	cmd.Flags().SetInterspersed(false)
+	return cmd
 }

@@ -83,13 +83,21 @@ func LeadKubernetes(ctx context.Context, cfg KubeConfig, work func(ctx context.C
 			OnStartedLeading: func(lctx context.Context) {
 				defer close(workDone)
 				led.Store(true)
-				rec, _, err := lock.Get(lctx)
+				// Read the Lease through the API, not through lock.Get:
+				// the lock caches the record it last saw and client-go's
+				// renew loop writes that cache from its own goroutine.
+				lease, err := cfg.Client.CoordinationV1().Leases(cfg.Namespace).Get(lctx, cfg.Lock, metav1.GetOptions{})
+				if err == nil {
+					if holder := ptrOr(lease.Spec.HolderIdentity, ""); holder != cfg.Identity {
+						err = fmt.Errorf("held by %q, not by %q", holder, cfg.Identity)
+					}
+				}
 				if err != nil {
 					werr = fmt.Errorf("elect: read the lease: %w", err)
 					cancel()
 					return
 				}
-				t := Term{Token: int64(rec.LeaderTransitions), Identity: cfg.Identity}
+				t := Term{Token: int64(ptrOr(lease.Spec.LeaseTransitions, 0)), Identity: cfg.Identity}
 				log.Info("leading", "token", t.Token)
 				werr = work(lctx, t)
 				// Work is done: give the lease up so the next leads now.
@@ -118,4 +126,11 @@ func LeadKubernetes(ctx context.Context, cfg KubeConfig, work func(ctx context.C
 		return werr
 	}
 	return ctx.Err()
+}
+
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }

@@ -45,6 +45,26 @@ type Options struct {
 	// SeparateEtcd runs each etcd member as its own process (as kubelet
 	// runs kubeadm's etcd static pod) instead of inside the agent.
 	SeparateEtcd bool
+	// Backend is the API server on every control-plane host: BackendKube
+	// (real kube-apiserver, controller-manager and scheduler from K8sBin)
+	// or BackendStub (the built-in stand-in).
+	Backend string
+	// K8sBin is the folder of the Kubernetes binaries (BackendKube).
+	K8sBin string
+}
+
+// Backends of a lab.
+const (
+	BackendKube = "kube"
+	BackendStub = "stub"
+)
+
+// ProcSpec is one process a lab host runs: Exec with Args (Exec empty: the
+// lab's haplane binary).
+type ProcSpec struct {
+	Name string
+	Exec string
+	Args []string
 }
 
 // Proc is one process the lab started.
@@ -53,6 +73,7 @@ type Proc struct {
 	Name string   `json:"name"`
 	PID  int      `json:"pid"`
 	Log  string   `json:"log"`
+	Exec string   `json:"exec,omitempty"` // empty: the lab's haplane binary
 	Args []string `json:"args"`
 }
 
@@ -74,8 +95,12 @@ type State struct {
 	Hosts       []HostState `json:"hosts"`
 	Procs       []Proc      `json:"processes"`
 	// SeparateEtcd: etcd members run as their own processes.
-	SeparateEtcd bool      `json:"separateEtcd,omitempty"`
-	Started      time.Time `json:"started"`
+	SeparateEtcd bool `json:"separateEtcd,omitempty"`
+	// Backend is BackendKube or BackendStub; K8sBin holds the Kubernetes
+	// binaries of BackendKube.
+	Backend string    `json:"backend"`
+	K8sBin  string    `json:"k8sBin,omitempty"`
+	Started time.Time `json:"started"`
 }
 
 // HostDir is where a host's files live in the lab (its /etc/kubernetes).
@@ -143,6 +168,17 @@ func (o *Options) setDefaults() error {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	switch o.Backend {
+	case "":
+		o.Backend = BackendStub
+	case BackendStub:
+	case BackendKube:
+		if o.K8sBin == "" {
+			return errors.New("lab: the kube backend needs the folder of the Kubernetes binaries")
+		}
+	default:
+		return fmt.Errorf("lab: --backend %q: kube or stub", o.Backend)
+	}
 	return nil
 }
 
@@ -163,7 +199,7 @@ func ClusterFile(o Options) []byte {
 // Up builds the network, the cluster file and the PKI, starts every
 // process and waits until the API answers through the VIP from the client
 // host. On failure it tears down what it made.
-func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, procs func(s *State, c *config.Cluster, h HostState) [][]string) (st *State, err error) {
+func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, procs func(s *State, c *config.Cluster, h HostState) ([]ProcSpec, error)) (st *State, err error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -180,7 +216,8 @@ func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, 
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
 		return nil, err
 	}
-	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(), SeparateEtcd: o.SeparateEtcd}
+	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(), SeparateEtcd: o.SeparateEtcd,
+		Backend: o.Backend, K8sBin: o.K8sBin}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(o.Out, "lab: start failed, tearing down: %v\n", err)
@@ -244,8 +281,12 @@ func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, 
 	}
 
 	for _, h := range st.Hosts {
-		for _, args := range procs(st, c, h) {
-			p, err := st.start(h, args[0], args[1:])
+		specs, err := procs(st, c, h)
+		if err != nil {
+			return st, err
+		}
+		for _, spec := range specs {
+			p, err := st.start(h, spec)
 			if err != nil {
 				return st, err
 			}
@@ -255,9 +296,14 @@ func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, 
 	return st, nil
 }
 
-// start runs binary args inside h's namespace, detached in its own session
+// start runs a process inside h's namespace, detached in its own session
 // so it outlives `lab up`, with output in a log file.
-func (s *State) start(h HostState, name string, args []string) (Proc, error) {
+func (s *State) start(h HostState, spec ProcSpec) (Proc, error) {
+	name, args := spec.Name, spec.Args
+	exe := spec.Exec
+	if exe == "" {
+		exe = s.Binary
+	}
 	logPath := filepath.Join(s.Dir, "logs", h.Name+"-"+name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -265,14 +311,14 @@ func (s *State) start(h HostState, name string, args []string) (Proc, error) {
 	}
 	defer logf.Close()
 	hh := &Host{NS: h.NS}
-	cmd := hh.Command(s.Binary, args...)
+	cmd := hh.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = s.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return Proc{}, fmt.Errorf("lab: start %s on %s: %w", name, h.Name, err)
 	}
-	p := Proc{Host: h.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, Args: args}
+	p := Proc{Host: h.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, Exec: spec.Exec, Args: args}
 	_ = cmd.Process.Release()
 	s.Procs = append(s.Procs, p)
 	return p, s.save()
@@ -363,12 +409,12 @@ func (s *State) AddHost(name, role string, addr netip.Addr) (HostState, error) {
 }
 
 // Run starts a process on a host of a running lab and records it.
-func (s *State) Run(host, name string, args []string) (Proc, error) {
+func (s *State) Run(host string, spec ProcSpec) (Proc, error) {
 	h, ok := s.Host(host)
 	if !ok {
 		return Proc{}, fmt.Errorf("lab: no host %s", host)
 	}
-	return s.start(h, name, args)
+	return s.start(h, spec)
 }
 
 // Restart starts again a process of the lab that stopped (after a chaos
@@ -386,7 +432,7 @@ func (s *State) Restart(host, name string) (Proc, error) {
 			return Proc{}, fmt.Errorf("lab: %s on %s still runs (pid %d)", name, host, p.PID)
 		}
 		s.Procs = append(s.Procs[:i], s.Procs[i+1:]...)
-		return s.start(h, name, p.Args)
+		return s.start(h, ProcSpec{Name: name, Exec: p.Exec, Args: p.Args})
 	}
 	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
 }

@@ -31,6 +31,6 @@ for b in "${bins[@]}"; do
 done
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "build.sh: building ${pkgs[*]} ($version) into $cache; about 7 minutes on 2 cores the first time" >&2
-  (cd "$here" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$cache/" "${pkgs[@]}")
+  (cd "$here" && CGO_ENABLED=0 go build ${HAPLANE_K8S_VERBOSE:+-v} -trimpath -ldflags "$ldflags" -o "$cache/" "${pkgs[@]}")
 fi
 echo "$cache"
