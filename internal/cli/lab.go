@@ -43,7 +43,7 @@ server and the haplane agent (VIP and load balancer). A client host reaches
 the API through the VIP. Needs root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", defaultLabDir, "the lab's state folder")
-	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir), a.labAddHostCmd(&dir), a.labStartCmd(&dir), a.labKubectlCmd(&dir), a.labChaosCmd(&dir))
+	cmd.AddCommand(a.labUpCmd(&dir), a.labDownCmd(&dir), a.labStatusCmd(&dir), a.labBackendCmd(), a.labProbeCmd(), a.labWatchCmd(), a.labRestartCmd(&dir), a.labAddHostCmd(&dir), a.labStartCmd(&dir), a.labKubectlCmd(&dir), a.labChaosCmd(&dir), a.labObserveCmd())
 	return cmd
 }
 
@@ -76,9 +76,9 @@ func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) ([]lab.ProcSpec
 			return nil, err
 		}
 		procs = append(procs, agentProc,
-			lab.ProcSpec{Name: "kube-apiserver", Exec: filepath.Join(st.K8sBin, "kube-apiserver"), Args: cp.APIServer},
-			lab.ProcSpec{Name: "kube-controller-manager", Exec: filepath.Join(st.K8sBin, "kube-controller-manager"), Args: cp.ControllerManager},
-			lab.ProcSpec{Name: "kube-scheduler", Exec: filepath.Join(st.K8sBin, "kube-scheduler"), Args: cp.Scheduler})
+			lab.ProcSpec{Name: "kube-apiserver", Exec: filepath.Join(st.K8sBin, "kube-apiserver"), Args: cp.APIServer, Hostname: h.Name},
+			lab.ProcSpec{Name: "kube-controller-manager", Exec: filepath.Join(st.K8sBin, "kube-controller-manager"), Args: cp.ControllerManager, Hostname: h.Name},
+			lab.ProcSpec{Name: "kube-scheduler", Exec: filepath.Join(st.K8sBin, "kube-scheduler"), Args: cp.Scheduler, Hostname: h.Name})
 	case "etcd":
 		if st.SeparateEtcd {
 			procs = append(procs, etcdProc)
@@ -122,6 +122,11 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 			default:
 				return usageError{fmt.Errorf("--backend %q: kube (real Kubernetes) or stub (built-in stand-in)", backend)}
 			}
+			// Real Kubernetes runs etcd as kubeadm does, as a process of its
+			// own (the static pod), unless asked otherwise.
+			if backend == lab.BackendKube && !cmd.Flags().Changed("separate-etcd") {
+				o.SeparateEtcd = true
+			}
 			bin, err := os.Executable()
 			if err != nil {
 				return err
@@ -139,7 +144,7 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 			}
 			if st.Backend == lab.BackendKube {
 				// As kubeadm init does: admin.conf's group gets cluster-admin.
-				if out, err := labKubectl(st, "super-admin.conf", "create", "clusterrolebinding", "kubeadm:cluster-admins",
+				if out, err := st.Kubectl("super-admin.conf", "create", "clusterrolebinding", "kubeadm:cluster-admins",
 					"--clusterrole=cluster-admin", "--group=kubeadm:cluster-admins").CombinedOutput(); err != nil && !strings.Contains(string(out), "AlreadyExists") {
 					_ = lab.Down(st.Dir, st.Prefix)
 					return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: bind kubeadm:cluster-admins: %v: %s (lab torn down)", err, strings.TrimSpace(string(out)))}
@@ -177,15 +182,8 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	f.DurationVar(&wait, "wait", 3*time.Minute, "how long to wait for the API through the VIP")
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix (tests run labs side by side)")
 	_ = f.MarkHidden("prefix")
-	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent")
+	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent (default with --backend kube)")
 	return cmd
-}
-
-// labKubectl runs kubectl in the client host with one of cp1's kubeconfigs
-// (admin.conf and super-admin.conf point at the VIP).
-func labKubectl(st *lab.State, kubeconfig string, args ...string) *exec.Cmd {
-	kc := filepath.Join(st.HostDir("cp1"), kubeconfig)
-	return (&lab.Host{NS: st.Prefix + "-client"}).Command(filepath.Join(st.K8sBin, "kubectl"), append([]string{"--kubeconfig", kc}, args...)...)
 }
 
 // labProbe waits until the client host gets 200 from /readyz through the VIP.
@@ -657,7 +655,7 @@ func (a *app) labKubectlCmd(dir *string) *cobra.Command {
 			if st.Backend != lab.BackendKube {
 				return &ExitError{Code: ExitFailure, Err: errors.New("lab: this lab runs the stub apiserver; kubectl needs a lab up with --backend kube")}
 			}
-			k := labKubectl(st, "admin.conf", args...)
+			k := st.Kubectl("admin.conf", args...)
 			k.Stdin, k.Stdout, k.Stderr = a.stdin, a.stdout, a.stderr
 			if err := k.Run(); err != nil {
 				var ee *exec.ExitError

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -65,6 +66,11 @@ type ProcSpec struct {
 	Name string
 	Exec string
 	Args []string
+	// Hostname, when set, runs the process in a UTS namespace of its own
+	// with that host name: the lab's hosts share the machine's, and
+	// kube-scheduler and kube-controller-manager name their Lease holder
+	// after it.
+	Hostname string
 }
 
 // Proc is one process the lab started.
@@ -75,6 +81,8 @@ type Proc struct {
 	Log  string   `json:"log"`
 	Exec string   `json:"exec,omitempty"` // empty: the lab's haplane binary
 	Args []string `json:"args"`
+	// Hostname: see ProcSpec.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // HostState is one host of a running lab.
@@ -312,13 +320,18 @@ func (s *State) start(h HostState, spec ProcSpec) (Proc, error) {
 	defer logf.Close()
 	hh := &Host{NS: h.NS}
 	cmd := hh.Command(exe, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if spec.Hostname != "" {
+		// ip netns exec, then sh, then the program: one PID throughout.
+		cmd = hh.Command("sh", append([]string{"-c", `hostname "$1" && shift && exec "$@"`, "sh", spec.Hostname, exe}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWUTS}
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = s.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return Proc{}, fmt.Errorf("lab: start %s on %s: %w", name, h.Name, err)
 	}
-	p := Proc{Host: h.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, Exec: spec.Exec, Args: args}
+	p := Proc{Host: h.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, Exec: spec.Exec, Args: args, Hostname: spec.Hostname}
 	_ = cmd.Process.Release()
 	s.Procs = append(s.Procs, p)
 	return p, s.save()
@@ -432,7 +445,7 @@ func (s *State) Restart(host, name string) (Proc, error) {
 			return Proc{}, fmt.Errorf("lab: %s on %s still runs (pid %d)", name, host, p.PID)
 		}
 		s.Procs = append(s.Procs[:i], s.Procs[i+1:]...)
-		return s.start(h, ProcSpec{Name: name, Exec: p.Exec, Args: p.Args})
+		return s.start(h, ProcSpec{Name: name, Exec: p.Exec, Args: p.Args, Hostname: p.Hostname})
 	}
 	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
 }
@@ -466,4 +479,94 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// Topology is the lab's etcd topology: external when it has etcd hosts.
+func (s *State) Topology() string {
+	for _, h := range s.Hosts {
+		if h.Role == pki.RoleEtcd {
+			return config.TopologyExternal
+		}
+	}
+	return config.TopologyStacked
+}
+
+// EtcdHosts are the hosts that run an etcd member.
+func (s *State) EtcdHosts() []string {
+	role := pki.RoleControlPlane
+	if s.Topology() == config.TopologyExternal {
+		role = pki.RoleEtcd
+	}
+	var out []string
+	for _, h := range s.Hosts {
+		if h.Role == role {
+			out = append(out, h.Name)
+		}
+	}
+	return out
+}
+
+// EtcdProc is the process that holds host's etcd member: its own, or the
+// agent it is embedded in.
+func (s *State) EtcdProc(host string) string {
+	if s.SeparateEtcd {
+		return "etcd"
+	}
+	return "agent"
+}
+
+// APIServerProc is the name of the API server processes.
+func (s *State) APIServerProc() string {
+	if s.Backend == BackendKube {
+		return "kube-apiserver"
+	}
+	return "backend"
+}
+
+// Proc returns a process of the lab by host and name.
+func (s *State) Proc(host, name string) (Proc, bool) {
+	for _, p := range s.Procs {
+		if p.Host == host && p.Name == name {
+			return p, true
+		}
+	}
+	return Proc{}, false
+}
+
+// CAFile is the cluster CA, which the client verifies the API with.
+func (s *State) CAFile() string { return filepath.Join(s.HostDir("cp1"), "pki", "ca.crt") }
+
+// Kubectl returns kubectl run in the client host with one of cp1's
+// kubeconfigs (admin.conf and super-admin.conf point at the VIP).
+func (s *State) Kubectl(kubeconfig string, args ...string) *exec.Cmd {
+	kc := filepath.Join(s.HostDir("cp1"), kubeconfig)
+	return (&Host{NS: s.Prefix + "-client"}).Command(filepath.Join(s.K8sBin, "kubectl"), append([]string{"--kubeconfig", kc}, args...)...)
+}
+
+func (s *State) netHost(name string) (*Host, error) {
+	h, ok := s.Host(name)
+	if !ok {
+		return nil, fmt.Errorf("lab: no host %s", name)
+	}
+	n := &Net{Prefix: s.Prefix}
+	return &Host{Name: name, NS: h.NS, bridgeV: bridgeVeth(name), net: n}, nil
+}
+
+// SetLink takes a host's link down or up (see Host.SetLink).
+func (s *State) SetLink(host string, up bool) error {
+	h, err := s.netHost(host)
+	if err != nil {
+		return err
+	}
+	return h.SetLink(up)
+}
+
+// SetPartitioned cuts a host off the lab network, or heals it (see
+// Host.SetPartitioned).
+func (s *State) SetPartitioned(host string, on bool) error {
+	h, err := s.netHost(host)
+	if err != nil {
+		return err
+	}
+	return h.SetPartitioned(on)
 }

@@ -93,11 +93,7 @@ func (n *Net) bridgeNS() string { return n.Prefix + "-br" }
 // real peer of a VIP must.
 func (n *Net) AddHost(name string, addr netip.Addr, bits int) (*Host, error) {
 	h := &Host{Name: name, NS: n.Prefix + "-" + name, Addr: addr, Iface: "eth0", net: n}
-	// The bridge-side name must fit IFNAMSIZ (15) and be unique per lab.
-	h.bridgeV = "v-" + name
-	if len(h.bridgeV) > 15 {
-		h.bridgeV = h.bridgeV[:15]
-	}
+	h.bridgeV = bridgeVeth(name)
 	if err := ip("netns", "add", h.NS); err != nil {
 		return nil, fmt.Errorf("lab: host %s: %w", name, err)
 	}
@@ -150,6 +146,34 @@ func (h *Host) SetLink(up bool) error {
 	}
 	if err := ip("-n", h.net.bridgeNS(), "link", "set", h.bridgeV, state); err != nil {
 		return fmt.Errorf("lab: link %s %s: %w", h.Name, state, err)
+	}
+	return nil
+}
+
+// bridgeVeth names a host's veth end on the bridge: it must fit IFNAMSIZ
+// (15) and be unique per lab.
+func bridgeVeth(host string) string {
+	v := "v-" + host
+	if len(v) > 15 {
+		v = v[:15]
+	}
+	return v
+}
+
+// SetPartitioned cuts the host off the network, or heals it, with its
+// link still up: its bridge port stops forwarding (state disabled), so
+// the host keeps its carrier and believes it is fine, as on the far side
+// of a broken switch.
+func (h *Host) SetPartitioned(on bool) error {
+	state := "3" // forwarding
+	if on {
+		state = "0" // disabled
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command("bridge", "-n", h.net.bridgeNS(), "link", "set", "dev", h.bridgeV, "state", state)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("lab: partition %s (%v): bridge link set state %s: %v: %s", h.Name, on, state, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }

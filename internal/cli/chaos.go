@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/haplane/haplane/internal/lab"
+)
+
+// labChaosCmd breaks the running lab on purpose, scenario by scenario, and
+// reports what a client of the API saw.
+func (a *app) labChaosCmd(dir *string) *cobra.Command {
+	var scenarios []string
+	var reportDir string
+	cmd := &cobra.Command{
+		Use:   "chaos",
+		Short: "Break the lab on purpose and measure what a client of the API sees",
+		Long: `chaos runs fault scenarios against the running lab, one after another,
+each from a settled cluster: ` + strings.Join(lab.Scenarios(), ", ") + `.
+
+For each, the client host opens a new TLS connection to the VIP's /readyz
+every 10ms, creates objects through the VIP and reads every acknowledged one
+back afterwards, and follows the scheduler's and controller-manager's leader
+Leases. It prints a table and, with --report, writes chaos.json and
+chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := lab.LoadState(*dir)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			env := lab.ChaosEnv{
+				State:      st,
+				Settled:    func() bool { return collectLabStatus(st).settled() },
+				EtcdLeader: func() (string, error) { return labEtcdLeader(st) },
+				// The agents' own view: a killed agent's stale address does
+				// not count, as clients follow the new master's announcement.
+				Holder: func() string { return collectLabStatus(st).VIPOwner },
+				Out:        a.stderr,
+			}
+			rep, err := lab.RunChaos(cmd.Context(), env, lab.ChaosOptions{Scenarios: scenarios, Stack: "haplane"})
+			if rep != nil && reportDir != "" {
+				if werr := writeChaosReport(reportDir, rep); werr != nil {
+					err = errors.Join(err, werr)
+				}
+			}
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			perr := a.print(rep, func(w io.Writer) error { return lab.WriteTable(w, rep) })
+			if perr != nil {
+				return perr
+			}
+			for _, s := range rep.Scenarios {
+				if s.Skipped == "" && !s.Pass {
+					return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: chaos: %s: %s", s.Name, s.Verdict)}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&scenarios, "scenario", []string{"all"}, "scenarios to run (comma-separated), or all")
+	cmd.Flags().StringVar(&reportDir, "report", "", "write chaos.json and chaos.html into this folder")
+	_ = cmd.RegisterFlagCompletionFunc("scenario", cobra.FixedCompletions(append(lab.Scenarios(), "all"), cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func writeChaosReport(dir string, rep *lab.Report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "chaos.json"), data, 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "chaos.html"))
+	if err != nil {
+		return err
+	}
+	if err := lab.WriteHTML(f, rep); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// labEtcdLeader asks the etcd cluster, from the client host, which member
+// leads.
+func labEtcdLeader(st *lab.State) (string, error) {
+	cmd := (&lab.Host{NS: st.Prefix + "-client"}).Command(st.Binary, "-o", "json", "etcd", "status",
+		"--config", st.ClusterFile, "--pki-dir", filepath.Join(st.HostDir("cp1"), "pki"))
+	out, _ := cmd.Output() // non-zero without fault tolerance; the document still says who leads
+	var s struct {
+		Members []struct {
+			Name   string `json:"name"`
+			Leader bool   `json:"leader"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal(out, &s); err != nil {
+		return "", fmt.Errorf("etcd status: %w", err)
+	}
+	for _, m := range s.Members {
+		if m.Leader {
+			return m.Name, nil
+		}
+	}
+	return "", errors.New("etcd status: no member leads")
+}
+
+// labObserveCmd is the client side of a chaos scenario: probes, writes,
+// lease holders, then the read-back (run by lab chaos in the client host).
+func (a *app) labObserveCmd() *cobra.Command {
+	var cfg lab.ObserveConfig
+	var t0 int64
+	cmd := &cobra.Command{
+		Use:    "observe",
+		Short:  "Probe, write through and watch the lab from the client host (used by lab chaos)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if t0 != 0 {
+				cfg.T0 = time.Unix(0, t0)
+			}
+			obs, err := lab.Observe(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return a.print(obs, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%d requests, %d failed, %d slow, longest gap %s; %d writes, %d lost\n",
+					obs.Requests, obs.Failed, obs.Slow, obs.MaxGap.Round(time.Millisecond), obs.Writes, obs.Lost)
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Endpoint, "endpoint", "", "the VIP's URL")
+	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA")
+	f.StringVar(&cfg.ProbePath, "path", "/readyz", "path probed")
+	f.DurationVar(&cfg.Every, "every", 10*time.Millisecond, "probe interval")
+	f.Int64Var(&t0, "t0", 0, "scenario start, Unix nanoseconds (default now)")
+	f.DurationVar(&cfg.For, "for", 5*time.Second, "how long to probe and write")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig (kube backend): write ConfigMaps and follow the leader Leases")
+	f.StringVar(&cfg.Run, "run", "", "name of this run's objects")
+	return cmd
+}

@@ -1,0 +1,445 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ChaosEnv is what the chaos driver needs from its caller.
+type ChaosEnv struct {
+	State *State
+	// Settled reports whether the lab is back to its steady state (one
+	// VIP holder, every agent, backend and etcd member up), so the next
+	// scenario starts from a healthy cluster.
+	Settled func() bool
+	// EtcdLeader returns the host of the etcd leader.
+	EtcdLeader func() (string, error)
+	// Holder says who holds the VIP: a host, "nobody", or "a+b" while two
+	// claim it (default State.VIPHolder, from the addresses on the hosts).
+	Holder func() string
+	Out        io.Writer
+}
+
+// scenario is one fault: apply breaks something at the fault instant and
+// returns what heals it after window.
+type scenario struct {
+	name, desc string
+	kubeOnly   bool
+	probePath  string        // default /readyz
+	window     time.Duration // fault to heal
+	maxGap     time.Duration // the client's longest gap that passes
+	lease      string        // the leader Lease whose takeover is measured
+	apply      func(r *chaosRun) (target string, heal func() error, err error)
+}
+
+// Scenarios lists the names `lab chaos --scenario` takes, in run order.
+func Scenarios() []string {
+	var out []string
+	for _, s := range scenarios() {
+		out = append(out, s.name)
+	}
+	return out
+}
+
+func scenarios() []scenario {
+	kill := func(proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
+		return func(r *chaosRun) (string, func() error, error) {
+			host, name, err := proc(r)
+			if err != nil {
+				return "", nil, err
+			}
+			r.event("kill -9 " + name + " on " + host)
+			if err := r.st.Signal(host, name, syscall.SIGKILL); err != nil {
+				return host, nil, err
+			}
+			return host, func() error {
+				r.waitExit(host, name)
+				r.event("restart " + name + " on " + host)
+				_, err := r.st.Restart(host, name)
+				return err
+			}, nil
+		}
+	}
+	holderAgent := func(r *chaosRun) (string, string, error) { h, err := r.holder(); return h, "agent", err }
+	holderAPI := func(r *chaosRun) (string, string, error) { h, err := r.holder(); return h, r.st.APIServerProc(), err }
+	etcdOf := func(leader bool) func(r *chaosRun) (string, string, error) {
+		return func(r *chaosRun) (string, string, error) {
+			l, err := r.env.EtcdLeader()
+			if err != nil {
+				return "", "", err
+			}
+			if leader {
+				return l, r.st.EtcdProc(l), nil
+			}
+			h, err := r.holder()
+			if err != nil {
+				return "", "", err
+			}
+			for _, m := range r.st.EtcdHosts() {
+				if m != l && m != h {
+					return m, r.st.EtcdProc(m), nil
+				}
+			}
+			return "", "", errors.New("no etcd member that is neither the leader nor on the VIP holder")
+		}
+	}
+	leaseHolder := func(lease string) func(r *chaosRun) (string, string, error) {
+		return func(r *chaosRun) (string, string, error) {
+			h, err := r.leaseHolder(lease)
+			return h, lease, err
+		}
+	}
+	return []scenario{
+		{name: "vip-holder-kill", desc: "kill -9 the agent holding the VIP (VRRP, load balancer and, stacked, its etcd member die at once)",
+			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAgent)},
+		{name: "vip-holder-link-down", desc: "pull the VIP holder's cable (its link goes down), then plug it back",
+			window: 4 * time.Second, maxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
+				h, err := r.holder()
+				if err != nil {
+					return "", nil, err
+				}
+				r.event("link down on " + h)
+				if err := r.st.SetLink(h, false); err != nil {
+					return h, nil, err
+				}
+				return h, func() error { r.event("link up on " + h); return r.st.SetLink(h, true) }, nil
+			}},
+		{name: "apiserver-kill", desc: "kill -9 the API server on the VIP holder: the load balancers retry on another one",
+			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAPI)},
+		{name: "apiserver-hang", desc: "SIGSTOP the API server on the VIP holder (it accepts connections and never answers), then SIGCONT",
+			window: 5 * time.Second, maxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
+				h, name, err := holderAPI(r)
+				if err != nil {
+					return "", nil, err
+				}
+				r.event("SIGSTOP " + name + " on " + h)
+				if err := r.st.Signal(h, name, syscall.SIGSTOP); err != nil {
+					return h, nil, err
+				}
+				return h, func() error { r.event("SIGCONT " + name + " on " + h); return r.st.Signal(h, name, syscall.SIGCONT) }, nil
+			}},
+		{name: "etcd-member-kill", desc: "kill -9 an etcd member that is neither the leader nor on the VIP holder",
+			window: 4 * time.Second, maxGap: time.Second, apply: kill(etcdOf(false))},
+		{name: "etcd-leader-kill", desc: "kill -9 the etcd leader: the members elect another",
+			window: 5 * time.Second, maxGap: 3 * time.Second, apply: kill(etcdOf(true))},
+		{name: "etcd-quorum-loss", desc: "kill -9 two of three etcd members (none on the VIP holder): writes stop, the VIP, the load balancer and the API servers keep serving /livez (etcd excluded)",
+			probePath: "/livez?exclude=etcd", window: 6 * time.Second, maxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
+				h, err := r.holder()
+				if err != nil {
+					return "", nil, err
+				}
+				var victims []string
+				for _, m := range r.st.EtcdHosts() {
+					if m != h && len(victims) < 2 {
+						victims = append(victims, m)
+					}
+				}
+				if len(victims) < 2 {
+					return "", nil, errors.New("fewer than two etcd members off the VIP holder")
+				}
+				for _, v := range victims {
+					r.event("kill -9 " + r.st.EtcdProc(v) + " on " + v)
+					if err := r.st.Signal(v, r.st.EtcdProc(v), syscall.SIGKILL); err != nil {
+						return v, nil, err
+					}
+				}
+				return strings.Join(victims, "+"), func() error {
+					for _, v := range victims {
+						r.waitExit(v, r.st.EtcdProc(v))
+						r.event("restart " + r.st.EtcdProc(v) + " on " + v)
+						if _, err := r.st.Restart(v, r.st.EtcdProc(v)); err != nil {
+							return err
+						}
+					}
+					return nil
+				}, nil
+			}},
+		{name: "controller-manager-leader-kill", desc: "kill -9 the kube-controller-manager holding its leader Lease; another takes the Lease",
+			kubeOnly: true, window: 30 * time.Second, maxGap: time.Second, lease: "kube-controller-manager", apply: kill(leaseHolder("kube-controller-manager"))},
+		{name: "scheduler-leader-kill", desc: "kill -9 the kube-scheduler holding its leader Lease; another takes the Lease",
+			kubeOnly: true, window: 30 * time.Second, maxGap: time.Second, lease: "kube-scheduler", apply: kill(leaseHolder("kube-scheduler"))},
+		{name: "partition-heal", desc: "cut the VIP holder off the network with its link still up (it keeps claiming the VIP), then heal: the two masters resolve to one",
+			window: 4 * time.Second, maxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
+				h, err := r.holder()
+				if err != nil {
+					return "", nil, err
+				}
+				r.event("partition " + h)
+				if err := r.st.SetPartitioned(h, true); err != nil {
+					return h, nil, err
+				}
+				return h, func() error { r.event("heal " + h); return r.st.SetPartitioned(h, false) }, nil
+			}},
+	}
+}
+
+// ChaosOptions choose what `lab chaos` runs.
+type ChaosOptions struct {
+	// Scenarios by name; empty or "all": every one.
+	Scenarios []string
+	// Stack names what serves the VIP and the balancing (for the report).
+	Stack string
+}
+
+// RunChaos runs the scenarios one after another, each from a settled lab,
+// and returns their results.
+func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error) {
+	all := scenarios()
+	want := o.Scenarios
+	if len(want) == 0 || slices.Contains(want, "all") {
+		want = Scenarios()
+	}
+	var run []scenario
+	for _, w := range want {
+		i := slices.IndexFunc(all, func(s scenario) bool { return s.name == w })
+		if i < 0 {
+			return nil, fmt.Errorf("lab: chaos: no scenario %q (have %s)", w, strings.Join(Scenarios(), ", "))
+		}
+		run = append(run, all[i])
+	}
+	st := env.State
+	if env.Holder == nil {
+		env.Holder = st.VIPHolder
+	}
+	rep := &Report{Started: time.Now().UTC(), Endpoint: st.Endpoint, Topology: st.Topology()}
+	for _, h := range st.Hosts {
+		if h.Role == "control-plane" {
+			rep.Nodes++
+		}
+	}
+	for _, s := range run {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		res := ScenarioResult{Name: s.name, Description: s.desc, Stack: o.Stack, Backend: st.Backend, MaxGapW: s.maxGap}
+		if s.kubeOnly && st.Backend != BackendKube {
+			res.Skipped = "needs the kube backend (leader Leases of the real scheduler and controller-manager)"
+			rep.Scenarios = append(rep.Scenarios, res)
+			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
+			continue
+		}
+		if err := waitSettled(ctx, env, 2*time.Minute); err != nil {
+			return rep, fmt.Errorf("lab: chaos: before %s: %w", s.name, err)
+		}
+		fmt.Fprintf(env.Out, "chaos: %s: %s\n", s.name, s.desc)
+		r := &chaosRun{env: env, st: st}
+		if err := r.run(ctx, s, &res); err != nil {
+			return rep, fmt.Errorf("lab: chaos: %s: %w", s.name, err)
+		}
+		rep.Scenarios = append(rep.Scenarios, res)
+		fmt.Fprintf(env.Out, "chaos: %s: %s\n", s.name, res.Verdict)
+		// Leave the cluster as it was found.
+		if err := waitSettled(ctx, env, 2*time.Minute); err != nil {
+			return rep, fmt.Errorf("lab: chaos: after %s: %w", s.name, err)
+		}
+	}
+	return rep, nil
+}
+
+func waitSettled(ctx context.Context, env ChaosEnv, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !env.Settled() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the lab did not settle within %s (one VIP holder, every agent, backend and etcd member up)", d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// chaosRun is one scenario in progress.
+type chaosRun struct {
+	env ChaosEnv
+	st  *State
+	t0  time.Time
+
+	mu     sync.Mutex // protects events
+	events []Event
+}
+
+func (r *chaosRun) event(what string) {
+	r.mu.Lock()
+	r.events = append(r.events, Event{At: time.Since(r.t0), What: what})
+	r.mu.Unlock()
+}
+
+func (r *chaosRun) holder() (string, error) {
+	h := r.env.Holder()
+	if h == "nobody" || strings.Contains(h, "+") {
+		return "", fmt.Errorf("no single VIP holder (%s)", h)
+	}
+	return h, nil
+}
+
+// waitExit waits (a little) for a killed process to be gone, so its
+// restart does not find it still running.
+func (r *chaosRun) waitExit(host, name string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if p, ok := r.st.Proc(host, name); !ok || !alive(p.PID) {
+			return
+		}
+	}
+}
+
+// leaseHolder asks the API (through the VIP, from the client host) which
+// host holds a leader Lease.
+func (r *chaosRun) leaseHolder(lease string) (string, error) {
+	out, err := r.st.Kubectl("admin.conf", "-n", "kube-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("lease %s: %v: %s", lease, err, strings.TrimSpace(string(out)))
+	}
+	h := HolderHost(strings.TrimSpace(string(out)))
+	if _, ok := r.st.Host(h); !ok {
+		return "", fmt.Errorf("lease %s is held by %q, not by a lab host", lease, out)
+	}
+	return h, nil
+}
+
+func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) error {
+	const pre, post = time.Second, 3 * time.Second
+	total := pre + s.window + post
+	r.t0 = time.Now()
+	args := []string{"-o", "json", "lab", "observe", "--endpoint", r.st.Endpoint, "--ca", r.st.CAFile(),
+		"--t0", strconv.FormatInt(r.t0.UnixNano(), 10), "--for", total.String(), "--run", fmt.Sprintf("%s-%d", s.name, r.t0.Unix())}
+	if s.probePath != "" {
+		args = append(args, "--path", s.probePath)
+	}
+	if r.st.Backend == BackendKube {
+		args = append(args, "--kubeconfig", filepath.Join(r.st.HostDir("cp1"), "admin.conf"))
+	}
+	obs := (&Host{NS: r.st.Prefix + "-client"}).Command(r.st.Binary, args...)
+	var stdout, stderr strings.Builder
+	obs.Stdout, obs.Stderr = &stdout, &stderr
+	if err := obs.Start(); err != nil {
+		return fmt.Errorf("observer: %w", err)
+	}
+	observed := make(chan error, 1)
+	go func() { observed <- obs.Wait() }()
+
+	// The VIP holder every 100ms until the probing ends.
+	var holders []Mark
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		for time.Since(r.t0) < total {
+			h := r.env.Holder()
+			if len(holders) == 0 || holders[len(holders)-1].Value != h {
+				holders = append(holders, Mark{At: time.Since(r.t0), Value: h})
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	time.Sleep(pre)
+	faultAt := time.Since(r.t0)
+	target, heal, err := s.apply(r)
+	res.Target = target
+	var healErr error
+	if heal != nil {
+		time.Sleep(max(0, pre+s.window-time.Since(r.t0)))
+		healErr = heal()
+	}
+	<-pollDone
+	werr := <-observed
+	res.Duration = time.Since(r.t0)
+	res.Events, res.VIPHolder = r.events, holders
+	if err != nil {
+		return fmt.Errorf("fault: %w", err)
+	}
+	if healErr != nil {
+		return fmt.Errorf("heal: %w", healErr)
+	}
+	if err := json.Unmarshal([]byte(stdout.String()), &res.Observed); err != nil {
+		return fmt.Errorf("observer: %v (%v): %s", err, werr, strings.TrimSpace(stderr.String()))
+	}
+	if werr != nil {
+		return fmt.Errorf("observer: %v: %s", werr, strings.TrimSpace(stderr.String()))
+	}
+	if s.lease != "" {
+		res.LeaseTakeover = map[string]time.Duration{s.lease: takeover(res.Observed.Leases[s.lease], faultAt)}
+	}
+	judge(res, s)
+	return nil
+}
+
+// takeover is how long after the fault a holder other than the one of
+// that instant held the Lease (0: none did).
+func takeover(marks []Mark, fault time.Duration) time.Duration {
+	before := ""
+	for _, m := range marks {
+		if m.At <= fault {
+			before = m.Value
+			continue
+		}
+		if m.Value != before && m.Value != "nobody" && m.Value != "" {
+			return m.At - fault
+		}
+	}
+	return 0
+}
+
+func judge(res *ScenarioResult, s scenario) {
+	o := res.Observed
+	var why []string
+	if o.Lost > 0 {
+		why = append(why, fmt.Sprintf("%d acknowledged writes lost", o.Lost))
+	}
+	if o.MaxGap > s.maxGap {
+		why = append(why, fmt.Sprintf("longest gap %s > %s", o.MaxGap.Round(time.Millisecond), s.maxGap))
+	}
+	if s.lease != "" && res.LeaseTakeover[s.lease] == 0 {
+		why = append(why, "no new "+s.lease+" leader during the scenario")
+	}
+	res.Pass = len(why) == 0
+	if res.Pass {
+		res.Verdict = fmt.Sprintf("pass: longest gap %s, %d of %d probes failed, %d writes acknowledged, none lost",
+			o.MaxGap.Round(time.Millisecond), o.Failed, o.Requests, o.Writes)
+		return
+	}
+	res.Verdict = "fail: " + strings.Join(why, "; ")
+}
+
+// VIPHolder says which hosts have the VIP on their interface: a host name,
+// "nobody", or "a+b" while two claim it.
+func (s *State) VIPHolder() string {
+	ep := strings.TrimPrefix(s.Endpoint, "https://")
+	vip := ep
+	if i := strings.LastIndexByte(ep, ':'); i >= 0 {
+		vip = strings.Trim(ep[:i], "[]")
+	}
+	var holders []string
+	for _, h := range s.Hosts {
+		if h.Role != "control-plane" {
+			continue
+		}
+		out, err := exec.Command("ip", "-n", h.NS, "-o", "addr", "show").Output()
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(out)) {
+			if a, _, _ := strings.Cut(f, "/"); a == vip {
+				holders = append(holders, h.Name)
+				break
+			}
+		}
+	}
+	if len(holders) == 0 {
+		return "nobody"
+	}
+	return strings.Join(holders, "+")
+}
