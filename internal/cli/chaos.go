@@ -44,7 +44,7 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 				// The agents' own view: a killed agent's stale address does
 				// not count, as clients follow the new master's announcement.
 				Holder: func() string { return collectLabStatus(st).VIPOwner },
-				Out:        a.stderr,
+				Out:    a.stderr,
 			}
 			rep, err := lab.RunChaos(cmd.Context(), env, lab.ChaosOptions{Scenarios: scenarios, Stack: "haplane"})
 			if rep != nil && reportDir != "" {

@@ -28,7 +28,7 @@ type ChaosEnv struct {
 	// Holder says who holds the VIP: a host, "nobody", or "a+b" while two
 	// claim it (default State.VIPHolder, from the addresses on the hosts).
 	Holder func() string
-	Out        io.Writer
+	Out    io.Writer
 }
 
 // scenario is one fault: apply breaks something at the fault instant and
