@@ -337,9 +337,10 @@ func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) err
 	go func() {
 		defer close(pollDone)
 		for time.Since(r.t0) < total {
+			at := time.Since(r.t0) // a poll takes a while: stamp its start
 			h := r.env.Holder()
 			if len(holders) == 0 || holders[len(holders)-1].Value != h {
-				holders = append(holders, Mark{At: time.Since(r.t0), Value: h})
+				holders = append(holders, Mark{At: at, Value: h})
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
