@@ -206,11 +206,15 @@ func (a *app) labDownCmd(dir *string) *cobra.Command {
 			if err := lab.RequireRoot(); err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
-			if err := lab.Down(*dir, lab.DefaultPrefix); err != nil {
+			prefix := lab.DefaultPrefix
+			if st, err := lab.LoadState(*dir); err == nil {
+				prefix = st.Prefix
+			}
+			if err := lab.Down(*dir, prefix); err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
 			return a.print(map[string]string{"down": *dir}, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "lab: down (%s removed, namespaces %s-* deleted)\n", *dir, lab.DefaultPrefix)
+				_, err := fmt.Fprintf(w, "lab: down (%s removed, namespaces %s-* deleted)\n", *dir, prefix)
 				return err
 			})
 		},

@@ -56,7 +56,7 @@ func TestLabJoinFourthNode(t *testing.T) {
 			t.Errorf("namespaces left after lab down:\n%s", list)
 		}
 	})
-	if _, err := run("", "lab", "up", "--dir", dir, "--prefix", prefix); err != nil {
+	if _, err := run("", "lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "stub"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -93,7 +93,12 @@ func TestLabFailover(t *testing.T) {
 			}
 		}
 	})
-	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix)
+	// etcd runs as its own process on every host (as kubeadm's static
+	// pod): killing the VIP holder's agent then tests the VIP and the load
+	// balancer alone. With the member inside the agent, a kill -9 of the
+	// agent that holds the etcd leader also stalls every read for etcd's
+	// election (about a second), whatever the VIP does.
+	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "stub", "--separate-etcd")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +114,7 @@ func TestLabFailover(t *testing.T) {
 		t.Fatalf("after up: holder %q, hosts %+v; want cp1 (highest priority) and 3 hosts", v.VIPOwner, v.Hosts)
 	}
 	for _, h := range v.Hosts {
-		if h.Agent != "up" || h.Backends != "3/3" || h.Etcd != "ready" {
+		if h.Agent != "up" || h.Backends != "3/3" || h.Etcd != "" {
 			t.Errorf("after up: %+v", h)
 		}
 	}
@@ -177,13 +182,13 @@ func TestLabFailover(t *testing.T) {
 			v := status()
 			ok := v.VIPOwner == want
 			for _, h := range v.Hosts {
-				ok = ok && h.Agent == "up" && h.Etcd == "ready" && h.Backends == "3/3"
+				ok = ok && h.Agent == "up" && h.Backends == "3/3"
 			}
 			if ok {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("holder %q and hosts %+v after 30s; want %s and every agent, etcd member and backend up", v.VIPOwner, v.Hosts, want)
+				t.Fatalf("holder %q and hosts %+v after 30s; want %s and every agent and backend up", v.VIPOwner, v.Hosts, want)
 			}
 			time.Sleep(300 * time.Millisecond)
 		}

@@ -42,7 +42,7 @@ func TestLabSurvivesEtcdQuorumLoss(t *testing.T) {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--separate-etcd")
+	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "stub", "--separate-etcd")
 	if err != nil {
 		t.Fatal(err)
 	}
