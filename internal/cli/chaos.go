@@ -38,15 +38,27 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
 			env := lab.ChaosEnv{
-				State:      st,
-				Settled:    func() bool { return collectLabStatus(st).settled() },
+				State: st,
+				Settled: func() bool {
+					if st.Stack() == lab.VIPLBClassic {
+						// keepalived and haproxy report nothing: every process
+						// runs and the API answers through the VIP.
+						return collectLabStatus(st).settled() && st.AllAlive() && labProbe(cmd.Context(), st, 3*time.Second) == nil
+					}
+					return collectLabStatus(st).settled()
+				},
 				EtcdLeader: func() (string, error) { return labEtcdLeader(st) },
 				// The agents' own view: a killed agent's stale address does
 				// not count, as clients follow the new master's announcement.
-				Holder: func() string { return collectLabStatus(st).VIPOwner },
-				Out:    a.stderr,
+				Holder: func() string {
+					if st.Stack() == lab.VIPLBClassic {
+						return st.VIPHolder()
+					}
+					return collectLabStatus(st).VIPOwner
+				},
+				Out: a.stderr,
 			}
-			rep, err := lab.RunChaos(cmd.Context(), env, lab.ChaosOptions{Scenarios: scenarios, Stack: "haplane"})
+			rep, err := lab.RunChaos(cmd.Context(), env, lab.ChaosOptions{Scenarios: scenarios})
 			if rep != nil && reportDir != "" {
 				if werr := writeChaosReport(reportDir, rep); werr != nil {
 					err = errors.Join(err, werr)

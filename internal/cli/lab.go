@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -67,15 +68,23 @@ func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) ([]lab.ProcSpec
 			procs = append(procs, etcdProc)
 			agentProc.Args = append(agentProc.Args, "--no-etcd")
 		}
+		vipLB := []lab.ProcSpec{agentProc}
+		if st.Stack() == lab.VIPLBClassic {
+			var err error
+			if vipLB, err = classicProcs(st, c, h); err != nil {
+				return nil, err
+			}
+		}
 		if st.Backend != lab.BackendKube {
 			procs = append(procs, lab.ProcSpec{Name: "backend", Args: append([]string{"lab", "backend"}, common...)})
-			return append(procs, agentProc), nil
+			return append(procs, vipLB...), nil
 		}
 		cp, err := render.ControlPlane(c, h.Name, render.ControlPlaneDirs{PKI: pkiDir, Kubeconfigs: hostDir})
 		if err != nil {
 			return nil, err
 		}
-		procs = append(procs, agentProc,
+		procs = append(procs, vipLB...)
+		procs = append(procs,
 			lab.ProcSpec{Name: "kube-apiserver", Exec: filepath.Join(st.K8sBin, "kube-apiserver"), Args: cp.APIServer, Hostname: h.Name},
 			lab.ProcSpec{Name: "kube-controller-manager", Exec: filepath.Join(st.K8sBin, "kube-controller-manager"), Args: cp.ControllerManager, Hostname: h.Name},
 			lab.ProcSpec{Name: "kube-scheduler", Exec: filepath.Join(st.K8sBin, "kube-scheduler"), Args: cp.Scheduler, Hostname: h.Name})
@@ -87,6 +96,32 @@ func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) ([]lab.ProcSpec
 		}
 	}
 	return procs, nil
+}
+
+// classicProcs writes the kubeadm guide's keepalived and haproxy files for
+// a host and returns the two processes that run them in the foreground.
+func classicProcs(st *lab.State, c *config.Cluster, h lab.HostState) ([]lab.ProcSpec, error) {
+	dir := filepath.Join(st.HostDir(h.Name), "classic")
+	files, err := render.Classic(c, h.Name, render.ClassicOptions{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if err := os.WriteFile(f.Name, f.Data, f.Mode); err != nil {
+			return nil, err
+		}
+	}
+	return []lab.ProcSpec{
+		// -n: no fork of the parent (its VRRP child stays in its process
+		// group, which the lab signals); -P: VRRP only, as the guide uses
+		// no virtual servers; pid files of its own per host.
+		{Name: "keepalived", Exec: "keepalived", Args: []string{"-n", "-l", "-D", "-P", "-f", filepath.Join(dir, "keepalived.conf"),
+			"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid")}},
+		{Name: "haproxy", Exec: "haproxy", Args: []string{"-db", "-f", filepath.Join(dir, "haproxy.cfg")}},
+	}, nil
 }
 
 func (a *app) labUpCmd(dir *string) *cobra.Command {
@@ -182,6 +217,7 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	f.DurationVar(&wait, "wait", 3*time.Minute, "how long to wait for the API through the VIP")
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix (tests run labs side by side)")
 	_ = f.MarkHidden("prefix")
+	f.StringVar(&o.VIPLB, "vip-lb", lab.VIPLBHaplane, "what holds the VIP and balances the API: haplane (the agent) or classic (keepalived and haproxy as in kubeadm's HA guide, to compare)")
 	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent (default with --backend kube)")
 	return cmd
 }
@@ -250,6 +286,16 @@ func collectLabStatus(st *lab.State) labView {
 		if h.Role != "client" {
 			hosts = append(hosts, h)
 		}
+	}
+	if st.Stack() == lab.VIPLBClassic {
+		// No agent to ask: the VIP's holder is whoever has the address.
+		v := labView{Endpoint: st.Endpoint, VIPOwner: st.VIPHolder()}
+		for _, h := range hosts {
+			hv := labHostView{Host: h.Name, Address: h.Address, Role: h.Role, Agent: "classic"}
+			hv.HoldsVIP = slices.Contains(strings.Split(v.VIPOwner, "+"), h.Name)
+			v.Hosts = append(v.Hosts, hv)
+		}
+		return v
 	}
 	v := clusterView(st.Endpoint, len(hosts), func(i int) (labHostView, []byte, error) {
 		h := hosts[i]
@@ -323,6 +369,9 @@ func (v labView) settled() bool {
 		return false
 	}
 	for _, h := range v.Hosts {
+		if h.Agent == "classic" {
+			continue // keepalived and haproxy say nothing of their own
+		}
 		if h.Agent != "up" || (h.Etcd != "" && h.Etcd != "ready") {
 			return false
 		}

@@ -55,23 +55,35 @@ func Scenarios() []string {
 func scenarios() []scenario {
 	kill := func(proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
 		return func(r *chaosRun) (string, func() error, error) {
-			host, name, err := proc(r)
+			host, names, err := proc(r)
 			if err != nil {
 				return "", nil, err
 			}
-			r.event("kill -9 " + name + " on " + host)
-			if err := r.st.Signal(host, name, syscall.SIGKILL); err != nil {
-				return host, nil, err
+			// Several names (the classic stack's keepalived and haproxy)
+			// die together, as the one agent process does.
+			procs := strings.Split(names, "+")
+			r.event("kill -9 " + names + " on " + host)
+			for _, name := range procs {
+				if err := r.st.Signal(host, name, syscall.SIGKILL); err != nil {
+					return host, nil, err
+				}
 			}
 			return host, func() error {
-				r.waitExit(host, name)
-				r.event("restart " + name + " on " + host)
-				_, err := r.st.Restart(host, name)
-				return err
+				r.event("restart " + names + " on " + host)
+				for _, name := range procs {
+					r.waitExit(host, name)
+					if _, err := r.st.Restart(host, name); err != nil {
+						return err
+					}
+				}
+				return nil
 			}, nil
 		}
 	}
-	holderAgent := func(r *chaosRun) (string, string, error) { h, err := r.holder(); return h, "agent", err }
+	holderAgent := func(r *chaosRun) (string, string, error) {
+		h, err := r.holder()
+		return h, strings.Join(r.st.VIPLBProcs(), "+"), err
+	}
 	holderAPI := func(r *chaosRun) (string, string, error) { h, err := r.holder(); return h, r.st.APIServerProc(), err }
 	etcdOf := func(leader bool) func(r *chaosRun) (string, string, error) {
 		return func(r *chaosRun) (string, string, error) {
@@ -101,7 +113,7 @@ func scenarios() []scenario {
 		}
 	}
 	return []scenario{
-		{name: "vip-holder-kill", desc: "kill -9 the agent holding the VIP (VRRP, load balancer and, stacked, its etcd member die at once)",
+		{name: "vip-holder-kill", desc: "kill -9 what holds the VIP and balances on the VIP holder (haplane: its agent; classic: keepalived and haproxy)",
 			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAgent)},
 		{name: "vip-holder-link-down", desc: "pull the VIP holder's cable (its link goes down), then plug it back",
 			window: 4 * time.Second, maxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
@@ -211,6 +223,9 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 	st := env.State
 	if env.Holder == nil {
 		env.Holder = st.VIPHolder
+	}
+	if o.Stack == "" {
+		o.Stack = st.Stack()
 	}
 	rep := &Report{Started: time.Now().UTC(), Endpoint: st.Endpoint, Topology: st.Topology()}
 	for _, h := range st.Hosts {

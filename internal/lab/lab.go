@@ -52,7 +52,18 @@ type Options struct {
 	Backend string
 	// K8sBin is the folder of the Kubernetes binaries (BackendKube).
 	K8sBin string
+	// VIPLB is what holds the VIP and balances the API on every
+	// control-plane host: VIPLBHaplane (the agent) or VIPLBClassic
+	// (keepalived and haproxy configured as in kubeadm's HA guide, to
+	// measure the recipe side by side).
+	VIPLB string
 }
+
+// What holds the VIP and balances the API.
+const (
+	VIPLBHaplane = "haplane"
+	VIPLBClassic = "classic"
+)
 
 // Backends of a lab.
 const (
@@ -106,8 +117,10 @@ type State struct {
 	SeparateEtcd bool `json:"separateEtcd,omitempty"`
 	// Backend is BackendKube or BackendStub; K8sBin holds the Kubernetes
 	// binaries of BackendKube.
-	Backend string    `json:"backend"`
-	K8sBin  string    `json:"k8sBin,omitempty"`
+	Backend string `json:"backend"`
+	K8sBin  string `json:"k8sBin,omitempty"`
+	// VIPLB: see Options.VIPLB.
+	VIPLB   string    `json:"vipLB,omitempty"`
 	Started time.Time `json:"started"`
 }
 
@@ -187,6 +200,21 @@ func (o *Options) setDefaults() error {
 	default:
 		return fmt.Errorf("lab: --backend %q: kube or stub", o.Backend)
 	}
+	switch o.VIPLB {
+	case "":
+		o.VIPLB = VIPLBHaplane
+	case VIPLBHaplane:
+	case VIPLBClassic:
+		for _, b := range []string{"keepalived", "haproxy", "curl"} {
+			if _, err := exec.LookPath(b); err != nil {
+				return fmt.Errorf("lab: --vip-lb classic needs %s (apt-get install keepalived haproxy curl)", b)
+			}
+		}
+		// keepalived and haproxy hold no etcd member.
+		o.SeparateEtcd = true
+	default:
+		return fmt.Errorf("lab: --vip-lb %q: haplane or classic", o.VIPLB)
+	}
 	return nil
 }
 
@@ -225,7 +253,7 @@ func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, 
 		return nil, err
 	}
 	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(), SeparateEtcd: o.SeparateEtcd,
-		Backend: o.Backend, K8sBin: o.K8sBin}
+		Backend: o.Backend, K8sBin: o.K8sBin, VIPLB: o.VIPLB}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(o.Out, "lab: start failed, tearing down: %v\n", err)
@@ -569,4 +597,32 @@ func (s *State) SetPartitioned(host string, on bool) error {
 		return err
 	}
 	return h.SetPartitioned(on)
+}
+
+// Stack names what holds the VIP and balances the API: VIPLBHaplane or
+// VIPLBClassic.
+func (s *State) Stack() string {
+	if s.VIPLB == "" {
+		return VIPLBHaplane
+	}
+	return s.VIPLB
+}
+
+// VIPLBProcs are the processes of a control-plane host that hold the VIP
+// and balance the API.
+func (s *State) VIPLBProcs() []string {
+	if s.Stack() == VIPLBClassic {
+		return []string{"keepalived", "haproxy"}
+	}
+	return []string{"agent"}
+}
+
+// AllAlive reports whether every process of the lab runs.
+func (s *State) AllAlive() bool {
+	for _, p := range s.Procs {
+		if !alive(p.PID) {
+			return false
+		}
+	}
+	return true
 }
