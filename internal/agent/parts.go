@@ -164,8 +164,8 @@ type VIPPart struct {
 	done   chan error
 }
 
-// Tracked-check weights. The first node's default priority is 150 and the
-// next ones 149, 148...: losing every backend (-100) puts a node below any
+// Tracked-check weights. The first node's default priority is 250 and the
+// next ones 249, 248...: losing every backend (-100) puts a node below any
 // healthy one; a dead local apiserver (-10) moves the VIP to a node whose
 // own apiserver works, when there is one.
 const (

@@ -42,7 +42,7 @@ func TestDefaults(t *testing.T) {
 		{"vrrp version", c.VIP.Version, 3},
 		{"advert", c.VIP.AdvertInterval.Duration, 100 * time.Millisecond},
 		{"preempt", c.VIP.PreemptEnabled(), true},
-		{"priorities", []int{c.Nodes[0].Priority, c.Nodes[1].Priority, c.Nodes[2].Priority}, []int{150, 149, 148}},
+		{"priorities", []int{c.Nodes[0].Priority, c.Nodes[1].Priority, c.Nodes[2].Priority}, []int{250, 249, 248}},
 		{"topology", c.Etcd.Topology, "stacked"},
 		{"service subnet", c.Networking.ServiceSubnet, "10.96.0.0/12"},
 		{"dns domain", c.Networking.DNSDomain, "cluster.local"},
@@ -179,8 +179,8 @@ certificates:
 			"haplane.yaml:2: kind: \"Pod\" is not supported; want \"Cluster\"",
 		}},
 		{"some priorities set", strings.Replace(minimal, "    address: 10.77.0.11", "    address: 10.77.0.11\n    priority: 200", 1), []string{
-			"haplane.yaml:13: nodes[1].priority: set a priority on every node or on none (haplane then assigns 150, 149, ...)",
-			"haplane.yaml:15: nodes[2].priority: set a priority on every node or on none (haplane then assigns 150, 149, ...)",
+			"haplane.yaml:13: nodes[1].priority: set a priority on every node or on none (haplane then assigns 250, 249, ...)",
+			"haplane.yaml:15: nodes[2].priority: set a priority on every node or on none (haplane then assigns 250, 249, ...)",
 		}},
 		{"external etcd", minimal + "etcd:\n  topology: external\n  nodes:\n    - name: e1\n      address: 10.77.0.100\n", []string{
 			"haplane.yaml:20: etcd.nodes[0].address: 10.77.0.100 is the VIP; an etcd host needs its own address",

@@ -79,7 +79,7 @@ loadBalancer:
     fall: 2                     # failures before an apiserver leaves the pool
     rise: 2                     # successes before it returns
 
-# Control-plane hosts. Priorities default to 150, 149, ... in this order:
+# Control-plane hosts. Priorities default to 250, 249, ... in this order:
 # the first node normally holds the VIP.
 nodes:
 {{- range .O.Nodes}}

@@ -25,7 +25,7 @@ type impl struct {
 func haplaneImpl() impl {
 	return impl{name: "haplane v3 100ms (default)", interval: 100 * time.Millisecond,
 		start: func(l *lab, h *host, prio int) (*proc, func(), func()) {
-			cfg := l.writeConfig(clusterOpts{prios: map[string]int{"h1": 150, "h2": 149, "h3": 148}})
+			cfg := l.writeConfig(clusterOpts{prios: map[string]int{"h1": 250, "h2": 249, "h3": 248}})
 			p := l.startHaplane(h, cfg)
 			return p, func() { p.signal(syscall.SIGKILL) }, func() { p.signal(syscall.SIGTERM) }
 		}}
@@ -101,7 +101,7 @@ func benchOnce(t *testing.T, im impl, scenario string) (d time.Duration, err err
 		var ps []*proc
 		var kills, terms []func()
 		for i, h := range l.hosts {
-			p, k, tm := im.start(l, h, 150-i)
+			p, k, tm := im.start(l, h, 250-i)
 			ps, kills, terms = append(ps, p), append(kills, k), append(terms, tm)
 		}
 		waitFor(t, "h1 master", 15*time.Second, func() bool { return ps[0].state() == "master" })

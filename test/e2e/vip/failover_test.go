@@ -20,7 +20,7 @@ const (
 	dualAllowed = interval + 50*time.Millisecond // one interval, plus scheduling slack on a loaded box
 )
 
-// threeSpeakers starts haplane on h1..h3 (priorities 150, 149, 148) and
+// threeSpeakers starts haplane on h1..h3 (default priorities 250, 249, 248) and
 // waits until h1 is master and serves the client.
 func threeSpeakers(t *testing.T, opts ...clusterOpts) (*lab, []*proc) {
 	l := newLab(t, 3)
@@ -156,7 +156,7 @@ func TestFailoverSIGTERM(t *testing.T) {
 		t.Errorf("speaker exited %d on SIGTERM, want 0", ps[0].cmd.ProcessState.ExitCode())
 	}
 	// RFC 5798 §6.4.3: the priority-0 advert makes h2 take over after
-	// Skew_Time (≈ 42 ms at priority 149), not Master_Down_Interval.
+	// Skew_Time (≈ 3 ms at priority 249), not Master_Down_Interval.
 	took, ok := ps[1].firstState("master", acted)
 	if !ok {
 		t.Fatal("h2 did not become master")
@@ -223,7 +223,7 @@ func TestPartitionHeal(t *testing.T) {
 	checkHeal(t, l, ps, p, healed, to, gap)
 }
 
-// checkHeal asserts a healed partition between h1 (150) and h2 (149)
+// checkHeal asserts a healed partition between h1 (250) and h2 (249)
 // resolves to h1 within one interval, that h1 announces, and that the
 // client follows.
 func checkHeal(t *testing.T, l *lab, ps []*proc, p *probe, healed, to time.Time, gap time.Duration) {
