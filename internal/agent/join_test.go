@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haplane/haplane/internal/pki"
+)
+
+// signerPlan is a three-node plan; the tree written from it holds every CA
+// key in the first node's folder, as on the node that answers joins.
+func signerPlan(t *testing.T) (*PKISigner, *pki.Plan) {
+	t.Helper()
+	p := &pki.Plan{ClusterName: "lab", EndpointHost: "10.77.0.100", EndpointPort: 8443, APIServerPort: 6443,
+		ServiceSubnet: netip.MustParsePrefix("10.96.0.0/12"), DNSDomain: "cluster.local", KeyAlgorithm: "ecdsa-p256",
+		Validity: 365 * 24 * time.Hour, CAValidity: 3650 * 24 * time.Hour, RenewBefore: 30 * 24 * time.Hour}
+	for i, n := range []string{"cp1", "cp2", "cp3"} {
+		p.Hosts = append(p.Hosts, pki.Host{Name: n, Address: netip.AddrFrom4([4]byte{10, 77, 0, byte(11 + i)}), Role: pki.RoleControlPlane})
+	}
+	files, _, err := pki.Generate(p, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if _, err := pki.WriteTree(root, files); err != nil {
+		t.Fatal(err)
+	}
+	return &PKISigner{PKIDir: filepath.Join(root, "cp1", "pki"), Plan: func() (*pki.Plan, error) { return p, nil }}, p
+}
+
+func csrFor(t *testing.T, cn string, dns []string, ips ...string) *x509.CertificateRequest {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}
+	for _, a := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(a))
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
+// TestPKISignerGivesOnlyTheNodesOwnNames: the agent's real signer signs a
+// joiner's CSRs with exactly the names the cluster file gives that node,
+// and refuses a CSR that asks for another node's name or address.
+func TestPKISignerGivesOnlyTheNodesOwnNames(t *testing.T) {
+	s, _ := signerPlan(t)
+
+	out, err := s.Sign("cp3", map[string]*x509.CertificateRequest{
+		"etcd/server": csrFor(t, "", nil),
+		"apiserver":   csrFor(t, "kube-apiserver", nil, "10.77.0.13"),
+		"unneeded":    csrFor(t, "", nil), // not a certificate of cp3's: ignored
+	})
+	if err != nil {
+		t.Fatalf("cp3's own CSRs refused: %v", err)
+	}
+	if len(out) != 2 {
+		t.Fatalf("signed %d certificates, want 2 (etcd/server, apiserver)", len(out))
+	}
+	block, _ := pem.Decode(out["etcd/server"])
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != "cp3" || !slices.Contains(cert.DNSNames, "cp3") || slices.Contains(cert.DNSNames, "cp2") {
+		t.Errorf("etcd/server for cp3: CN %q, DNS %v", cert.Subject.CommonName, cert.DNSNames)
+	}
+	var ips []string
+	for _, ip := range cert.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	if !slices.Contains(ips, "10.77.0.13") || slices.Contains(ips, "10.77.0.12") {
+		t.Errorf("etcd/server for cp3 has addresses %v", ips)
+	}
+
+	for _, tc := range []struct {
+		name string
+		node string
+		csrs map[string]*x509.CertificateRequest
+		want string
+	}{
+		{"another node's name as CN", "cp3", map[string]*x509.CertificateRequest{"etcd/server": csrFor(t, "cp2", nil)}, `"cp2"`},
+		{"another node's DNS name", "cp3", map[string]*x509.CertificateRequest{"etcd/peer": csrFor(t, "", []string{"cp2"})}, `DNS name "cp2"`},
+		{"another node's address", "cp3", map[string]*x509.CertificateRequest{"apiserver": csrFor(t, "", nil, "10.77.0.11")}, "10.77.0.11"},
+		{"the VIP on an etcd certificate", "cp3", map[string]*x509.CertificateRequest{"etcd/server": csrFor(t, "", nil, "10.77.0.100")}, "10.77.0.100"},
+		{"a node not in the cluster file", "cp9", map[string]*x509.CertificateRequest{"etcd/server": csrFor(t, "", nil)}, "not in the cluster file"},
+		{"nothing the node needs", "cp3", map[string]*x509.CertificateRequest{"other": csrFor(t, "", nil)}, "no CSR names"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := s.Sign(tc.node, tc.csrs)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Sign = %d certificates, %v; want an error naming %s", len(out), err, tc.want)
+			}
+			if out != nil {
+				t.Errorf("a refused request still returned %d certificates", len(out))
+			}
+		})
+	}
+}
