@@ -1,9 +1,11 @@
 // Command chaoscmp prints, side by side, the chaos reports (chaos.json of
 // `haplane lab chaos --report`) of the same lab run with haplane's agent and
 // with the classic keepalived + haproxy recipe, as a Markdown table with the
-// classic/haplane ratio of the client's longest gap.
+// classic/haplane ratio of the client's longest gap. With one report it
+// prints that report's terminal table, as `lab chaos` does.
 //
 //	go run ./bench/lib/chaoscmp HAPLANE.json CLASSIC.json
+//	go run ./bench/lib/chaoscmp REPORT.json
 package main
 
 import (
@@ -48,8 +50,19 @@ func cell(s lab.ScenarioResult) string {
 }
 
 func main() {
+	if len(os.Args) == 2 {
+		r, err := load(os.Args[1])
+		if err == nil {
+			err = lab.WriteTable(os.Stdout, r)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chaoscmp:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: chaoscmp HAPLANE.json CLASSIC.json")
+		fmt.Fprintln(os.Stderr, "usage: chaoscmp HAPLANE.json CLASSIC.json, or chaoscmp REPORT.json")
 		os.Exit(2)
 	}
 	h, err := load(os.Args[1])
