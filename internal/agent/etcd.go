@@ -65,6 +65,7 @@ type EtcdPart struct {
 
 	mu     sync.Mutex // protects member
 	member *etcdnode.Member
+	snap   etcdnode.SnapshotSchedule // Dir empty: no scheduled snapshots
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -73,6 +74,14 @@ type EtcdPart struct {
 // NewEtcdPart returns the part for opts.
 func NewEtcdPart(opts etcdnode.NodeOptions, log *slog.Logger) *EtcdPart {
 	return &EtcdPart{opts: opts, log: log.With("part", "etcd")}
+}
+
+// WithSnapshots makes the part take scheduled snapshots once its member
+// runs: a singleton duty, done only while this member leads the etcd
+// cluster.
+func (p *EtcdPart) WithSnapshots(s etcdnode.SnapshotSchedule) *EtcdPart {
+	p.snap = s
+	return p
 }
 
 // Name implements Part.
@@ -94,6 +103,13 @@ func (p *EtcdPart) Start(ctx context.Context, fail func(error)) error {
 		p.mu.Lock()
 		p.member = m
 		p.mu.Unlock()
+		if p.snap.Dir != "" {
+			go func() {
+				if err := m.RunSnapshots(runCtx, p.snap, p.opts.Client, p.log); err != nil {
+					p.log.Error("scheduled snapshots stopped", "err", err)
+				}
+			}()
+		}
 		select {
 		case <-runCtx.Done():
 		case <-m.Done():

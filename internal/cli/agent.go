@@ -26,6 +26,9 @@ type agentFlags struct {
 	nice                                                                              int
 	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir, joinAddr string
 	noVIP, noLB, noEtcd                                                               bool
+	snapDir                                                                           string
+	snapEvery                                                                         time.Duration
+	snapRetain                                                                        int
 }
 
 func (a *app) agentCmd() *cobra.Command {
@@ -62,6 +65,9 @@ dropping connections. The local API (--api-addr, --api-socket) serves
 	fl.BoolVar(&f.noLB, "no-lb", false, "do not run the load balancer (another tool balances)")
 	fl.BoolVar(&f.noEtcd, "no-etcd", false, "do not run this node's etcd member (stacked topology; kubelet or systemd runs etcd)")
 	fl.StringVar(&f.etcdDataDir, "etcd-data-dir", "", "etcd data folder (default etcd.dataDir of the cluster file)")
+	fl.StringVar(&f.snapDir, "snapshot-dir", "", "take scheduled etcd snapshots into this folder (only the node whose member leads etcd takes them)")
+	fl.DurationVar(&f.snapEvery, "snapshot-interval", time.Hour, "time between scheduled snapshots")
+	fl.IntVar(&f.snapRetain, "snapshot-retain", 24, "scheduled snapshots to keep")
 	fl.StringVar(&f.joinAddr, "join-addr", fmt.Sprintf(":%d", join.DefaultPort), `where to serve joins of new control-plane nodes ("-" disables; needs the CA keys)`)
 	return cmd
 }
@@ -104,7 +110,11 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		if err != nil {
 			return err
 		}
-		parts = append(parts, agent.NewEtcdPart(opts, log))
+		part := agent.NewEtcdPart(opts, log)
+		if f.snapDir != "" {
+			part.WithSnapshots(etcdnode.SnapshotSchedule{Dir: f.snapDir, Interval: f.snapEvery, Retain: f.snapRetain})
+		}
+		parts = append(parts, part)
 	}
 	var lbp *agent.LBPart
 	if isCP && !f.noLB {

@@ -151,21 +151,12 @@ leader takes a snapshot every --snapshot-interval and keeps --snapshot-retain.`,
 			defer m.Stop()
 			log.Info("etcd member running", "plan", plan.Action, "client", m.Config().ClientURL())
 			if snapDir != "" {
-				tc, err := opts.Client.Config()
-				if err != nil {
-					return &ExitError{Code: ExitFailure, Err: err}
-				}
-				cli, err := etcdnode.NewClient([]string{m.Config().ClientURL()}, tc, 0)
-				if err != nil {
-					return &ExitError{Code: ExitFailure, Err: err}
-				}
-				defer cli.Close()
-				s := &etcdnode.Scheduler{Dir: snapDir, Interval: snapEvery, Retain: snapRetain, Elected: m.LeaderCheck, Log: log,
-					Save: func(ctx context.Context, path string) error {
-						_, err := etcdnode.SaveSnapshot(ctx, cli, path)
-						return err
-					}}
-				go s.Run(ctx)
+				sched := etcdnode.SnapshotSchedule{Dir: snapDir, Interval: snapEvery, Retain: snapRetain}
+				go func() {
+					if err := m.RunSnapshots(ctx, sched, opts.Client, log); err != nil {
+						log.Error("scheduled snapshots stopped", "err", err)
+					}
+				}()
 			}
 			select {
 			case <-ctx.Done():

@@ -321,3 +321,32 @@ func (m *Member) LeaderCheck(context.Context) (bool, error) {
 	}
 	return m.e.Server.Leader() == m.e.Server.MemberID(), nil
 }
+
+// SnapshotSchedule asks a running member for scheduled snapshots: every
+// Interval, into Dir, keeping the Retain newest.
+type SnapshotSchedule struct {
+	Dir      string
+	Interval time.Duration
+	Retain   int
+}
+
+// RunSnapshots takes the scheduled snapshots of s through this member's
+// own client URL while the member is the raft leader, so exactly one node
+// of the cluster takes them, until ctx ends.
+func (m *Member) RunSnapshots(ctx context.Context, s SnapshotSchedule, client ClientTLS, log *slog.Logger) error {
+	tc, err := client.Config()
+	if err != nil {
+		return fmt.Errorf("etcdnode: scheduled snapshots: %w", err)
+	}
+	cli, err := NewClient([]string{m.Config().ClientURL()}, tc, 0)
+	if err != nil {
+		return fmt.Errorf("etcdnode: scheduled snapshots: %w", err)
+	}
+	defer cli.Close()
+	sched := &Scheduler{Dir: s.Dir, Interval: s.Interval, Retain: s.Retain, Elected: m.LeaderCheck, Log: log,
+		Save: func(ctx context.Context, path string) error {
+			_, err := SaveSnapshot(ctx, cli, path)
+			return err
+		}}
+	return sched.Run(ctx)
+}
