@@ -3,28 +3,22 @@
 package speaker
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/arp"
-	"github.com/mdlayher/ethernet"
-	"github.com/mdlayher/ndp"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/haplane/haplane/internal/vip"
 	"github.com/haplane/haplane/internal/vrrp"
 )
 
-// This file and linux6.go are the speaker's own Linux edge: raw IP
-// protocol 112 sockets and netlink/ARP/NDP address handling. internal/vrrp/vrrpnet
-// and internal/vip are the full edge (IPv6, unicast, per-reason drop
-// counters); the speaker takes any Conn and Addrs, so they plug in as they
-// land.
+// This file and linux6.go are the speaker's Linux sockets: raw IP protocol
+// 112, bound to one interface. The addresses themselves are internal/vip's;
+// the speaker takes any Conn and Addrs.
 
 // rawConn is a Conn over a raw IPv4 socket bound to one interface.
 type rawConn struct {
@@ -120,134 +114,9 @@ func (r *rawConn) WriteTo(b []byte, dst netip.Addr, deadline time.Time) error {
 
 func (r *rawConn) Close() error { return r.c.Close() }
 
-// linkAddrs is Addrs for IPv4 addresses on one link, via netlink and
-// gratuitous ARP.
-type linkAddrs struct {
-	ifname string
-	addrs  []netip.Addr
-}
-
-// LinkAddrs manages the virtual addresses on ifname: host routes (/32,
-// /128) added and removed with netlink, announced with gratuitous ARP
-// (IPv4) and unsolicited neighbour advertisements (IPv6).
+// LinkAddrs manages the virtual addresses on ifname with internal/vip:
+// netlink add and remove, gratuitous ARP and unsolicited neighbour
+// advertisements.
 func LinkAddrs(ifname string, addrs []netip.Addr) (Addrs, error) {
-	for _, a := range addrs {
-		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
-			return nil, fmt.Errorf("speaker: virtual address %v: want a plain IPv4 or IPv6 address", a)
-		}
-	}
-	return &linkAddrs{ifname: ifname, addrs: addrs}, nil
-}
-
-func (l *linkAddrs) link() (netlink.Link, error) {
-	link, err := netlink.LinkByName(l.ifname)
-	if err != nil {
-		return nil, fmt.Errorf("speaker: link %s: %w", l.ifname, err)
-	}
-	return link, nil
-}
-
-func (l *linkAddrs) nlAddr(a netip.Addr) *netlink.Addr {
-	if a.Is6() {
-		// No duplicate address detection: the address moves between
-		// nodes by design, and a tentative address could not be used
-		// for the second or so DAD takes.
-		return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
-	}
-	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-}
-
-func (l *linkAddrs) Take() error {
-	link, err := l.link()
-	if err != nil {
-		return err
-	}
-	for _, a := range l.addrs {
-		if err := netlink.AddrAdd(link, l.nlAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("speaker: add %v to %s: %w", a, l.ifname, err)
-		}
-	}
-	return nil
-}
-
-func (l *linkAddrs) Release() error {
-	link, err := l.link()
-	if err != nil {
-		return err
-	}
-	for _, a := range l.addrs {
-		if err := netlink.AddrDel(link, l.nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("speaker: remove %v from %s: %w", a, l.ifname, err)
-		}
-	}
-	return nil
-}
-
-func (l *linkAddrs) Announce() error {
-	ifi, err := net.InterfaceByName(l.ifname)
-	if err != nil {
-		return fmt.Errorf("speaker: interface %s: %w", l.ifname, err)
-	}
-	var v4, v6 []netip.Addr
-	for _, a := range l.addrs {
-		if a.Is4() {
-			v4 = append(v4, a)
-		} else {
-			v6 = append(v6, a)
-		}
-	}
-	return errors.Join(l.announce4(ifi, v4), l.announce6(ifi, v6))
-}
-
-func (l *linkAddrs) announce4(ifi *net.Interface, addrs []netip.Addr) error {
-	if len(addrs) == 0 {
-		return nil
-	}
-	c, err := arp.Dial(ifi)
-	if err != nil {
-		return fmt.Errorf("speaker: ARP socket on %s: %w", l.ifname, err)
-	}
-	defer c.Close()
-	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
-		return err
-	}
-	for _, a := range addrs {
-		// Both forms: some hosts update their caches only from
-		// requests, others only from replies.
-		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
-			p, err := arp.NewPacket(op, ifi.HardwareAddr, a, ethernet.Broadcast, a)
-			if err != nil {
-				return fmt.Errorf("speaker: gratuitous ARP for %v: %w", a, err)
-			}
-			if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
-				return fmt.Errorf("speaker: gratuitous ARP for %v on %s: %w", a, l.ifname, err)
-			}
-		}
-	}
-	return nil
-}
-
-// announce6 sends unsolicited neighbour advertisements (RFC 4861 §7.2.6)
-// with the override flag to all nodes, so neighbours replace the MAC they
-// cached for the address.
-func (l *linkAddrs) announce6(ifi *net.Interface, addrs []netip.Addr) error {
-	if len(addrs) == 0 {
-		return nil
-	}
-	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
-	if err != nil {
-		return fmt.Errorf("speaker: NDP socket on %s: %w", l.ifname, err)
-	}
-	defer c.Close()
-	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
-		return err
-	}
-	for _, a := range addrs {
-		m := &ndp.NeighborAdvertisement{Override: true, TargetAddress: a,
-			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
-		if err := c.WriteTo(m, nil, netip.IPv6LinkLocalAllNodes()); err != nil {
-			return fmt.Errorf("speaker: unsolicited NA for %v on %s: %w", a, l.ifname, err)
-		}
-	}
-	return nil
+	return vip.New(ifname, addrs)
 }

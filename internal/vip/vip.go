@@ -1,0 +1,157 @@
+//go:build linux
+
+// Package vip owns virtual addresses on a Linux link: it adds and removes
+// them with netlink and announces them to the neighbours (gratuitous ARP,
+// unsolicited neighbour advertisements) so that clients switch to this
+// host's MAC at once. It knows nothing of VRRP: the speaker decides when.
+package vip
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Link holds virtual addresses on one network link.
+type Link struct {
+	ifname string
+	addrs  []netip.Addr
+}
+
+// New manages addrs on ifname: host addresses (/32, /128) added and
+// removed with netlink, announced with gratuitous ARP (IPv4) and
+// unsolicited neighbour advertisements (IPv6).
+func New(ifname string, addrs []netip.Addr) (*Link, error) {
+	for _, a := range addrs {
+		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+			return nil, fmt.Errorf("vip: virtual address %v: want a plain IPv4 or IPv6 address", a)
+		}
+	}
+	return &Link{ifname: ifname, addrs: addrs}, nil
+}
+
+func (l *Link) link() (netlink.Link, error) {
+	link, err := netlink.LinkByName(l.ifname)
+	if err != nil {
+		return nil, fmt.Errorf("vip: link %s: %w", l.ifname, err)
+	}
+	return link, nil
+}
+
+func (l *Link) nlAddr(a netip.Addr) *netlink.Addr {
+	if a.Is6() {
+		// No duplicate address detection: the address moves between
+		// nodes by design, and a tentative address could not be used
+		// for the second or so DAD takes.
+		return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+	}
+	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+}
+
+// Take adds the addresses; one already present is not an error.
+func (l *Link) Take() error {
+	link, err := l.link()
+	if err != nil {
+		return err
+	}
+	for _, a := range l.addrs {
+		if err := netlink.AddrAdd(link, l.nlAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("vip: add %v to %s: %w", a, l.ifname, err)
+		}
+	}
+	return nil
+}
+
+// Release removes the addresses; one already absent is not an error.
+func (l *Link) Release() error {
+	link, err := l.link()
+	if err != nil {
+		return err
+	}
+	for _, a := range l.addrs {
+		if err := netlink.AddrDel(link, l.nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("vip: remove %v from %s: %w", a, l.ifname, err)
+		}
+	}
+	return nil
+}
+
+// Announce sends one round of gratuitous ARPs (a request and a reply per
+// IPv4 address) and unsolicited neighbour advertisements (per IPv6
+// address). Callers space the rounds of a burst themselves.
+func (l *Link) Announce() error {
+	ifi, err := net.InterfaceByName(l.ifname)
+	if err != nil {
+		return fmt.Errorf("vip: interface %s: %w", l.ifname, err)
+	}
+	var v4, v6 []netip.Addr
+	for _, a := range l.addrs {
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return errors.Join(l.announce4(ifi, v4), l.announce6(ifi, v6))
+}
+
+func (l *Link) announce4(ifi *net.Interface, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	c, err := arp.Dial(ifi)
+	if err != nil {
+		return fmt.Errorf("vip: ARP socket on %s: %w", l.ifname, err)
+	}
+	defer c.Close()
+	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		// Both forms: some hosts update their caches only from
+		// requests, others only from replies.
+		for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
+			p, err := arp.NewPacket(op, ifi.HardwareAddr, a, ethernet.Broadcast, a)
+			if err != nil {
+				return fmt.Errorf("vip: gratuitous ARP for %v: %w", a, err)
+			}
+			if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
+				return fmt.Errorf("vip: gratuitous ARP for %v on %s: %w", a, l.ifname, err)
+			}
+		}
+	}
+	return nil
+}
+
+// announce6 sends unsolicited neighbour advertisements (RFC 4861 §7.2.6)
+// with the override flag to all nodes, so neighbours replace the MAC they
+// cached for the address.
+func (l *Link) announce6(ifi *net.Interface, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	if err != nil {
+		return fmt.Errorf("vip: NDP socket on %s: %w", l.ifname, err)
+	}
+	defer c.Close()
+	if err := c.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		m := &ndp.NeighborAdvertisement{Override: true, TargetAddress: a,
+			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
+		if err := c.WriteTo(m, nil, netip.IPv6LinkLocalAllNodes()); err != nil {
+			return fmt.Errorf("vip: unsolicited NA for %v on %s: %w", a, l.ifname, err)
+		}
+	}
+	return nil
+}
