@@ -187,8 +187,24 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 			}
 			// Let the health checks and tracked priorities settle, so the
 			// table shows the steady state rather than the first seconds.
+			// Steady means every tracked check has risen again too: each
+			// node back at its configured priority.
+			base := map[string]int{}
+			if c, err := config.Load(st.ClusterFile); err == nil {
+				for _, n := range c.Nodes {
+					base[n.Name] = n.Priority
+				}
+			}
+			steady := func(v labView) bool {
+				for _, h := range v.Hosts {
+					if p, ok := base[h.Host]; ok && h.Priority != 0 && h.Priority != p {
+						return false
+					}
+				}
+				return v.settled()
+			}
 			view := collectLabStatus(st)
-			for settle := time.Now().Add(10 * time.Second); time.Now().Before(settle) && !view.settled(); {
+			for settle := time.Now().Add(15 * time.Second); time.Now().Before(settle) && !steady(view); {
 				time.Sleep(300 * time.Millisecond)
 				view = collectLabStatus(st)
 			}
