@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"syscall"
 	"time"
 
@@ -183,6 +184,9 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 			}
 		}
 		log.Info("cluster file reloaded", "nodes", len(nc.Nodes))
+		if later := restartOnly(c, nc); len(later) > 0 {
+			log.Warn("reload: these changes take effect when the agent restarts", "fields", later)
+		}
 	})
 	if err := ag.Run(ctx); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
@@ -231,6 +235,44 @@ func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slo
 		},
 	}
 	return jp, func() { cli.Close() }, nil
+}
+
+// restartOnly lists the sections of the cluster file that changed from
+// running to next and that a reload does not apply (only the load
+// balancer's backends change in place).
+func restartOnly(running, next *config.Cluster) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		a, b any
+	}{
+		{"controlPlaneEndpoint", running.ControlPlaneEndpoint, next.ControlPlaneEndpoint},
+		{"vip", running.VIP, next.VIP},
+		{"loadBalancer", running.LoadBalancer, next.LoadBalancer},
+		{"etcd", running.Etcd, next.Etcd},
+		{"networking", running.Networking, next.Networking},
+		{"certificates", running.Certificates, next.Certificates},
+	} {
+		if !reflect.DeepEqual(f.a, f.b) {
+			out = append(out, f.name)
+		}
+	}
+	prio := func(c *config.Cluster) map[string]int {
+		m := map[string]int{}
+		for _, n := range c.Nodes {
+			m[n.Name] = n.Priority
+		}
+		return m
+	}
+	if a, b := prio(running), prio(next); len(a) > 0 && len(b) > 0 {
+		for name, p := range a {
+			if q, ok := b[name]; ok && q != p {
+				out = append(out, "nodes[].priority")
+				break
+			}
+		}
+	}
+	return out
 }
 
 // onSIGHUP calls fn on every SIGHUP until ctx ends.

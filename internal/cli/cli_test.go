@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/haplane/haplane/internal/config"
 )
 
 // run executes haplane in-process and returns its exit code and output.
@@ -91,4 +94,30 @@ func exampleFile(t *testing.T) []byte {
 		t.Fatalf("init: %s", stderr)
 	}
 	return []byte(out)
+}
+
+func TestRestartOnlyNamesWhatAReloadDoesNotApply(t *testing.T) {
+	load := func(edit func(string) string) *config.Cluster {
+		t.Helper()
+		c, err := config.Parse("haplane.yaml", []byte(edit(string(config.Example(config.ExampleOptions{})))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	same := func(s string) string { return s }
+	base := load(same)
+	if got := restartOnly(base, load(same)); len(got) != 0 {
+		t.Errorf("no change: %v", got)
+	}
+	addNode := func(s string) string {
+		return strings.Replace(s, "    address: 10.77.0.13\n", "    address: 10.77.0.13\n  - name: cp4\n    address: 10.77.0.14\n", 1)
+	}
+	if got := restartOnly(base, load(addNode)); len(got) != 0 {
+		t.Errorf("a new node is applied in place, got %v", got)
+	}
+	interval := func(s string) string { return strings.Replace(s, "advertInterval: 100ms", "advertInterval: 200ms", 1) }
+	if got := restartOnly(base, load(interval)); !slices.Equal(got, []string{"vip"}) {
+		t.Errorf("advert interval changed: %v, want [vip]", got)
+	}
 }

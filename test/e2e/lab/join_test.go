@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -170,7 +171,7 @@ func TestLabJoinFourthNode(t *testing.T) {
 			for _, h := range v.Hosts {
 				if h.Host == "cp4" && h.Agent == "up" && h.Etcd == "ready" && h.State == "backup" {
 					t.Logf("cp4 joined: %+v", h)
-					return
+					goto joined
 				}
 			}
 		}
@@ -179,5 +180,44 @@ func TestLabJoinFourthNode(t *testing.T) {
 			t.Fatalf("cp4 not serving 60s after start: %s\nagent log:\n%s", out, logs)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+joined:
+	// cp1's agent still balances over the three backends it started with;
+	// SIGHUP makes it read the cluster file again and add cp4's apiserver,
+	// in place.
+	backendsOf := func(host string) string {
+		out, err := run("", "lab", "status", "--dir", dir)
+		var v view
+		if err == nil && json.Unmarshal(out, &v) == nil {
+			for _, h := range v.Hosts {
+				if h.Host == host {
+					return h.Backends
+				}
+			}
+		}
+		return ""
+	}
+	if b := backendsOf("cp1"); b != "3/3" {
+		t.Fatalf("cp1's backends before SIGHUP: %q, want 3/3", b)
+	}
+	var st labState
+	if data, err := os.ReadFile(filepath.Join(dir, "state.json")); err != nil || json.Unmarshal(data, &st) != nil {
+		t.Fatalf("state: %v", err)
+	}
+	for _, p := range st.Procs {
+		if p.Host == "cp1" && p.Name == "agent" {
+			if err := syscall.Kill(-p.PID, syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for deadline := time.Now().Add(15 * time.Second); backendsOf("cp1") != "4/4"; time.Sleep(300 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			logs, _ := os.ReadFile(filepath.Join(dir, "logs", "cp1-agent.log"))
+			t.Fatalf("cp1's backends 15s after SIGHUP: %q, want 4/4\nagent log:\n%s", backendsOf("cp1"), logs)
+		}
+	}
+	if logs, _ := os.ReadFile(filepath.Join(dir, "logs", "cp1-agent.log")); !strings.Contains(string(logs), "cluster file reloaded") {
+		t.Error("cp1's agent did not log the reload")
 	}
 }
