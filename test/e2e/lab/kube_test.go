@@ -119,13 +119,16 @@ func TestKubeLabChaos(t *testing.T) {
 	// Both leader Leases are held by one of the lab's hosts (each
 	// component runs with its host's name).
 	for _, lease := range []string{"kube-scheduler", "kube-controller-manager"} {
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
-			h := kubectl("get", "lease", "-n", "kube-system", lease, "-o", "jsonpath={.spec.holderIdentity}")
-			if strings.HasPrefix(h, "cp") && strings.Contains(h, "_") {
+		// The Lease appears once a candidate has synced its caches and
+		// acquired it: not found until then.
+		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(time.Second) {
+			out, err := hp("lab", "kubectl", "--dir", dir, "get", "lease", "-n", "kube-system", lease, "-o", "jsonpath={.spec.holderIdentity}")
+			h := string(out)
+			if err == nil && strings.HasPrefix(h, "cp") && strings.Contains(h, "_") {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("lease %s held by %q after 60s", lease, h)
+				t.Fatalf("lease %s held by %q after 90s (%v)", lease, h, err)
 			}
 		}
 	}
