@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
-	"github.com/haplane/haplane/internal/pki"
 )
 
 // TestEtcdPartTakesScheduledSnapshots runs the agent's etcd part (a real
@@ -25,18 +23,7 @@ func TestEtcdPartTakesScheduledSnapshots(t *testing.T) {
 	// test without network namespaces needs.
 	c := &config.Cluster{Name: "snap", ControlPlaneEndpoint: config.Endpoint{VIP: "127.0.77.100"}, Nodes: []config.Node{{Name: "cp1", Address: addr}}}
 	c.SetDefaults()
-	p := &pki.Plan{ClusterName: "snap", EndpointHost: "127.0.77.100", EndpointPort: 8443, APIServerPort: 6443,
-		ServiceSubnet: netip.MustParsePrefix("10.96.0.0/12"), DNSDomain: "cluster.local", KeyAlgorithm: "ecdsa-p256",
-		Validity: 24 * time.Hour, CAValidity: 48 * time.Hour, RenewBefore: time.Hour,
-		Hosts: []pki.Host{{Name: "cp1", Address: netip.MustParseAddr(addr), Role: pki.RoleControlPlane}}}
-	files, _, err := pki.Generate(p, nil, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	if _, err := pki.WriteTree(root, files); err != nil {
-		t.Fatal(err)
-	}
+	_, root := testPKI(t, "127.0.77.100", addr)
 	opts, err := EtcdNodeOptions(c, "cp1", filepath.Join(root, "cp1", "pki"), filepath.Join(root, "data"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -22,11 +23,20 @@ import (
 // key in the first node's folder, as on the node that answers joins.
 func signerPlan(t *testing.T) (*PKISigner, *pki.Plan) {
 	t.Helper()
-	p := &pki.Plan{ClusterName: "lab", EndpointHost: "10.77.0.100", EndpointPort: 8443, APIServerPort: 6443,
+	p, root := testPKI(t, "10.77.0.100", "10.77.0.11", "10.77.0.12", "10.77.0.13")
+	return &PKISigner{PKIDir: filepath.Join(root, "cp1", "pki"), Plan: func() (*pki.Plan, error) { return p, nil }}, p
+}
+
+// testPKI writes the PKI of control-plane nodes cp1, cp2, ... at addrs
+// behind endpoint into a temporary tree (every CA key in the first node's
+// folder) and returns the plan and the tree's root.
+func testPKI(t *testing.T, endpoint string, addrs ...string) (*pki.Plan, string) {
+	t.Helper()
+	p := &pki.Plan{ClusterName: "lab", EndpointHost: endpoint, EndpointPort: 8443, APIServerPort: 6443,
 		ServiceSubnet: netip.MustParsePrefix("10.96.0.0/12"), DNSDomain: "cluster.local", KeyAlgorithm: "ecdsa-p256",
 		Validity: 365 * 24 * time.Hour, CAValidity: 3650 * 24 * time.Hour, RenewBefore: 30 * 24 * time.Hour}
-	for i, n := range []string{"cp1", "cp2", "cp3"} {
-		p.Hosts = append(p.Hosts, pki.Host{Name: n, Address: netip.AddrFrom4([4]byte{10, 77, 0, byte(11 + i)}), Role: pki.RoleControlPlane})
+	for i, a := range addrs {
+		p.Hosts = append(p.Hosts, pki.Host{Name: fmt.Sprintf("cp%d", i+1), Address: netip.MustParseAddr(a), Role: pki.RoleControlPlane})
 	}
 	files, _, err := pki.Generate(p, nil, time.Now())
 	if err != nil {
@@ -36,7 +46,7 @@ func signerPlan(t *testing.T) (*PKISigner, *pki.Plan) {
 	if _, err := pki.WriteTree(root, files); err != nil {
 		t.Fatal(err)
 	}
-	return &PKISigner{PKIDir: filepath.Join(root, "cp1", "pki"), Plan: func() (*pki.Plan, error) { return p, nil }}, p
+	return p, root
 }
 
 func csrFor(t *testing.T, cn string, dns []string, ips ...string) *x509.CertificateRequest {

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,30 +41,13 @@ type chaosReport struct {
 // short gaps, no acknowledged write lost, a new scheduler leader on its
 // Lease. lab down must leave nothing behind.
 func TestKubeLabChaos(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the lab needs root for network namespaces")
-	}
 	k8s := os.Getenv("HAPLANE_K8S_BIN")
 	if k8s == "" {
 		t.Skip("skipping: HAPLANE_K8S_BIN is not set; build the Kubernetes binaries with tools/k8s/build.sh and point HAPLANE_K8S_BIN at its output folder")
 	}
-	bin := filepath.Join(t.TempDir(), "haplane")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../../cmd/haplane").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "lab")
+	e := newLabEnv(t, "hpk")
+	dir, prefix, hp := e.dir, e.prefix, e.hp
 	report := filepath.Join(t.TempDir(), "report")
-	prefix := fmt.Sprintf("hpk%d", os.Getpid()%100000)
-	hp := func(args ...string) ([]byte, error) {
-		cmd := exec.Command(bin, append([]string{"--output", "json"}, args...)...)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return out, fmt.Errorf("haplane %v: %v\n%s", args, err, stderr.String())
-		}
-		return out, nil
-	}
 	var st labState
 	t.Cleanup(func() {
 		if _, err := hp("lab", "down", "--dir", dir); err != nil {

@@ -59,25 +59,8 @@ func alive(pid int) bool {
 // it with SIGKILL; lab status must follow each move, the write must
 // survive, and lab down must leave no namespace or process behind.
 func TestLabFailover(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the lab needs root for network namespaces")
-	}
-	bin := filepath.Join(t.TempDir(), "haplane")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../../cmd/haplane").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "lab")
-	prefix := fmt.Sprintf("hpe%d", os.Getpid()%100000)
-	hp := func(args ...string) ([]byte, error) {
-		cmd := exec.Command(bin, append([]string{"--output", "json"}, args...)...)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return out, fmt.Errorf("haplane %v: %v\n%s", args, err, stderr.String())
-		}
-		return out, nil
-	}
+	e := newLabEnv(t, "hpe")
+	bin, dir, prefix, hp := e.bin, e.dir, e.prefix, e.hp
 	var st labState
 	t.Cleanup(func() {
 		if _, err := hp("lab", "down", "--dir", dir); err != nil {

@@ -2,11 +2,9 @@ package lab
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,25 +16,8 @@ import (
 // a single failure. (/readyz fails, as a real kube-apiserver's does without
 // etcd; the load balancer then forwards to every backend rather than none.)
 func TestLabSurvivesEtcdQuorumLoss(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the lab needs root for network namespaces")
-	}
-	bin := filepath.Join(t.TempDir(), "haplane")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../../cmd/haplane").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "lab")
-	prefix := fmt.Sprintf("hpq%d", os.Getpid()%100000)
-	hp := func(args ...string) ([]byte, error) {
-		cmd := exec.Command(bin, append([]string{"--output", "json"}, args...)...)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return out, fmt.Errorf("haplane %v: %v\n%s", args, err, stderr.String())
-		}
-		return out, nil
-	}
+	e := newLabEnv(t, "hpq")
+	bin, dir, prefix, hp := e.bin, e.dir, e.prefix, e.hp
 	t.Cleanup(func() {
 		if _, err := hp("lab", "down", "--dir", dir); err != nil {
 			t.Errorf("lab down: %v", err)

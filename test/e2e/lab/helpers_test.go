@@ -1,0 +1,44 @@
+package lab
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// labEnv is one test's lab: the haplane binary built for it, the lab's
+// state folder and its namespace prefix (tag and the test process's PID,
+// so packages running side by side never share a name).
+type labEnv struct {
+	bin, dir, prefix string
+}
+
+// newLabEnv skips without root, builds haplane and picks the lab's names.
+func newLabEnv(t *testing.T, tag string) *labEnv {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the lab needs root for network namespaces")
+	}
+	e := &labEnv{bin: filepath.Join(t.TempDir(), "haplane"), dir: filepath.Join(t.TempDir(), "lab"),
+		prefix: fmt.Sprintf("%s%d", tag, os.Getpid()%100000)}
+	if out, err := exec.Command("go", "build", "-o", e.bin, "../../../cmd/haplane").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return e
+}
+
+// hp runs haplane with --output json and returns its standard output;
+// the error carries its standard error.
+func (e *labEnv) hp(args ...string) ([]byte, error) {
+	cmd := exec.Command(e.bin, append([]string{"--output", "json"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("haplane %v: %v\n%s", args, err, stderr.String())
+	}
+	return out, nil
+}
