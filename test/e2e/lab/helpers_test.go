@@ -42,3 +42,23 @@ func (e *labEnv) hp(args ...string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// downOnCleanup takes the lab down when the test ends and checks that
+// none of its namespaces, nor any process in st (filled in by the test
+// once the lab is up), is left.
+func (e *labEnv) downOnCleanup(t *testing.T, st *labState) {
+	t.Cleanup(func() {
+		if _, err := e.hp("lab", "down", "--dir", e.dir); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		list, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(list), e.prefix+"-") {
+			t.Errorf("namespaces left after lab down:\n%s", list)
+		}
+		for _, p := range st.Procs {
+			if alive(p.PID) {
+				t.Errorf("process %s on %s (pid %d) survived lab down", p.Name, p.Host, p.PID)
+			}
+		}
+	})
+}

@@ -3,7 +3,6 @@ package lab
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,20 +48,7 @@ func TestKubeLabChaos(t *testing.T) {
 	dir, prefix, hp := e.dir, e.prefix, e.hp
 	report := filepath.Join(t.TempDir(), "report")
 	var st labState
-	t.Cleanup(func() {
-		if _, err := hp("lab", "down", "--dir", dir); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-		list, _ := exec.Command("ip", "netns", "list").Output()
-		if strings.Contains(string(list), prefix+"-") {
-			t.Errorf("namespaces left after lab down:\n%s", list)
-		}
-		for _, p := range st.Procs {
-			if alive(p.PID) {
-				t.Errorf("process %s on %s (pid %d) survived lab down", p.Name, p.Host, p.PID)
-			}
-		}
-	})
+	e.downOnCleanup(t, &st)
 	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "kube", "--k8s-bin", k8s)
 	if err != nil {
 		t.Fatal(err)

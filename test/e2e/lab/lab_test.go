@@ -62,20 +62,7 @@ func TestLabFailover(t *testing.T) {
 	e := newLabEnv(t, "hpe")
 	bin, dir, prefix, hp := e.bin, e.dir, e.prefix, e.hp
 	var st labState
-	t.Cleanup(func() {
-		if _, err := hp("lab", "down", "--dir", dir); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-		list, _ := exec.Command("ip", "netns", "list").Output()
-		if strings.Contains(string(list), prefix+"-") {
-			t.Errorf("namespaces left after lab down:\n%s", list)
-		}
-		for _, p := range st.Procs {
-			if alive(p.PID) {
-				t.Errorf("process %s on %s (pid %d) survived lab down", p.Name, p.Host, p.PID)
-			}
-		}
-	})
+	e.downOnCleanup(t, &st)
 	// etcd runs as its own process on every host (as kubeadm's static
 	// pod): killing the VIP holder's agent then tests the VIP and the load
 	// balancer alone. With the member inside the agent, a kill -9 of the
