@@ -3,7 +3,13 @@ package cli
 import (
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/haplane/haplane/internal/vrrp/speaker"
@@ -20,7 +26,7 @@ func (a *app) vipCmd() *cobra.Command {
 }
 
 func (a *app) vipRunCmd() *cobra.Command {
-	var cfgPath, node string
+	var cfgPath, node, metricsAddr string
 	var nice int
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -53,6 +59,25 @@ milliseconds, and removes the address before exiting.`,
 			}
 			log := a.logger().With("component", "vip", "node", node)
 			scfg.Logger = log
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			m, err := speaker.NewPrometheus(reg)
+			if err != nil {
+				return err
+			}
+			scfg.Metrics = m
+			if metricsAddr != "" {
+				// Not fatal: the VIP matters more than its metrics.
+				if ln, err := net.Listen("tcp", metricsAddr); err != nil {
+					log.Warn("no metrics listener", "addr", metricsAddr, "err", err)
+				} else {
+					mux := http.NewServeMux()
+					mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+					srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+					go srv.Serve(ln)
+					defer srv.Close()
+				}
+			}
 			conn, err := speaker.Listen(ifname, &scfg) // IPv6: primary becomes the link-local address
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
@@ -89,6 +114,7 @@ milliseconds, and removes the address before exiting.`,
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "haplane.yaml", "cluster file")
 	cmd.Flags().StringVar(&node, "node", "", "this node's name in the cluster file")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9446", `Prometheus /metrics listener (haplane_vrrp_*: adverts sent, received and dropped by reason, state, priority, failover steps); "" disables it`)
 	cmd.Flags().IntVar(&nice, "nice", -10, "nice value for the speaker's threads, so a loaded CPU does not delay adverts (0 leaves it)")
 	return cmd
 }

@@ -2,10 +2,13 @@ package vip
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,7 +159,54 @@ func TestHostilePacketsV3(t *testing.T) {
 		"type 2":             {append([]byte{0x32}, good[1:]...), 255},
 	}
 	hostile(t, l, ps, in, kinds)
+	// Dropped, and counted by reason on vip run's /metrics.
+	drops := dropCounts(t, l.host("h1"))
+	t.Logf("h1's drops by reason: %v", drops)
+	for _, reason := range []string{"ttl", "checksum", "vrid", "version", "short", "count", "type"} {
+		if drops[reason] == 0 {
+			t.Errorf("h1 counted no %q drop after hostile packets (%v)", reason, drops)
+		}
+	}
 	positiveControl(t, ps, in, good)
+}
+
+// dropCounts reads haplane_vrrp_adverts_dropped_total by reason from the
+// speaker's /metrics inside h's namespace.
+func dropCounts(t *testing.T, h *host) map[string]float64 {
+	t.Helper()
+	var body []byte
+	err := inNS(h.ns, func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9446", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n"); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", h.name, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, `haplane_vrrp_adverts_dropped_total{reason="`)
+		if !ok {
+			continue
+		}
+		reason, value, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err == nil {
+			out[reason] = v
+		}
+	}
+	return out
 }
 
 func TestHostilePacketsV2Auth(t *testing.T) {
@@ -184,5 +234,11 @@ func TestHostilePacketsV2Auth(t *testing.T) {
 		"interval mismatch":         {advert(t, vrrp.Packet{Version: 2, Priority: 254, AdvertInterval: 2 * time.Second, AuthType: vrrp.AuthSimple, AuthData: pw("secret12")}), 255},
 	}
 	hostile(t, l, ps, in, kinds)
+	drops := dropCounts(t, l.host("h1"))
+	for _, reason := range []string{"auth", "ttl", "interval_mismatch"} {
+		if drops[reason] == 0 {
+			t.Errorf("h1 counted no %q drop after hostile packets (%v)", reason, drops)
+		}
+	}
 	positiveControl(t, ps, in, v2(254, vrrp.AuthSimple, "secret12"))
 }
