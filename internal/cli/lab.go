@@ -379,10 +379,24 @@ func clusterView(endpoint string, n int, fetch func(i int) (labHostView, []byte,
 }
 
 // settled reports one VIP holder, every agent up, every backend up and
-// every etcd member ready.
+// every etcd member ready, and the VIP on the host of the highest
+// priority: the lab's cluster file leaves preemption on, so a lower
+// holder is a moment in an election that is still going (a host whose
+// apiserver came up last takes the VIP back an advertisement later).
 func (v labView) settled() bool {
 	if v.VIPOwner == "nobody" || strings.Contains(v.VIPOwner, "+") {
 		return false
+	}
+	top := 0
+	for _, h := range v.Hosts {
+		if h.Agent == "up" && h.State != "" && h.Priority > top {
+			top = h.Priority
+		}
+	}
+	for _, h := range v.Hosts {
+		if h.HoldsVIP && h.Agent == "up" && h.Priority < top {
+			return false
+		}
 	}
 	for _, h := range v.Hosts {
 		if h.Agent == "classic" {
