@@ -170,9 +170,8 @@ type BackendStatus struct {
 // LB is a TCP load balancer. Create it with New, bind with Listen, run
 // Serve, and stop with Shutdown.
 type LB struct {
-	cfg     Config
-	policy  Policy
-	dialer  net.Dialer
+	cfg     Config                     // fixed at New; Frontends, FreeBind, ReusePort, KeepAlive
+	tun     atomic.Pointer[tunables]   // what Reconfigure changes, replaced whole
 	pool    atomic.Pointer[[]*Backend] // current backends, replaced whole
 	retries atomic.Uint64
 	noneOK  atomic.Uint64 // clients closed because every backend failed
@@ -195,16 +194,12 @@ func New(cfg Config) (*LB, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	pol, err := NewPolicy(cfg.Policy)
+	tun, err := newTunables(cfg)
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{
-		cfg:    cfg,
-		policy: pol,
-		known:  map[string]*Backend{},
-		dialer: net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: cfg.KeepAlive},
-	}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}}
+	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(collector{l}); err != nil {
@@ -268,8 +263,8 @@ func (l *LB) SetHealth(addr string, h Health) {
 	if h == HealthUp {
 		b.suspectUntil.Store(0)
 	}
-	if h == HealthDown && l.cfg.Drain > 0 {
-		b.drain = time.AfterFunc(l.cfg.Drain, func() { l.drain(b) })
+	if d := l.tun.Load().drain; h == HealthDown && d > 0 {
+		b.drain = time.AfterFunc(d, func() { l.drain(b) })
 	}
 }
 
@@ -509,7 +504,7 @@ func (l *LB) pick(tried []*Backend) *Backend {
 			}
 		}
 	}
-	return l.policy.Select(cand)
+	return l.tun.Load().policy.Select(cand)
 }
 
 // connect dials backends in policy order until one accepts. A backend that
@@ -526,12 +521,13 @@ func (l *LB) connect(client *net.TCPConn) (*Backend, *net.TCPConn) {
 		if len(tried) > 0 {
 			l.retries.Add(1)
 		}
-		c, err := l.dialer.Dial("tcp", b.addr)
+		tun := l.tun.Load()
+		c, err := tun.dialer.Dial("tcp", b.addr)
 		if err == nil {
 			return b, c.(*net.TCPConn)
 		}
 		b.failures.Add(1)
-		b.suspectUntil.Store(time.Now().Add(l.cfg.SuspectFor).UnixNano())
+		b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
 		l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
 		tried = append(tried, b)
 	}
@@ -596,7 +592,7 @@ func (l *LB) handle(client *net.TCPConn) {
 // transfer is a bulk one and the queued bytes are spliced in the kernel by
 // dst.ReadFrom, exactly as many as are queued so the splice never waits.
 func (l *LB) copy(s *session, dst, src *net.TCPConn, counter *atomic.Uint64) {
-	idle := l.cfg.IdleTimeout
+	idle := l.tun.Load().idle
 	rc, err := src.SyscallConn()
 	if err != nil {
 		s.close()
