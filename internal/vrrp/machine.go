@@ -204,7 +204,9 @@ type Machine struct {
 	// only the one of the current state is meaningful.
 	adverTimer      time.Time
 	masterDownTimer time.Time
-	// preemptAfter is when PreemptDelay, counted from Start, ends.
+	// preemptAfter is when PreemptDelay, counted from Start (started),
+	// ends.
+	started      time.Time
 	preemptAfter time.Time
 	// lastConflict is when this master last re-asserted itself to a
 	// lower-priority master; bounds the re-announcements to one per
@@ -272,6 +274,7 @@ func (m *Machine) Start(now time.Time) Output {
 	if from != Initialize {
 		return m.out(nil, from, "")
 	}
+	m.started = now
 	m.preemptAfter = now.Add(m.cfg.PreemptDelay)
 	m.masterAdverInterval = m.cfg.AdvertInterval
 	if m.prio == PriorityOwner {

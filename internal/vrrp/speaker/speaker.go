@@ -175,6 +175,10 @@ type Status struct {
 	// Master is the last master heard from (or this node's primary when
 	// it is master).
 	Master netip.Addr `json:"master,omitzero"`
+	// AdvertInterval and Preempt are the running configuration (they
+	// change with Reconfigure).
+	AdvertInterval string `json:"advertInterval"`
+	Preempt        bool   `json:"preempt"`
 }
 
 // Speaker runs one virtual router.
@@ -185,6 +189,10 @@ type Speaker struct {
 	addrs Addrs
 	log   *slog.Logger
 	dsts  []netip.Addr
+
+	// reconf carries Reconfigure's requests into Run's loop, the only
+	// goroutine that touches the machine and cfg.VRRP.
+	reconf chan reconfReq
 
 	// mu protects status, read by Status from any goroutine.
 	mu     sync.Mutex
@@ -202,15 +210,9 @@ func New(cfg Config, conn Conn, addrs Addrs) (*Speaker, error) {
 	if err != nil {
 		return nil, err
 	}
-	dsts := cfg.Peers
-	if len(dsts) == 0 {
-		dsts = []netip.Addr{vrrp.GroupV4}
-		if cfg.VRRP.Primary.Is6() {
-			dsts = []netip.Addr{vrrp.GroupV6}
-		}
-	}
-	return &Speaker{cfg: cfg, m: m, conn: conn, addrs: addrs, log: cfg.Logger, dsts: dsts,
-		status: Status{State: vrrp.Initialize, Priority: m.Priority()}}, nil
+	return &Speaker{cfg: cfg, m: m, conn: conn, addrs: addrs, log: cfg.Logger, dsts: destinations(cfg),
+		reconf: make(chan reconfReq),
+		status: Status{State: vrrp.Initialize, Priority: m.Priority(), AdvertInterval: cfg.VRRP.AdvertInterval.String(), Preempt: cfg.VRRP.Preempt}}, nil
 }
 
 // Status returns the current state.
@@ -280,7 +282,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	wg.Go(func() { readErr <- s.readLoop(rx) })
 
 	// Outgoing adverts: a small queue drained by its own goroutine.
-	tx := make(chan []byte, 4)
+	tx := make(chan advert, 4)
 	wg.Go(func() { s.sendLoop(tx) })
 
 	// Address operations, in order, off the loop.
@@ -368,6 +370,8 @@ func (s *Speaker) Run(ctx context.Context) error {
 				s.setStatus(func(st *Status) { st.Master = p.src })
 			}
 			apply(o)
+		case req := <-s.reconf:
+			req.done <- s.applyReconfigure(req.cfg, cstate, apply)
 		case r := <-checks:
 			h := vrrp.Hysteresis{Fall: s.cfg.Tracks[r.i].Fall, Rise: s.cfg.Tracks[r.i].Rise}
 			next := h.Observe(cstate[r.i], r.ok)
@@ -375,11 +379,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 				s.log.Info("tracked check", "name", s.cfg.Tracks[r.i].Name, "down", next.Down)
 			}
 			cstate[r.i] = next
-			tracked := make([]vrrp.Tracked, len(cstate))
-			for i, c := range cstate {
-				tracked[i] = vrrp.Tracked{Weight: s.cfg.Tracks[i].Weight, Down: c.Down}
-			}
-			prio := vrrp.EffectivePriority(s.cfg.VRRP.Priority, tracked)
+			prio := s.effective(s.cfg.VRRP.Priority, cstate)
 			if prio != s.m.Priority() {
 				o, err := s.m.SetPriority(time.Now(), prio)
 				if err != nil {
@@ -397,7 +397,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 // shutdown sends the priority-0 advert (if master) and releases the
 // addresses, each bounded by ShutdownTimeout, then stops the workers.
-func (s *Speaker) shutdown(tx chan []byte, ops *opQueue, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
+func (s *Speaker) shutdown(tx chan advert, ops *opQueue, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
 	from := s.m.State()
 	o := s.m.Shutdown(time.Now())
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
@@ -406,8 +406,9 @@ func (s *Speaker) shutdown(tx chan []byte, ops *opQueue, addrDone chan struct{},
 		if a.Kind == vrrp.SendAdvert {
 			// Written here, synchronously, so it leaves before the address
 			// goes and before the process exits.
+			pkt := s.m.Advert(a.Priority)
 			for _, dst := range s.dsts {
-				if err := s.write(a.Priority, dst, deadline); err != nil {
+				if err := s.write(pkt, dst, deadline); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -457,8 +458,10 @@ func (s *Speaker) setStatus(f func(*Status)) {
 // enqueueAdvert hands an advert to the send goroutine. If the queue is
 // full the link is stuck; the oldest advert is stale anyway, so it is
 // replaced rather than blocking the loop.
-func (s *Speaker) enqueueAdvert(tx chan []byte, prio uint8) {
-	b := []byte{prio}
+func (s *Speaker) enqueueAdvert(tx chan advert, prio uint8) {
+	// The packet is built here, on the loop, from the configuration of
+	// the moment: a reconfiguration cannot race the send goroutine.
+	b := advert{pkt: s.m.Advert(prio), dsts: s.dsts, timeout: s.cfg.WriteTimeout}
 	for {
 		select {
 		case tx <- b:
@@ -473,19 +476,26 @@ func (s *Speaker) enqueueAdvert(tx chan []byte, prio uint8) {
 	}
 }
 
-func (s *Speaker) sendLoop(tx chan []byte) {
+// advert is one advertisement for the send goroutine.
+type advert struct {
+	pkt     *vrrp.Packet
+	dsts    []netip.Addr
+	timeout time.Duration
+}
+
+func (s *Speaker) sendLoop(tx chan advert) {
 	for b := range tx {
-		deadline := time.Now().Add(s.cfg.WriteTimeout)
-		for _, dst := range s.dsts {
-			if err := s.write(b[0], dst, deadline); err != nil {
+		deadline := time.Now().Add(b.timeout)
+		for _, dst := range b.dsts {
+			if err := s.write(b.pkt, dst, deadline); err != nil {
 				s.log.Warn("send advert", "dst", dst, "err", err)
 			}
 		}
 	}
 }
 
-func (s *Speaker) write(prio uint8, dst netip.Addr, deadline time.Time) error {
-	b, err := s.m.Advert(prio).Marshal(s.cfg.VRRP.Primary, dst)
+func (s *Speaker) write(pkt *vrrp.Packet, dst netip.Addr, deadline time.Time) error {
+	b, err := pkt.Marshal(s.cfg.VRRP.Primary, dst)
 	if err != nil {
 		return err // validated at New; cannot happen
 	}
