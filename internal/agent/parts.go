@@ -26,6 +26,8 @@ type LBPart struct {
 	lb      *lb.LB
 	checker *health.Checker
 	local   string // this node's apiserver, host:port
+	listen  string // the frontend override (empty: the VIP)
+	roots   *x509.CertPool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -68,7 +70,7 @@ func NewLBPart(c *config.Cluster, node string, listen string, roots *x509.CertPo
 		return nil, err
 	}
 	local := net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
-	return &LBPart{lb: l, checker: chk, local: local}, nil
+	return &LBPart{lb: l, checker: chk, local: local, listen: listen, roots: roots}, nil
 }
 
 // Name implements Part.
@@ -129,14 +131,30 @@ func (p *LBPart) LocalAPIServerHealthy(context.Context) error {
 
 // LBStatus is the load balancer's part of /status.
 type LBStatus struct {
-	Frontends []string             `json:"frontends"`
-	Backends  []lb.BackendStatus   `json:"backends"`
-	Checks    []health.TargetState `json:"checks"`
+	Frontends   []string             `json:"frontends"`
+	Policy      string               `json:"policy"`
+	HealthCheck HealthCheckStatus    `json:"healthCheck"`
+	Backends    []lb.BackendStatus   `json:"backends"`
+	Checks      []health.TargetState `json:"checks"`
+}
+
+// HealthCheckStatus is the health check configuration in use (it changes
+// with a reload).
+type HealthCheckStatus struct {
+	Kind     string `json:"kind"`
+	Path     string `json:"path"`
+	Interval string `json:"interval"`
+	Timeout  string `json:"timeout"`
+	Fall     int    `json:"fall"`
+	Rise     int    `json:"rise"`
 }
 
 // Status implements Statuser.
 func (p *LBPart) Status() any {
-	st := LBStatus{Backends: p.lb.Backends(), Checks: p.checker.States()}
+	hc := p.checker.Config()
+	st := LBStatus{Policy: p.lb.Policy(), Backends: p.lb.Backends(), Checks: p.checker.States(),
+		HealthCheck: HealthCheckStatus{Kind: string(hc.Probe.Kind), Path: hc.Probe.Path, Interval: hc.Interval.String(),
+			Timeout: hc.Probe.Timeout.String(), Fall: hc.Fall, Rise: hc.Rise}}
 	for _, a := range p.lb.Addrs() {
 		st.Frontends = append(st.Frontends, a.String())
 	}
@@ -160,6 +178,7 @@ func (p *LBPart) SetBackends(addrs []string) error {
 // VIPPart is the VRRP speaker holding the VIP. It never depends on etcd.
 type VIPPart struct {
 	sp     *speaker.Speaker
+	ifname string
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -213,7 +232,7 @@ func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Regi
 		conn.Close()
 		return nil, err
 	}
-	return &VIPPart{sp: sp}, nil
+	return &VIPPart{sp: sp, ifname: ifname}, nil
 }
 
 // Name implements Part.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,6 @@ import (
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/join"
-	"github.com/haplane/haplane/internal/lb"
 	"github.com/haplane/haplane/internal/pki"
 	"github.com/haplane/haplane/internal/vrrp/speaker"
 )
@@ -128,9 +128,9 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		}
 		parts = append(parts, lbp)
 	}
+	var vp *agent.VIPPart
 	if isCP && !f.noVIP {
-		vp, err := agent.NewVIPPart(c, f.node, lbp, reg, log)
-		if err != nil {
+		if vp, err = agent.NewVIPPart(c, f.node, lbp, reg, log); err != nil {
 			return &ExitError{Code: ExitFailure, Err: err}
 		}
 		parts = append(parts, vp)
@@ -170,24 +170,8 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		jp.AgentStatus = func() any { return ag.Status() }
 	}
 
-	// SIGHUP: reload the cluster file; backends change in place.
-	onSIGHUP(ctx, func() {
-		nc, err := config.Load(f.config)
-		if err != nil {
-			log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
-			return
-		}
-		if lbp != nil {
-			if err := lbp.SetBackends(lb.ConfigFromCluster(nc, "").Backends); err != nil {
-				log.Error("reload: backends", "err", err)
-				return
-			}
-		}
-		log.Info("cluster file reloaded", "nodes", len(nc.Nodes))
-		if later := restartOnly(c, nc); len(later) > 0 {
-			log.Warn("reload: these changes take effect when the agent restarts", "fields", later)
-		}
-	})
+	// SIGHUP: reload the cluster file and apply what changed in place.
+	onSIGHUP(ctx, func() { reloadAgent(ctx, f, c, lbp, vp, log) })
 	if err := ag.Run(ctx); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
@@ -237,39 +221,62 @@ func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slo
 	return jp, func() { cli.Close() }, nil
 }
 
+// reloadAgent reads the cluster file again and applies it to the running
+// parts, dropping no connection: the load balancer's backends, algorithm,
+// timeouts and health check, and the VIP's priorities, interval,
+// preemption and peers. started is the file the agent started with: what
+// differs from it in sections no part reloads is logged on every reload
+// until a restart applies it.
+func reloadAgent(ctx context.Context, f *agentFlags, started *config.Cluster, lbp *agent.LBPart, vp *agent.VIPPart, log *slog.Logger) {
+	nc, err := config.Load(f.config)
+	if err != nil {
+		log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
+		return
+	}
+	later := restartOnly(started, nc)
+	apply := func(part string, err error) bool {
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, agent.ErrRestartNeeded):
+			later = append(later, err.Error())
+			return true
+		default:
+			log.Error("reload: "+part+" refused the new configuration; it keeps the running one", "err", err)
+			return false
+		}
+	}
+	ok := true
+	if lbp != nil {
+		ok = apply("load balancer", lbp.Reload(nc, f.node)) && ok
+	}
+	if vp != nil {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok = apply("vip", vp.Reload(rctx, nc, f.node)) && ok
+		cancel()
+	}
+	log.Info("cluster file reloaded", "nodes", len(nc.Nodes), "applied", ok)
+	if len(later) > 0 {
+		log.Warn("reload: these changes take effect when the agent restarts", "changes", later)
+	}
+}
+
 // restartOnly lists the sections of the cluster file that changed from
-// running to next and that a reload does not apply (only the load
-// balancer's backends change in place).
+// running to next and that no part reloads: the etcd cluster, the
+// networking, the PKI and the Kubernetes version are read at start only.
 func restartOnly(running, next *config.Cluster) []string {
 	var out []string
 	for _, f := range []struct {
 		name string
 		a, b any
 	}{
-		{"controlPlaneEndpoint", running.ControlPlaneEndpoint, next.ControlPlaneEndpoint},
-		{"vip", running.VIP, next.VIP},
-		{"loadBalancer", running.LoadBalancer, next.LoadBalancer},
+		{"kubernetesVersion", running.KubernetesVersion, next.KubernetesVersion},
 		{"etcd", running.Etcd, next.Etcd},
 		{"networking", running.Networking, next.Networking},
 		{"certificates", running.Certificates, next.Certificates},
 	} {
 		if !reflect.DeepEqual(f.a, f.b) {
 			out = append(out, f.name)
-		}
-	}
-	prio := func(c *config.Cluster) map[string]int {
-		m := map[string]int{}
-		for _, n := range c.Nodes {
-			m[n.Name] = n.Priority
-		}
-		return m
-	}
-	if a, b := prio(running), prio(next); len(a) > 0 && len(b) > 0 {
-		for name, p := range a {
-			if q, ok := b[name]; ok && q != p {
-				out = append(out, "nodes[].priority")
-				break
-			}
 		}
 	}
 	return out

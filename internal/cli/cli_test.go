@@ -116,8 +116,18 @@ func TestRestartOnlyNamesWhatAReloadDoesNotApply(t *testing.T) {
 	if got := restartOnly(base, load(addNode)); len(got) != 0 {
 		t.Errorf("a new node is applied in place, got %v", got)
 	}
-	interval := func(s string) string { return strings.Replace(s, "advertInterval: 100ms", "advertInterval: 200ms", 1) }
-	if got := restartOnly(base, load(interval)); !slices.Equal(got, []string{"vip"}) {
-		t.Errorf("advert interval changed: %v, want [vip]", got)
+	// The VIP's and the load balancer's settings are the parts' to apply
+	// (agent.LBPart.Reload, agent.VIPPart.Reload).
+	reloadable := func(s string) string {
+		s = strings.Replace(s, "advertInterval: 100ms", "advertInterval: 200ms", 1)
+		s = strings.Replace(s, "algorithm: roundrobin", "algorithm: leastconn", 1)
+		return strings.Replace(s, "    interval: 200ms", "    interval: 100ms", 1)
+	}
+	if got := restartOnly(base, load(reloadable)); len(got) != 0 {
+		t.Errorf("vip and loadBalancer changes: %v, want none left for a restart", got)
+	}
+	subnet := func(s string) string { return strings.Replace(s, "serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.97.0.0/16", 1) }
+	if got := restartOnly(base, load(subnet)); !slices.Equal(got, []string{"networking"}) {
+		t.Errorf("service subnet changed: %v, want [networking]", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/health"
 	"github.com/haplane/haplane/internal/lb"
@@ -54,8 +55,9 @@ The VIP frontend is bound with IP_FREEBIND, so the balancer can start before
 this host holds the VIP and serves as soon as it arrives. --listen overrides
 the frontend, e.g. 0.0.0.0:8443 on a host that should accept on every address.
 
-SIGHUP reloads the cluster file's node list (backends change without dropping
-sessions). SIGTERM or SIGINT stops accepting and waits up to
+SIGHUP reloads the cluster file: backends, algorithm, connect timeout, drain
+and the health check change without dropping sessions (a new frontend needs
+a restart). SIGTERM or SIGINT stops accepting and waits up to
 --shutdown-timeout for open sessions before closing them.`,
 		Example: `  haplane lb run --config haplane.yaml
   haplane lb run --config haplane.yaml --listen 0.0.0.0:8443 --metrics-addr 127.0.0.1:9444`,
@@ -194,7 +196,7 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 			case <-ctx.Done():
 				return
 			case <-hup:
-				a.reloadLB(cfgPath, listen, lcfg, l, checker, log)
+				a.reloadLB(cfgPath, listen, l, checker, pool, log)
 			}
 		}
 	}()
@@ -217,24 +219,25 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 	})
 }
 
-// reloadLB applies a changed node list from the cluster file. Settings that
-// need new sockets (the frontend) or new checkers are reported, not applied.
-func (a *app) reloadLB(cfgPath, listen string, cur lb.Config, l *lb.LB, checker *health.Checker, log *slog.Logger) {
+// reloadLB applies a reloaded cluster file to the running balancer and
+// its checks (agent.ReloadLB): backends, algorithm, timeouts, drain and the
+// health check change without dropping a session; a new frontend waits
+// for a restart.
+func (a *app) reloadLB(cfgPath, listen string, l *lb.LB, checker *health.Checker, roots *x509.CertPool, log *slog.Logger) {
 	c, err := config.Load(cfgPath)
 	if err != nil {
 		log.Error("lb: reload: cluster file rejected, keeping the running configuration", "path", cfgPath, "err", err)
 		return
 	}
-	next := lb.ConfigFromCluster(c, listen)
-	if next.Frontends[0] != cur.Frontends[0] || next.Policy != cur.Policy || next.ConnectTimeout != cur.ConnectTimeout || next.Drain != cur.Drain {
-		log.Warn("lb: reload: frontend, algorithm, connect timeout and drain changes take effect on restart")
-	}
-	if err := checker.SetTargets(targets(next.Backends)); err != nil {
+	err = agent.ReloadLB(l, checker, c, listen, roots)
+	switch {
+	case errors.Is(err, agent.ErrRestartNeeded):
+		log.Warn("lb: reload: applied, except what takes effect on restart", "err", err)
+	case err != nil:
 		log.Error("lb: reload: keeping the running configuration", "err", err)
 		return
 	}
-	l.SetBackends(next.Backends)
-	log.Info("lb: reloaded", "backends", next.Backends)
+	log.Info("lb: reloaded", "backends", len(c.Nodes), "policy", l.Policy(), "health_interval", checker.Config().Interval)
 }
 
 func targets(addrs []string) []health.Target {

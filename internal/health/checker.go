@@ -102,7 +102,7 @@ type Checker struct {
 	latency *prometheus.HistogramVec
 	up      *prometheus.GaugeVec
 
-	// mu protects ctx, loops and states.
+	// mu protects cfg (replaced by Reconfigure), ctx, loops and states.
 	mu     sync.Mutex
 	ctx    context.Context // set while Run runs; nil before and after
 	loops  map[string]*loop
@@ -110,8 +110,14 @@ type Checker struct {
 	wg     sync.WaitGroup
 }
 
+// loop is one target's probing goroutine. Reconfigure replaces a loop
+// with a new one that starts from the old one's hysteresis state; a
+// result of the old one that arrives later is dropped (record checks the
+// loop is still current).
 type loop struct {
 	target Target
+	cfg    CheckerConfig // the configuration it probes with
+	state  State         // its last hysteresis state, guarded by Checker.mu
 	cancel context.CancelFunc
 }
 
@@ -149,14 +155,17 @@ func NewChecker(cfg CheckerConfig) (*Checker, error) {
 // SetTargets replaces the checked targets. Targets that stay keep their
 // state and ticker; new ones start Unknown; removed ones stop.
 func (c *Checker) SetTargets(ts []Target) error {
+	c.mu.Lock()
+	cfg := c.cfg
+	c.mu.Unlock()
 	want := map[string]Target{}
 	for _, t := range ts {
 		if t.Name == "" {
 			t.Name = t.Addr
 		}
-		if c.cfg.ProbeFunc == nil {
+		if cfg.ProbeFunc == nil {
 			// Fail on a bad address now rather than in a loop.
-			p, err := NewProber(t.Addr, c.cfg.Probe)
+			p, err := NewProber(t.Addr, cfg.Probe)
 			if err != nil {
 				return err
 			}
@@ -180,7 +189,7 @@ func (c *Checker) SetTargets(ts []Target) error {
 		if _, ok := c.loops[addr]; ok {
 			continue
 		}
-		l := &loop{target: t}
+		l := &loop{target: t, cfg: c.cfg}
 		c.loops[addr] = l
 		c.states[addr] = &TargetState{Target: t, Status: Unknown}
 		c.up.WithLabelValues(t.Name).Set(float64(Unknown))
@@ -198,7 +207,7 @@ func (c *Checker) start(l *loop) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.run(ctx, l.target)
+		c.run(ctx, l)
 	}()
 }
 
@@ -224,20 +233,23 @@ func (c *Checker) Run(ctx context.Context) error {
 }
 
 // run is one target's loop: probe at once, then every Interval.
-func (c *Checker) run(ctx context.Context, t Target) {
-	probe := c.cfg.ProbeFunc
+func (c *Checker) run(ctx context.Context, l *loop) {
+	t, cfg := l.target, l.cfg
+	probe := cfg.ProbeFunc
 	if probe == nil {
-		p, err := NewProber(t.Addr, c.cfg.Probe)
+		p, err := NewProber(t.Addr, cfg.Probe)
 		if err != nil { // validated in SetTargets; cannot happen
-			c.cfg.Logger.Error("health: prober", "target", t.Name, "err", err)
+			cfg.Logger.Error("health: prober", "target", t.Name, "err", err)
 			return
 		}
 		defer p.Close()
 		probe = func(ctx context.Context, _ Target) Result { return p.Probe(ctx) }
 	}
-	tick := time.NewTicker(c.cfg.Interval)
+	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
-	var st State
+	c.mu.Lock()
+	st := l.state
+	c.mu.Unlock()
 	for {
 		r := probe(ctx, t)
 		if ctx.Err() != nil {
@@ -250,19 +262,19 @@ func (c *Checker) run(ctx context.Context, t Target) {
 		c.latency.WithLabelValues(t.Name, label).Observe(r.Latency.Seconds())
 		prev := st.Status
 		var changed bool
-		st, changed = Step(st, r.OK, c.cfg.Fall, c.cfg.Rise)
-		if !c.record(t, st.Status, r) {
-			return // removed by SetTargets while probing
+		st, changed = Step(st, r.OK, cfg.Fall, cfg.Rise)
+		if !c.record(l, st, r) {
+			return // removed by SetTargets, or replaced by Reconfigure, while probing
 		}
 		if changed {
 			c.up.WithLabelValues(t.Name).Set(float64(st.Status))
 			if st.Status == Down {
-				c.cfg.Logger.Warn("health: target down", "target", t.Name, "err", r.Err)
+				cfg.Logger.Warn("health: target down", "target", t.Name, "err", r.Err)
 			} else {
-				c.cfg.Logger.Info("health: target "+st.Status.String(), "target", t.Name, "latency", r.Latency)
+				cfg.Logger.Info("health: target "+st.Status.String(), "target", t.Name, "latency", r.Latency)
 			}
-			if c.cfg.OnChange != nil {
-				c.cfg.OnChange(Change{Target: t, From: prev, To: st.Status, Result: r})
+			if cfg.OnChange != nil {
+				cfg.OnChange(Change{Target: t, From: prev, To: st.Status, Result: r})
 			}
 		}
 		select {
@@ -273,15 +285,17 @@ func (c *Checker) run(ctx context.Context, t Target) {
 	}
 }
 
-// record stores a result; it reports false when t is no longer checked.
-func (c *Checker) record(t Target, s Status, r Result) bool {
+// record stores a result of loop l; it reports false when l is no longer
+// the loop of its target.
+func (c *Checker) record(l *loop, s State, r Result) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts, ok := c.states[t.Addr]
-	if !ok {
+	ts, ok := c.states[l.target.Addr]
+	if !ok || c.loops[l.target.Addr] != l {
 		return false
 	}
-	ts.Status = s
+	l.state = s
+	ts.Status = s.Status
 	ts.LastLatency = r.Latency
 	ts.LastError = ""
 	if r.Err != nil {
@@ -331,4 +345,42 @@ func (c *Checker) States() []TargetState {
 		return 0
 	})
 	return out
+}
+
+// Reconfigure replaces the probe settings, interval, fall and rise of a
+// running checker (a reloaded cluster file). Every target keeps its status
+// and the streak counted so far, judged from now on by the new fall and
+// rise, and is probed at once with the new settings; nothing goes through
+// Unknown, so the load balancer's pool does not move. OnChange, ProbeFunc,
+// Logger and Registerer stay those of NewChecker. An invalid next changes
+// nothing.
+func (c *Checker) Reconfigure(next CheckerConfig) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next.OnChange, next.ProbeFunc, next.Logger, next.Registerer = c.cfg.OnChange, c.cfg.ProbeFunc, c.cfg.Logger, c.cfg.Registerer
+	next.setDefaults()
+	if err := next.validate(); err != nil {
+		return err
+	}
+	c.cfg = next
+	for addr, old := range c.loops {
+		if old.cancel != nil {
+			old.cancel()
+		}
+		l := &loop{target: old.target, cfg: next, state: old.state}
+		c.loops[addr] = l
+		if c.ctx != nil {
+			c.start(l)
+		}
+	}
+	c.cfg.Logger.Info("health: reconfigured", "kind", next.Probe.Kind, "path", next.Probe.Path, "timeout", next.Probe.Timeout,
+		"interval", next.Interval, "fall", next.Fall, "rise", next.Rise)
+	return nil
+}
+
+// Config returns the configuration in use.
+func (c *Checker) Config() CheckerConfig {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
 }

@@ -36,8 +36,14 @@ func TestReconfigureMovesTheVIP(t *testing.T) {
 			t.Errorf("b status after reload: %+v", st)
 		}
 		time.Sleep(500 * time.Millisecond)
+		// a yields on b's first advert and keeps the address for its
+		// ReleaseDelay (3 intervals) while b announces itself.
+		if got := holders(a, b); !slices.Equal(got, []int{0, 1}) {
+			t.Fatalf("holders %v 500ms after b's reload, want [0 1] (a within its release delay)", got)
+		}
+		time.Sleep(300 * time.Millisecond)
 		if got := holders(a, b); !slices.Equal(got, []int{1}) {
-			t.Fatalf("holders %v 500ms after b's reload, want [1]", got)
+			t.Fatalf("holders %v 800ms after b's reload, want [1]", got)
 		}
 		at := b.addrs.announceTimes()
 		if len(at) == 0 || at[0].Sub(reloaded) > 400*time.Millisecond {

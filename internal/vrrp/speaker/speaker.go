@@ -110,9 +110,13 @@ type Config struct {
 	// shutdown (default 2s).
 	ShutdownTimeout time.Duration
 	// ReleaseDelay is how long a master that shuts down keeps the
-	// addresses after its priority-0 advert: until the new master has
-	// announced itself, clients still send to this host, and a SYN that
-	// finds the address gone waits out TCP's 1s retransmission. Default
+	// addresses after its priority-0 advert, or that yields to a better
+	// master after its advert: until the new master has announced itself,
+	// clients still send to this host, a SYN that finds the address gone
+	// waits out TCP's 1s retransmission, and a reply to a request already
+	// in flight is lost. (The new master's repeated announcement, 500ms
+	// later by default, wins over any ARP answer of this host meanwhile.)
+	// Default
 	// 3 × the advert interval (a backup takes over after its skew time,
 	// well within), at most half of ShutdownTimeout; negative releases at
 	// once.
@@ -242,6 +246,9 @@ type addrOp struct {
 	// failover marks the take and first announcement of a Backup→Master
 	// transition, which are timed as failover steps.
 	failover bool
+	// after delays a release (ReleaseDelay on yielding); a newer take or
+	// release queued meanwhile cancels it.
+	after time.Time
 }
 
 // FailoverObserver is implemented by Metrics that time the steps of a
@@ -314,7 +321,13 @@ func (s *Speaker) Run(ctx context.Context) error {
 			case vrrp.TakeAddrs:
 				ops.push(addrOp{kind: a.Kind, gen: gen.next(), at: now, failover: takeover})
 			case vrrp.ReleaseAddrs:
-				ops.push(addrOp{kind: a.Kind, gen: gen.next(), at: now})
+				op := addrOp{kind: a.Kind, gen: gen.next(), at: now}
+				if o.Changed && o.State == vrrp.Backup && s.cfg.ReleaseDelay > 0 {
+					// Yielding to a better master: keep answering for the
+					// VIP while it announces itself, as on shutdown.
+					op.after = now.Add(s.cfg.ReleaseDelay)
+				}
+				ops.push(op)
 			case vrrp.Announce:
 				ops.push(addrOp{kind: a.Kind, gen: gen.load(), at: now, failover: takeover})
 			}
@@ -644,6 +657,12 @@ func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 	case vrrp.ReleaseAddrs:
 		an.rounds = nil
 		an.schedule()
+		if d := time.Until(op.after); d > 0 {
+			time.Sleep(d)
+			if op.gen != gen.load() {
+				return nil // taken again meanwhile: the addresses stay
+			}
+		}
 		return s.addrs.Release()
 	case vrrp.Announce:
 		if op.gen != gen.load() {

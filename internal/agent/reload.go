@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/health"
+	"github.com/haplane/haplane/internal/lb"
+	"github.com/haplane/haplane/internal/vrrp"
+	"github.com/haplane/haplane/internal/vrrp/speaker"
+)
+
+// ErrRestartNeeded marks a reload that applied what it could and names
+// the changes that wait for the next start.
+var ErrRestartNeeded = errors.New("restart needed")
+
+// ReloadLB applies a reloaded cluster file to a running load balancer and
+// its checker, dropping no session: backends, algorithm, connect timeout
+// and drain go to l (lb.LB.Reconfigure); the health check's path,
+// interval, timeout, fall and rise go to chk, every backend keeping its
+// status. listen is the frontend override and roots the CA, as at start.
+// A frontend change is reported with ErrRestartNeeded, the rest applied.
+func ReloadLB(l *lb.LB, chk *health.Checker, c *config.Cluster, listen string, roots *x509.CertPool) error {
+	hcfg := health.ConfigFromCluster(c, roots)
+	// Validate both before applying either: a reload is all or nothing
+	// on what it can apply.
+	if _, err := health.NewChecker(hcfg); err != nil {
+		return err
+	}
+	lcfg := lb.ConfigFromCluster(c, listen)
+	var later error
+	if err := l.Reconfigure(lcfg); err != nil {
+		if !errors.Is(err, lb.ErrRestartNeeded) {
+			return err
+		}
+		later = fmt.Errorf("%w: load balancer frontend (%v)", ErrRestartNeeded, err)
+	}
+	var targets []health.Target
+	for _, a := range lcfg.Backends {
+		targets = append(targets, health.Target{Addr: a})
+	}
+	if err := chk.Reconfigure(hcfg); err != nil {
+		return err
+	}
+	if err := chk.SetTargets(targets); err != nil {
+		return err
+	}
+	return later
+}
+
+// Reload applies a reloaded cluster file (see ReloadLB). The node's own
+// apiserver address, which its VIP tracks, changes only with a restart.
+func (p *LBPart) Reload(c *config.Cluster, node string) error {
+	n, ok := c.NodeByName(node)
+	if !ok {
+		return fmt.Errorf("agent: node %q is no longer in the cluster file", node)
+	}
+	err := ReloadLB(p.lb, p.checker, c, p.listen, p.roots)
+	if local := net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort)); local != p.local && (err == nil || errors.Is(err, ErrRestartNeeded)) {
+		err = errors.Join(err, fmt.Errorf("%w: this node's apiserver address %s (tracked: %s)", ErrRestartNeeded, local, p.local))
+	}
+	return err
+}
+
+// Reload applies a reloaded cluster file to the speaker: this node's
+// priority, the advert interval, preemption, the VRRPv2 password and the
+// unicast peers change without leaving the virtual router (a master
+// advertises the change at once). A new VIP, VRID, version, interface or
+// node address waits for a restart (ErrRestartNeeded); nothing else is
+// applied then.
+func (p *VIPPart) Reload(ctx context.Context, c *config.Cluster, node string) error {
+	scfg, ifname, err := speaker.FromCluster(c, node)
+	if err != nil {
+		return err
+	}
+	if ifname != p.ifname {
+		return fmt.Errorf("%w: VIP interface %s (running on %s)", ErrRestartNeeded, ifname, p.ifname)
+	}
+	if err := p.sp.Reconfigure(ctx, scfg); err != nil {
+		if errors.Is(err, vrrp.ErrRestartNeeded) {
+			return fmt.Errorf("%w: %v", ErrRestartNeeded, err)
+		}
+		return err
+	}
+	return nil
+}
