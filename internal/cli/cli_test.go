@@ -126,7 +126,9 @@ func TestRestartOnlyNamesWhatAReloadDoesNotApply(t *testing.T) {
 	if got := restartOnly(base, load(reloadable)); len(got) != 0 {
 		t.Errorf("vip and loadBalancer changes: %v, want none left for a restart", got)
 	}
-	subnet := func(s string) string { return strings.Replace(s, "serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.97.0.0/16", 1) }
+	subnet := func(s string) string {
+		return strings.Replace(s, "serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.97.0.0/16", 1)
+	}
 	if got := restartOnly(base, load(subnet)); !slices.Equal(got, []string{"networking"}) {
 		t.Errorf("service subnet changed: %v, want [networking]", got)
 	}
