@@ -44,8 +44,11 @@ ability to serve: a node whose load balancer has no healthy apiserver gives
 the VIP up within a second, and the VIP never depends on etcd.
 
 SIGTERM sends a priority-0 advert, releases the VIP, drains the load balancer
-and exits. SIGHUP reloads the cluster file and applies new backends without
-dropping connections. The local API (--api-addr, --api-socket) serves
+and exits. SIGHUP reloads the cluster file and applies, without dropping
+connections, the load balancer's backends, algorithm, timeouts, drain and
+health check, and the VIP's priorities, advert interval, preemption and
+peers; it logs what waits for a restart (etcd, networking, certificates, the
+VIP's address, VRID, version or interface). The local API (--api-addr, --api-socket) serves
 /healthz, /readyz, /metrics and /status.`,
 		Example: `  haplane agent --config /etc/haplane/haplane.yaml --node cp1`,
 		Args:    cobra.NoArgs,
