@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/health"
 	"github.com/haplane/haplane/internal/lb"
@@ -88,4 +90,14 @@ func (p *VIPPart) Reload(ctx context.Context, c *config.Cluster, node string) er
 		return err
 	}
 	return nil
+}
+
+// Reloading tells systemd (Type=notify) that a reload started; call the
+// returned function when it is over. systemctl reload then returns once
+// the new configuration is applied, not when the signal was sent.
+func Reloading() (done func()) {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	return func() { notifySystemd("READY=1") }
 }

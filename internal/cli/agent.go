@@ -231,6 +231,7 @@ func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slo
 // differs from it in sections no part reloads is logged on every reload
 // until a restart applies it.
 func reloadAgent(ctx context.Context, f *agentFlags, started *config.Cluster, lbp *agent.LBPart, vp *agent.VIPPart, log *slog.Logger) {
+	defer agent.Reloading()()
 	nc, err := config.Load(f.config)
 	if err != nil {
 		log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
