@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -61,4 +62,24 @@ func (e *labEnv) downOnCleanup(t *testing.T, st *labState) {
 			}
 		}
 	})
+}
+
+// up runs lab up with args in the env's folder and namespaces, checks
+// that the VIP settled on cp1 (the highest priority), and reads the
+// lab's state.json into st.
+func (e *labEnv) up(t *testing.T, st any, args ...string) view {
+	t.Helper()
+	out, err := e.hp(append([]string{"lab", "up", "--dir", e.dir, "--prefix", e.prefix}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v view
+	if err := json.Unmarshal(out, &v); err != nil || v.VIPOwner != "cp1" {
+		t.Fatalf("lab up: holder %q, want cp1 (%v)\n%s", v.VIPOwner, err, out)
+	}
+	data, err := os.ReadFile(filepath.Join(e.dir, "state.json"))
+	if err != nil || json.Unmarshal(data, st) != nil {
+		t.Fatalf("state: %v", err)
+	}
+	return v
 }

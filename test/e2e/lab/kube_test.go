@@ -45,22 +45,11 @@ func TestKubeLabChaos(t *testing.T) {
 		t.Skip("skipping: HAPLANE_K8S_BIN is not set; build the Kubernetes binaries with tools/k8s/build.sh and point HAPLANE_K8S_BIN at its output folder")
 	}
 	e := newLabEnv(t, "hpk")
-	dir, prefix, hp := e.dir, e.prefix, e.hp
+	dir, hp := e.dir, e.hp
 	report := filepath.Join(t.TempDir(), "report")
 	var st labState
 	e.downOnCleanup(t, &st)
-	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "kube", "--k8s-bin", k8s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v view
-	if err := json.Unmarshal(out, &v); err != nil || v.VIPOwner != "cp1" {
-		t.Fatalf("lab up: holder %q (%v)\n%s", v.VIPOwner, err, out)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
-	if err != nil || json.Unmarshal(data, &st) != nil {
-		t.Fatalf("state: %v", err)
-	}
+	e.up(t, &st, "--backend", "kube", "--k8s-bin", k8s)
 	names := map[string]int{}
 	for _, p := range st.Procs {
 		names[p.Name]++
@@ -101,7 +90,7 @@ func TestKubeLabChaos(t *testing.T) {
 		}
 	}
 
-	out, err = hp("lab", "chaos", "--dir", dir, "--scenario", "vip-holder-kill,apiserver-kill,scheduler-leader-kill", "--report", report)
+	out, err := hp("lab", "chaos", "--dir", dir, "--scenario", "vip-holder-kill,apiserver-kill,scheduler-leader-kill", "--report", report)
 	var rep chaosReport
 	if jerr := json.Unmarshal(out, &rep); jerr != nil {
 		t.Fatalf("lab chaos: %v (%v)\n%s", err, jerr, out)

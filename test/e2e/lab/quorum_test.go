@@ -2,7 +2,6 @@ package lab
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -23,19 +22,8 @@ func TestLabSurvivesEtcdQuorumLoss(t *testing.T) {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "stub", "--separate-etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v view
-	if err := json.Unmarshal(out, &v); err != nil || v.VIPOwner != "cp1" {
-		t.Fatalf("lab up: holder %q (%v)", v.VIPOwner, err)
-	}
 	var st labState
-	data, _ := os.ReadFile(filepath.Join(dir, "state.json"))
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
+	v := e.up(t, &st, "--backend", "stub", "--separate-etcd")
 	// status --all from cp2 asks every node's agent over the network.
 	allOut, err := exec.Command("ip", "netns", "exec", prefix+"-cp2", bin, "-o", "json", "status", "--all",
 		"--config", filepath.Join(dir, "haplane.yaml"), "--pki-dir", filepath.Join(dir, "hosts", "cp2", "pki")).Output()
@@ -80,7 +68,7 @@ func TestLabSurvivesEtcdQuorumLoss(t *testing.T) {
 	if r.Requests < 100 || r.Failed != 0 || r.MaxGap > 500*time.Millisecond {
 		t.Errorf("the VIP and load balancer stopped serving without etcd: %+v", r)
 	}
-	out, err = hp("lab", "status", "--dir", dir)
+	out, err := hp("lab", "status", "--dir", dir)
 	if err != nil {
 		t.Fatal(err)
 	}

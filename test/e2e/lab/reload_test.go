@@ -144,7 +144,7 @@ func (k *keepAliveClient) finish() (requests, failed, dials int64, errs []string
 // client opening a connection every 10ms sees no gap over a second.
 func TestLabReloadAppliesInPlace(t *testing.T) {
 	e := newLabEnv(t, "hpr")
-	dir, prefix, hp := e.dir, e.prefix, e.hp
+	dir, hp := e.dir, e.hp
 	var st struct {
 		labState
 		ClusterFile string `json:"clusterFile"`
@@ -155,18 +155,7 @@ func TestLabReloadAppliesInPlace(t *testing.T) {
 		} `json:"hosts"`
 	}
 	e.downOnCleanup(t, &st.labState)
-	out, err := hp("lab", "up", "--dir", dir, "--prefix", prefix, "--backend", "stub", "--separate-etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v view
-	if err := json.Unmarshal(out, &v); err != nil || v.VIPOwner != "cp1" {
-		t.Fatalf("lab up: holder %q (%v)\n%s", v.VIPOwner, err, out)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
-	if err != nil || json.Unmarshal(data, &st) != nil {
-		t.Fatalf("state: %v", err)
-	}
+	v := e.up(t, &st, "--backend", "stub", "--separate-etcd")
 	nsOf := map[string]string{}
 	var clientNS string
 	for _, h := range st.Hosts {
