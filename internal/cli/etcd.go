@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -92,7 +93,8 @@ func (a *app) etcdCmd() *cobra.Command {
 		Use:   "etcd",
 		Short: "Run, inspect and repair the HA etcd cluster",
 		Long: `Run one etcd member, check the cluster, change its membership without losing
-quorum, and take or restore snapshots.
+quorum, take or restore snapshots, and give space back after the NOSPACE
+alarm ("haplane etcd defrag --compact --disarm").
 
 Replacing a dead node (same name and address): rebuild the host, then either
 run "haplane etcd replace NAME" from any control-plane node and start the new
@@ -102,7 +104,7 @@ that keeps quorum), adds itself as a learner, starts with
 --initial-cluster-state existing and is promoted once it has caught up.`,
 	}
 	cmd.AddCommand(a.etcdRunCmd(), a.etcdStatusCmd(), a.etcdRemoveCmd(), a.etcdReplaceCmd(),
-		a.etcdSnapshotCmd(), a.etcdRestoreCmd())
+		a.etcdSnapshotCmd(), a.etcdRestoreCmd(), a.etcdDefragCmd())
 	return cmd
 }
 
@@ -220,13 +222,17 @@ tolerant).`,
 				return err
 			}
 			if !rep.FaultTolerant {
-				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("etcd: %s: %d of %d voting members healthy, quorum %d", rep.Verdict, rep.HealthyVoters, rep.Voters, rep.Quorum)}
+				err := fmt.Errorf("etcd: %s: %d of %d voting members healthy, quorum %d", rep.Verdict, rep.HealthyVoters, rep.Voters, rep.Quorum)
+				if len(rep.Alarms) > 0 {
+					err = fmt.Errorf("%w; alarms: %s", err, strings.Join(rep.Alarms, ", "))
+				}
+				return &ExitError{Code: ExitFailure, Err: err}
 			}
 			return nil
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().Int64Var(&quota, "quota-bytes", etcdnode.DefaultQuotaBackendBytes, "backend quota the members run with")
+	cmd.Flags().Int64Var(&quota, "quota-bytes", etcdnode.DefaultQuotaBackendBytes, "backend quota shown for members that do not report theirs (before etcd 3.6)")
 	return cmd
 }
 
@@ -244,10 +250,19 @@ func printReport(w io.Writer, rep etcdnode.Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "verdict: %s (%d of %d voting members healthy, quorum %d, fault tolerance %d)\n",
-		rep.Verdict, rep.HealthyVoters, rep.Voters, rep.Quorum, rep.FaultTolerance)
+	serving := ""
+	if rep.ServingVoters != rep.HealthyVoters {
+		serving = fmt.Sprintf(" (%d serving, alarms aside)", rep.ServingVoters)
+	}
+	fmt.Fprintf(w, "verdict: %s (%d of %d voting members healthy%s, quorum %d, fault tolerance %d)\n",
+		rep.Verdict, rep.HealthyVoters, rep.Voters, serving, rep.Quorum, rep.FaultTolerance)
+	nospace := false
 	for _, al := range rep.Alarms {
 		fmt.Fprintf(w, "alarm: %s\n", al)
+		nospace = nospace || strings.HasPrefix(al, "NOSPACE")
+	}
+	if nospace {
+		fmt.Fprintln(w, "the database is over its quota and etcd refuses writes: haplane etcd defrag --compact --disarm")
 	}
 	return nil
 }
@@ -361,6 +376,88 @@ promoted to a voting member once it has caught up.`,
 	}
 	f.add(cmd)
 	return cmd
+}
+
+func (a *app) etcdDefragCmd() *cobra.Command {
+	var f etcdFlags
+	var opts etcdnode.DefragOptions
+	cmd := &cobra.Command{
+		Use:   "defrag [--compact] [--disarm]",
+		Short: "Defragment every member, one at a time; recover from the NOSPACE alarm",
+		Long: `Give the space of deleted and old revisions back, as etcd's maintenance guide
+prescribes, when the database nears its quota or etcd has raised the NOSPACE
+alarm ("mvcc: database space exceeded": writes fail, kube-apiserver is read
+only):
+
+  --compact  first compact the key space to the current revision and wait
+             until it is applied (watchers behind it relist, as after
+             kube-apiserver's own compaction)
+  then       defragment every member one at a time, followers first and the
+             leader last (a member defragmenting serves nothing until done),
+             printing each database's size before and after
+  --disarm   then clear the NOSPACE alarms, only once every member's database
+             is below its quota
+
+Every member must answer: with one down, defragmenting another would block
+the quorum. It stops at the first failure, naming the members done.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.MemberTimeout <= 0 {
+				return usageError{fmt.Errorf("--defrag-timeout %v: must be positive", opts.MemberTimeout)}
+			}
+			c, err := a.loadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			ops, done, err := a.ops(&f, c)
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := ops.Defragment(cmd.Context(), opts)
+			if perr := a.print(res, func(w io.Writer) error { return printDefrag(w, res) }); perr != nil && err == nil {
+				err = perr
+			}
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	fl := cmd.Flags()
+	fl.BoolVar(&opts.Compact, "compact", false, "compact to the current revision first (physically)")
+	fl.BoolVar(&opts.Disarm, "disarm", false, "clear NOSPACE alarms once every database is below its quota")
+	fl.DurationVar(&opts.MemberTimeout, "defrag-timeout", etcdnode.DefaultDefragMemberTimeout, "time allowed to defragment one member")
+	return cmd
+}
+
+func printDefrag(w io.Writer, res etcdnode.DefragResult) error {
+	if res.CompactedRevision != 0 {
+		fmt.Fprintf(w, "compacted to revision %d\n", res.CompactedRevision)
+	}
+	if len(res.Members) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tID\tENDPOINT\tLEADER\tBEFORE\tAFTER\tIN USE\tQUOTA\tTIME")
+		for _, m := range res.Members {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.ID, m.Endpoint, m.Leader,
+				bytesHuman(m.DBSizeBefore), bytesHuman(m.DBSizeAfter), bytesHuman(m.DBSizeInUseAfter), bytesHuman(m.Quota),
+				time.Duration(m.Seconds*float64(time.Second)).Round(time.Millisecond))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(res.Pending) > 0 {
+		fmt.Fprintf(w, "not defragmented: %s\n", strings.Join(res.Pending, ", "))
+	}
+	for _, al := range res.Disarmed {
+		fmt.Fprintf(w, "disarmed: %s\n", al)
+	}
+	for _, al := range res.Alarms {
+		fmt.Fprintf(w, "alarm still raised: %s\n", al)
+	}
+	return nil
 }
 
 func (a *app) etcdSnapshotCmd() *cobra.Command {

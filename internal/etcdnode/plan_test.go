@@ -146,6 +146,13 @@ func TestSummarize(t *testing.T) {
 	dead := MemberStatus{Name: "c"}
 	alarmed := h("c", false, 10)
 	alarmed.Healthy, alarmed.Alarms = false, []string{"NOSPACE on 3"}
+	// The alarm list is the cluster's: every member reports it, and is
+	// unhealthy, yet serving.
+	full := func(name string, leader bool) MemberStatus {
+		m := h(name, leader, 10)
+		m.Healthy, m.Serving, m.Alarms = false, true, []string{"NOSPACE on 1"}
+		return m
+	}
 	tests := []struct {
 		name     string
 		rows     []MemberStatus
@@ -157,6 +164,9 @@ func TestSummarize(t *testing.T) {
 		{"4 of 5", []MemberStatus{h("a", true, 10), h("b", false, 9), h("c", false, 9), h("d", false, 9), dead}, VerdictDegraded, true},
 		{"1 of 3", []MemberStatus{h("a", false, 10), dead, dead}, VerdictNoQuorum, false},
 		{"alarm", []MemberStatus{h("a", true, 10), h("b", false, 10), alarmed}, VerdictNoFaultTolerance, false},
+		{"NOSPACE everywhere", []MemberStatus{full("a", true), full("b", false), full("c", false)}, VerdictNoFaultTolerance, false},
+		{"NOSPACE, one dead", []MemberStatus{full("a", true), full("b", false), dead}, VerdictNoFaultTolerance, false},
+		{"NOSPACE, two dead", []MemberStatus{full("a", true), dead, dead}, VerdictNoQuorum, false},
 		{"single member", []MemberStatus{h("a", true, 10)}, VerdictNoFaultTolerance, false},
 		{"nothing", nil, VerdictNoQuorum, false},
 	}

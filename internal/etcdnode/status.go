@@ -30,7 +30,11 @@ type MemberStatus struct {
 	// Healthy is etcdctl endpoint health's verdict: a read of key
 	// "health" (linearizable, serializable for learners, which cannot serve
 	// linearizable reads) succeeded and the cluster has no alarm.
-	Healthy bool   `json:"healthy"`
+	Healthy bool `json:"healthy"`
+	// Serving: that read succeeded, alarms aside. Under the NOSPACE alarm
+	// every member is unhealthy yet serving: the cluster keeps its quorum
+	// (reads, deletes and compaction go on) and only refuses new data.
+	Serving bool   `json:"serving"`
 	Error   string `json:"error,omitempty"`
 	// ReadLatency is the time of that read, in seconds.
 	ReadLatency float64 `json:"readLatencySeconds"`
@@ -40,12 +44,14 @@ type MemberStatus struct {
 	RaftIndex   uint64  `json:"raftIndex"`
 	Applied     uint64  `json:"raftAppliedIndex"`
 	// Lag is the leader's raft index minus this member's.
-	Lag         uint64   `json:"lag"`
-	DBSize      int64    `json:"dbSize"`
-	DBSizeInUse int64    `json:"dbSizeInUse"`
-	Quota       int64    `json:"quotaBytes"`
-	Alarms      []string `json:"alarms,omitempty"`
-	Version     string   `json:"version,omitempty"`
+	Lag         uint64 `json:"lag"`
+	DBSize      int64  `json:"dbSize"`
+	DBSizeInUse int64  `json:"dbSizeInUse"`
+	// Quota is the backend quota the member reports (etcd 3.6 and later),
+	// else the one the prober was given.
+	Quota   int64    `json:"quotaBytes"`
+	Alarms  []string `json:"alarms,omitempty"`
+	Version string   `json:"version,omitempty"`
 }
 
 // Verdicts of a Report.
@@ -68,9 +74,13 @@ type Report struct {
 	Members       []MemberStatus `json:"members"`
 	Voters        int            `json:"voters"`
 	HealthyVoters int            `json:"healthyVoters"`
-	Quorum        int            `json:"quorum"`
+	// ServingVoters are the voting members that are healthy or only
+	// unhealthy because of an alarm: what the quorum counts.
+	ServingVoters int `json:"servingVoters"`
+	Quorum        int `json:"quorum"`
 	// FaultTolerance is how many more voting members may fail before the
-	// quorum is lost (negative when it is lost already).
+	// quorum is lost (negative when it is lost already), counting serving
+	// members.
 	FaultTolerance int      `json:"faultTolerance"`
 	Alarms         []string `json:"alarms,omitempty"`
 	Verdict        string   `json:"verdict"`
@@ -296,6 +306,9 @@ func (p *Prober) probeOne(ctx context.Context, r *MemberStatus) {
 	r.Version = st.Version
 	r.RaftTerm, r.RaftIndex, r.Applied = st.RaftTerm, st.RaftIndex, st.RaftAppliedIndex
 	r.DBSize, r.DBSizeInUse = st.DbSize, st.DbSizeInUse
+	if st.DbSizeQuota > 0 {
+		r.Quota = st.DbSizeQuota
+	}
 	r.Learner = st.IsLearner
 	if st.Leader != 0 {
 		r.LeaderID = fmt.Sprintf("%x", st.Leader)
@@ -318,6 +331,7 @@ func (p *Prober) probeOne(ctx context.Context, r *MemberStatus) {
 	if !healthy {
 		errs = append(errs, fmt.Sprintf("read: %v", err))
 	}
+	r.Serving = healthy
 	if healthy {
 		al, err := c.AlarmList(ctx)
 		if err != nil {
@@ -364,6 +378,9 @@ func summarize(rows []MemberStatus) Report {
 		if r.Healthy {
 			rep.HealthyVoters++
 		}
+		if r.Healthy || r.Serving {
+			rep.ServingVoters++
+		}
 	}
 	for a := range alarms {
 		rep.Alarms = append(rep.Alarms, a)
@@ -371,11 +388,11 @@ func summarize(rows []MemberStatus) Report {
 	sort.Strings(rep.Alarms)
 	rep.Members = rows
 	rep.Quorum = Quorum(rep.Voters)
-	rep.FaultTolerance = rep.HealthyVoters - rep.Quorum
+	rep.FaultTolerance = rep.ServingVoters - rep.Quorum
 	rep.FaultTolerant = rep.FaultTolerance >= 1 && len(rep.Alarms) == 0
 	allHealthy := !slices.ContainsFunc(rows, func(r MemberStatus) bool { return !r.Healthy })
 	switch {
-	case rep.HealthyVoters < rep.Quorum || rep.Voters == 0:
+	case rep.ServingVoters < rep.Quorum || rep.Voters == 0:
 		rep.Verdict = VerdictNoQuorum
 		rep.FaultTolerant = false
 	case !rep.FaultTolerant:
