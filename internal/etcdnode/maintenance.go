@@ -84,6 +84,11 @@ var ErrUnreachable = errors.New("etcdnode: member unreachable")
 // defragmenting neither reads nor writes; then, with Disarm, clear the
 // NOSPACE alarms once every database is below its quota.
 //
+// The compaction is waited for on the member that took the request; the
+// others apply it at about the same time, and one that had not finished
+// keeps its file size (the space is free inside it): Disarm then refuses,
+// and running Defragment again gives that space back.
+//
 // It refuses to start while a member is unreachable: with one member down,
 // defragmenting another blocks the quorum. It stops at the first failure
 // and returns what it did so far, the members done and pending named in
