@@ -645,8 +645,9 @@ func TestFreeBind(t *testing.T) {
 	l.Shutdown(t.Context())
 }
 
-// TestKeepAliveInherited checks what the listener relies on: accepted
-// sockets inherit keep-alive and its timers from the listening socket.
+// TestKeepAliveInherited checks what the listener relies on: sockets
+// accepted the way the accept loop does inherit keep-alive, its timers and
+// TCP_NODELAY from the listening socket.
 func TestKeepAliveInherited(t *testing.T) {
 	l, err := New(Config{Frontends: []string{"127.0.0.1:0"}, KeepAlive: 17 * time.Second})
 	if err != nil {
@@ -663,18 +664,24 @@ func TestKeepAliveInherited(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 	}()
-	c, err := ln.Accept()
+	a, err := l.accepter(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c, err := acceptOne(a.rc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	rc, _ := c.(*net.TCPConn).SyscallConn()
-	var on, idle int
-	rc.Control(func(fd uintptr) {
+	var on, idle, nodelay int
+	c.rc.Control(func(fd uintptr) {
 		on, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
 		idle, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+		nodelay, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
 	})
-	if on != 1 || idle != 17 {
-		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want 1, 17", on, idle)
+	if on != 1 || idle != 17 || nodelay != 1 {
+		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_NODELAY %d; want 1, 17, 1", on, idle, nodelay)
 	}
 }
+
