@@ -186,6 +186,7 @@ type LB struct {
 
 	sessions sync.WaitGroup
 	closing  atomic.Bool
+	workers  workerPool
 	aborting atomic.Bool // Shutdown's deadline passed: close every session
 }
 
@@ -200,7 +201,7 @@ func New(cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{cfg: cfg, known: map[string]*Backend{}}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}, workers: newWorkerPool()}
 	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {
@@ -413,6 +414,7 @@ func (l *LB) Serve(ctx context.Context) error {
 
 func (l *LB) closeListeners() {
 	l.closing.Store(true)
+	l.workers.stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, ln := range l.listeners {
@@ -482,7 +484,7 @@ func (l *LB) acceptLoop(ln net.Listener) error {
 		backoff = 0
 		l.accepts.Add(1)
 		l.sessions.Add(1)
-		go l.handle(c)
+		l.workers.run(task{l: l, client: c})
 	}
 }
 
@@ -568,8 +570,10 @@ func (l *LB) connect(client *sock) (*Backend, *sock) {
 // session is one client and its backend.
 type session struct {
 	client, backend *sock
+	b               *Backend
 	once            sync.Once
-	ended           atomic.Int32 // directions that reached EOF
+	ended           atomic.Int32   // directions that reached EOF
+	upload          sync.WaitGroup // the client-to-backend copy, run by a worker
 }
 
 // close aborts both sides; the copy goroutines then return.
@@ -587,7 +591,7 @@ func (l *LB) handle(client *sock) {
 		client.Close()
 		return
 	}
-	s := &session{client: client, backend: bc}
+	s := &session{client: client, backend: bc, b: b}
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
 	b.mu.Unlock()
@@ -604,13 +608,10 @@ func (l *LB) handle(client *sock) {
 		b.active.Add(-1)
 		s.close()
 	}()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		l.copy(s, bc, client, &b.bytesIn)
-	}()
+	s.upload.Add(1)
+	l.workers.run(task{l: l, s: s})
 	l.copy(s, client, bc, &b.bytesOut)
-	<-done
+	s.upload.Wait()
 }
 
 // copy moves bytes from src to dst until src ends, then half-closes dst so
@@ -670,7 +671,7 @@ func (l *LB) step(dst, src *sock, counter *atomic.Uint64) error {
 		if bp == nil {
 			bp = bufPool.Get().(*[]byte)
 		}
-		n, rerr = unix.Read(int(fd), *bp)
+		n, rerr = rawRead(fd, *bp)
 		if rerr == unix.EAGAIN || rerr == unix.EINTR {
 			// Nothing yet: give the buffer back while we wait.
 			bufPool.Put(bp)

@@ -684,4 +684,3 @@ func TestKeepAliveInherited(t *testing.T) {
 		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_NODELAY %d; want 1, 17, 1", on, idle, nodelay)
 	}
 }
-

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,14 +40,43 @@ func newSock(fd int) (*sock, error) {
 
 func (s *sock) Close() error { return s.f.Close() }
 
-func (s *sock) Write(b []byte) (int, error) { return s.f.Write(b) }
+// Write sends all of b, waiting in the poller while the socket is full.
+func (s *sock) Write(b []byte) (int, error) {
+	n := 0
+	var serr error
+	err := s.rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := rawSend(fd, b[n:])
+			switch e {
+			case 0:
+				n += m
+				continue
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			serr = os.NewSyscallError("write", e)
+			return true
+		}
+		return true
+	})
+	if err == nil {
+		err = serr
+	}
+	return n, err
+}
 
 func (s *sock) SetReadDeadline(t time.Time) error { return s.f.SetReadDeadline(t) }
 
 // CloseWrite sends a FIN: shutdown(SHUT_WR).
 func (s *sock) CloseWrite() error {
 	var serr error
-	if err := s.rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
+	if err := s.rc.Control(func(fd uintptr) {
+		if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0); e != 0 {
+			serr = os.NewSyscallError("shutdown", e)
+		}
+	}); err != nil {
 		return err
 	}
 	return serr
@@ -73,7 +103,7 @@ func acceptOne(rc syscall.RawConn) (*sock, error) {
 	err := rc.Read(func(fd uintptr) bool {
 		for {
 			// Accept4 converts the peer address; the raw call does not.
-			r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 			switch e {
 			case 0:
 				nfd, aerr = int(r), nil
@@ -95,6 +125,43 @@ func acceptOne(rc syscall.RawConn) (*sock, error) {
 		return nil, aerr
 	}
 	return newSock(nfd)
+}
+
+// rawRead, rawSend and connected are system calls the load balancer
+// makes on non-blocking sockets, which never block: they are made raw,
+// without telling the scheduler, so that one taking long in the kernel's
+// packet path does not get its P handed to another thread by sysmon.
+func rawRead(fd uintptr, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+func rawSend(fd uintptr, b []byte) (int, unix.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	return int(r), e
+}
+
+// putPort stores port in network byte order, as sockaddr holds it.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// connected tells whether fd has a peer (getpeername succeeds).
+func connected(fd uintptr) bool {
+	var sa unix.RawSockaddrAny
+	l := uint32(unix.SizeofSockaddrAny)
+	_, _, e := unix.RawSyscall(unix.SYS_GETPEERNAME, fd, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)))
+	return e == 0
 }
 
 // target is a backend address resolved once, for raw dials.
@@ -121,19 +188,26 @@ func dial(b *Backend, tun *tunables, keepAlive time.Duration) (*sock, error) {
 	if !ap.IsValid() {
 		return dialNet(b.addr, tun)
 	}
-	var sa unix.Sockaddr
+	var sa unix.RawSockaddrAny
+	salen := uintptr(unix.SizeofSockaddrInet4)
 	family := unix.AF_INET
+	port := ap.Port()
 	if ap.Addr().Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		sa4.Family = unix.AF_INET
+		putPort(&sa4.Port, port)
+		sa4.Addr = ap.Addr().As4()
 	} else {
-		family = unix.AF_INET6
-		s6 := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+		family, salen = unix.AF_INET6, unix.SizeofSockaddrInet6
+		sa6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
+		sa6.Family = unix.AF_INET6
+		putPort(&sa6.Port, port)
+		sa6.Addr = ap.Addr().As16()
 		if z := ap.Addr().Zone(); z != "" {
 			if ifi, err := net.InterfaceByName(z); err == nil {
-				s6.ZoneId = uint32(ifi.Index)
+				sa6.Scope_id = uint32(ifi.Index)
 			}
 		}
-		sa = s6
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
@@ -162,20 +236,20 @@ func dial(b *Backend, tun *tunables, keepAlive time.Duration) (*sock, error) {
 		if first {
 			first = false
 			for {
-				err := unix.Connect(int(fd), sa)
-				switch err {
+				_, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa)), salen)
+				switch e {
 				case unix.EINTR:
 					continue
 				case unix.EINPROGRESS, unix.EALREADY:
 					return false // wait for writability
-				case nil:
+				case 0:
 					return true
 				}
-				cerr = os.NewSyscallError("connect", err)
+				cerr = os.NewSyscallError("connect", e)
 				return true
 			}
 		}
-		if _, err := unix.Getpeername(int(fd)); err == nil {
+		if connected(fd) {
 			return true
 		}
 		n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
