@@ -201,7 +201,7 @@ func New(cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{cfg: cfg, known: map[string]*Backend{}, workers: newWorkerPool()}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}}
 	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {
@@ -463,9 +463,10 @@ func (l *LB) acceptLoop(ln net.Listener) error {
 		}
 		return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
 	}
+	acc := newAcceptor(a.rc)
 	var backoff time.Duration
 	for {
-		c, err := acceptOne(a.rc)
+		c, err := acc.acceptOne()
 		if err != nil {
 			if l.closing.Load() {
 				return nil
@@ -574,6 +575,7 @@ type session struct {
 	once            sync.Once
 	ended           atomic.Int32   // directions that reached EOF
 	upload          sync.WaitGroup // the client-to-backend copy, run by a worker
+	up, down        pump           // client to backend, backend to client
 }
 
 // close aborts both sides; the copy goroutines then return.
@@ -592,6 +594,8 @@ func (l *LB) handle(client *sock) {
 		return
 	}
 	s := &session{client: client, backend: bc, b: b}
+	s.up.init(bc, client, &b.bytesIn)
+	s.down.init(client, bc, &b.bytesOut)
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
 	b.mu.Unlock()
@@ -610,7 +614,7 @@ func (l *LB) handle(client *sock) {
 	}()
 	s.upload.Add(1)
 	l.workers.run(task{l: l, s: s})
-	l.copy(s, client, bc, &b.bytesOut)
+	l.copy(s, &s.down)
 	s.upload.Wait()
 }
 
@@ -624,18 +628,18 @@ func (l *LB) handle(client *sock) {
 // as it waits.) When a read fills the whole buffer and more is queued, the
 // transfer is a bulk one and the queued bytes are spliced in the kernel by
 // dst.ReadFrom, exactly as many as are queued so the splice never waits.
-func (l *LB) copy(s *session, dst, src *sock, counter *atomic.Uint64) {
+func (l *LB) copy(s *session, p *pump) {
 	idle := l.tun.Load().idle
 	for {
 		if idle > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
+			_ = p.src.SetReadDeadline(time.Now().Add(idle))
 		}
-		err := l.step(dst, src, counter)
+		err := p.step()
 		if err == io.EOF {
 			// src ended its direction: pass the FIN on, unless the other
 			// direction ended already and the close that follows sends it.
 			if s.ended.Add(1) < 2 {
-				_ = dst.CloseWrite()
+				_ = p.dst.CloseWrite()
 			}
 			return
 		}
@@ -661,48 +665,69 @@ const bufSize = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
+// pump is one direction of a session. Its poller callback is bound once,
+// so that a step allocates nothing.
+type pump struct {
+	dst, src *sock
+	counter  *atomic.Uint64
+	readFn   func(fd uintptr) bool // p.read
+	// Set by read:
+	bp   *[]byte
+	n    int
+	rerr error
+}
+
+func (p *pump) init(dst, src *sock, counter *atomic.Uint64) {
+	p.dst, p.src, p.counter = dst, src, counter
+	p.readFn = p.read
+}
+
+// read is the callback of src's poller wait: one read attempt into a
+// pooled buffer, which it keeps only when data came.
+func (p *pump) read(fd uintptr) bool {
+	if p.bp == nil {
+		p.bp = bufPool.Get().(*[]byte)
+	}
+	p.n, p.rerr = rawRead(fd, *p.bp)
+	if p.rerr == unix.EAGAIN || p.rerr == unix.EINTR {
+		// Nothing yet: give the buffer back while we wait.
+		bufPool.Put(p.bp)
+		p.bp = nil
+		return false
+	}
+	return true
+}
+
 // step waits for data on src and moves what is there to dst. It returns
 // io.EOF when src has finished sending.
-func (l *LB) step(dst, src *sock, counter *atomic.Uint64) error {
-	var bp *[]byte
-	var n int
-	var rerr error
-	err := src.rc.Read(func(fd uintptr) bool {
-		if bp == nil {
-			bp = bufPool.Get().(*[]byte)
-		}
-		n, rerr = rawRead(fd, *bp)
-		if rerr == unix.EAGAIN || rerr == unix.EINTR {
-			// Nothing yet: give the buffer back while we wait.
-			bufPool.Put(bp)
-			bp = nil
-			return false
-		}
-		return true
-	})
+func (p *pump) step() error {
+	err := p.src.rc.Read(p.readFn)
+	bp := p.bp
+	p.bp = nil
 	if bp != nil {
 		defer bufPool.Put(bp)
 	}
 	if err != nil {
 		return err
 	}
-	if rerr != nil {
-		return os.NewSyscallError("read", rerr)
+	if p.rerr != nil {
+		return os.NewSyscallError("read", p.rerr)
 	}
+	n := p.n
 	if n == 0 {
 		return io.EOF
 	}
-	w, err := dst.Write((*bp)[:n])
-	counter.Add(uint64(w))
+	w, err := p.dst.Write((*bp)[:n])
+	p.counter.Add(uint64(w))
 	if err != nil || n < bufSize {
 		return err
 	}
 	// A full buffer: splice whatever else is queued.
 	var q int
-	if err := src.rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || q < bufSize {
+	if err := p.src.rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || q < bufSize {
 		return nil
 	}
-	return splice(dst, src, q, func(m int) { counter.Add(uint64(m)) })
+	return splice(p.dst, p.src, q, func(m int) { p.counter.Add(uint64(m)) })
 }
 
 // idleFor is how long ago c last sent or received data, from TCP_INFO.

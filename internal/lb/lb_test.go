@@ -166,7 +166,7 @@ func listenLoopback(t *testing.T) net.Listener {
 }
 
 // startLB runs a load balancer on 127.0.0.1 and stops it at cleanup.
-func startLB(t *testing.T, cfg Config) *LB {
+func startLB(t testing.TB, cfg Config) *LB {
 	t.Helper()
 	if cfg.Frontends == nil {
 		cfg.Frontends = []string{"127.0.0.1:0"}
@@ -669,7 +669,7 @@ func TestKeepAliveInherited(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	c, err := acceptOne(a.rc)
+	c, err := newAcceptor(a.rc).acceptOne()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,13 @@ import (
 // per dial. os.NewFile registers a non-blocking descriptor with the poller
 // without duplicating it, which net.FileConn would.
 type sock struct {
-	f  *os.File
-	rc syscall.RawConn
+	f       *os.File
+	rc      syscall.RawConn
+	writeFn func(fd uintptr) bool // s.write, bound once
+	// Write's state, for writeFn; one goroutine writes to a sock.
+	wb   []byte
+	wn   int
+	werr error
 }
 
 func newSock(fd int) (*sock, error) {
@@ -35,52 +40,50 @@ func newSock(fd int) (*sock, error) {
 		f.Close()
 		return nil, err
 	}
-	return &sock{f: f, rc: rc}, nil
+	s := &sock{f: f, rc: rc}
+	s.writeFn = s.write
+	return s, nil
 }
 
 func (s *sock) Close() error { return s.f.Close() }
 
 // Write sends all of b, waiting in the poller while the socket is full.
 func (s *sock) Write(b []byte) (int, error) {
-	n := 0
-	var serr error
-	err := s.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, e := rawSend(fd, b[n:])
-			switch e {
-			case 0:
-				n += m
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			serr = os.NewSyscallError("write", e)
-			return true
-		}
-		return true
-	})
+	s.wb, s.wn, s.werr = b, 0, nil
+	err := s.rc.Write(s.writeFn)
+	n := s.wn
 	if err == nil {
-		err = serr
+		err = s.werr
 	}
+	s.wb, s.werr = nil, nil
 	return n, err
+}
+
+func (s *sock) write(fd uintptr) bool {
+	for s.wn < len(s.wb) {
+		m, e := rawSend(fd, s.wb[s.wn:])
+		switch e {
+		case 0:
+			s.wn += m
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		s.werr = os.NewSyscallError("write", e)
+		return true
+	}
+	return true
 }
 
 func (s *sock) SetReadDeadline(t time.Time) error { return s.f.SetReadDeadline(t) }
 
-// CloseWrite sends a FIN: shutdown(SHUT_WR).
-func (s *sock) CloseWrite() error {
-	var serr error
-	if err := s.rc.Control(func(fd uintptr) {
-		if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0); e != 0 {
-			serr = os.NewSyscallError("shutdown", e)
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
-}
+// CloseWrite sends a FIN: shutdown(SHUT_WR). A failure means the socket
+// is gone already, which the other direction finds out by itself.
+func (s *sock) CloseWrite() error { return s.rc.Control(shutdownWrite) }
+
+func shutdownWrite(fd uintptr) { unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0) }
 
 // RemoteAddr is the peer's address, looked up when asked (only logs do).
 func (s *sock) RemoteAddr() string {
@@ -95,36 +98,49 @@ func (s *sock) RemoteAddr() string {
 	return "?"
 }
 
-// acceptOne accepts one connection from a listener's raw descriptor,
-// waiting in the poller while none is queued.
-func acceptOne(rc syscall.RawConn) (*sock, error) {
-	var nfd int
-	var aerr error
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			// Accept4 converts the peer address; the raw call does not.
-			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-			switch e {
-			case 0:
-				nfd, aerr = int(r), nil
-				return true
-			case unix.EINTR, unix.ECONNABORTED:
-				// A connection reset while queued: take the next.
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			aerr = os.NewSyscallError("accept4", e)
+// acceptor accepts connections on a listener's raw descriptor. Its poller
+// callback is bound once; one goroutine uses an acceptor.
+type acceptor struct {
+	rc   syscall.RawConn
+	fn   func(fd uintptr) bool // a.accept
+	nfd  int
+	aerr error
+}
+
+func newAcceptor(rc syscall.RawConn) *acceptor {
+	a := &acceptor{rc: rc}
+	a.fn = a.accept
+	return a
+}
+
+func (a *acceptor) accept(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+			a.nfd, a.aerr = int(r), nil
 			return true
+		case unix.EINTR, unix.ECONNABORTED:
+			// A connection reset while queued: take the next.
+			continue
+		case unix.EAGAIN:
+			return false
 		}
-	})
-	if err != nil {
+		a.aerr = os.NewSyscallError("accept4", e)
+		return true
+	}
+}
+
+// acceptOne accepts one connection, waiting in the poller while none is
+// queued.
+func (a *acceptor) acceptOne() (*sock, error) {
+	if err := a.rc.Read(a.fn); err != nil {
 		return nil, err
 	}
-	if aerr != nil {
-		return nil, aerr
+	if a.aerr != nil {
+		return nil, a.aerr
 	}
-	return newSock(nfd)
+	return newSock(a.nfd)
 }
 
 // rawRead, rawSend and connected are system calls the load balancer
@@ -148,6 +164,15 @@ func rawSend(fd uintptr, b []byte) (int, unix.Errno) {
 	}
 	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
 	return int(r), e
+}
+
+func rawSetsockopt(fd, level, opt, v int) error {
+	v32 := int32(v)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v32)), 4, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 // putPort stores port in network byte order, as sockaddr holds it.
@@ -179,41 +204,97 @@ func parseTarget(addr string) target {
 
 var errConnectTimeout = errors.New("connect timed out")
 
-// dial connects to b within tun's connect timeout: socket, options,
-// non-blocking connect, then a wait in the poller for writability bounded
-// by a deadline, and getpeername to tell a connect done from one still
-// going (SO_ERROR only when it is not done).
+// dialState is a dial's sockaddr and the state of its poller callback,
+// pooled so that a dial allocates only its socket.
+type dialState struct {
+	sa    unix.RawSockaddrAny
+	salen uintptr
+	first bool
+	cerr  error
+	fn    func(fd uintptr) bool // d.connect
+}
+
+var dialStates = sync.Pool{New: func() any { d := &dialState{}; d.fn = d.connect; return d }}
+
+// set fills the sockaddr for ap and returns its address family.
+func (d *dialState) set(ap netip.AddrPort) int {
+	d.sa = unix.RawSockaddrAny{}
+	d.first, d.cerr = true, nil
+	port := ap.Port()
+	if ap.Addr().Is4() {
+		d.salen = unix.SizeofSockaddrInet4
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&d.sa))
+		sa4.Family = unix.AF_INET
+		putPort(&sa4.Port, port)
+		sa4.Addr = ap.Addr().As4()
+		return unix.AF_INET
+	}
+	d.salen = unix.SizeofSockaddrInet6
+	sa6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(&d.sa))
+	sa6.Family = unix.AF_INET6
+	putPort(&sa6.Port, port)
+	sa6.Addr = ap.Addr().As16()
+	if z := ap.Addr().Zone(); z != "" {
+		if ifi, err := net.InterfaceByName(z); err == nil {
+			sa6.Scope_id = uint32(ifi.Index)
+		}
+	}
+	return unix.AF_INET6
+}
+
+// connect is the callback of the poller's write wait: the first call
+// connects (inside the wait, so the writable edge that ends the connect
+// cannot come before the wait is armed), later ones check whether the
+// connect is done: getpeername succeeds once connected, and SO_ERROR
+// tells a failure from a wake-up while still connecting.
+func (d *dialState) connect(fd uintptr) bool {
+	if d.first {
+		d.first = false
+		for {
+			_, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&d.sa)), d.salen)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EINPROGRESS, unix.EALREADY:
+				return false // wait for writability
+			case 0:
+				return true
+			}
+			d.cerr = os.NewSyscallError("connect", e)
+			return true
+		}
+	}
+	if connected(fd) {
+		return true
+	}
+	n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		d.cerr = os.NewSyscallError("getsockopt", err)
+	case n == 0, unix.Errno(n) == unix.EINPROGRESS, unix.Errno(n) == unix.EALREADY, unix.Errno(n) == unix.EINTR:
+		return false // woken early: still connecting
+	default:
+		d.cerr = os.NewSyscallError("connect", unix.Errno(n))
+	}
+	return true
+}
+
+// dial connects to b within tun's connect timeout: socket, options, a
+// non-blocking connect and a wait in the poller for writability, bounded
+// by a deadline.
 func dial(b *Backend, tun *tunables, keepAlive time.Duration) (*sock, error) {
 	ap := b.target.ap
 	if !ap.IsValid() {
 		return dialNet(b.addr, tun)
 	}
-	var sa unix.RawSockaddrAny
-	salen := uintptr(unix.SizeofSockaddrInet4)
-	family := unix.AF_INET
-	port := ap.Port()
-	if ap.Addr().Is4() {
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		sa4.Family = unix.AF_INET
-		putPort(&sa4.Port, port)
-		sa4.Addr = ap.Addr().As4()
-	} else {
-		family, salen = unix.AF_INET6, unix.SizeofSockaddrInet6
-		sa6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
-		sa6.Family = unix.AF_INET6
-		putPort(&sa6.Port, port)
-		sa6.Addr = ap.Addr().As16()
-		if z := ap.Addr().Zone(); z != "" {
-			if ifi, err := net.InterfaceByName(z); err == nil {
-				sa6.Scope_id = uint32(ifi.Index)
-			}
-		}
-	}
+	d := dialStates.Get().(*dialState)
+	defer dialStates.Put(d)
+	family := d.set(ap)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+	if err := rawSetsockopt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("setsockopt", err)
 	}
@@ -225,56 +306,23 @@ func dial(b *Backend, tun *tunables, keepAlive time.Duration) (*sock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tun.dialer.Timeout > 0 {
-		_ = s.f.SetWriteDeadline(time.Now().Add(tun.dialer.Timeout))
+	timeout := tun.dialer.Timeout
+	if timeout > 0 {
+		_ = s.f.SetWriteDeadline(time.Now().Add(timeout))
 	}
-	// connect runs inside the poller's write wait, so that the writable
-	// edge that ends it cannot come before the wait is armed.
-	var cerr error
-	first := true
-	werr := s.rc.Write(func(fd uintptr) bool {
-		if first {
-			first = false
-			for {
-				_, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa)), salen)
-				switch e {
-				case unix.EINTR:
-					continue
-				case unix.EINPROGRESS, unix.EALREADY:
-					return false // wait for writability
-				case 0:
-					return true
-				}
-				cerr = os.NewSyscallError("connect", e)
-				return true
-			}
-		}
-		if connected(fd) {
-			return true
-		}
-		n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		switch {
-		case err != nil:
-			cerr = os.NewSyscallError("getsockopt", err)
-		case n == 0, unix.Errno(n) == unix.EINPROGRESS, unix.Errno(n) == unix.EALREADY, unix.Errno(n) == unix.EINTR:
-			return false // woken early: still connecting
-		default:
-			cerr = os.NewSyscallError("connect", unix.Errno(n))
-		}
-		return true
-	})
-	if werr == nil && cerr == nil {
-		if tun.dialer.Timeout > 0 {
+	werr := s.rc.Write(d.fn)
+	if werr == nil && d.cerr == nil {
+		if timeout > 0 {
 			_ = s.f.SetWriteDeadline(time.Time{})
 		}
 		return s, nil
 	}
 	s.Close()
-	if cerr != nil {
-		return nil, cerr
+	if d.cerr != nil {
+		return nil, d.cerr
 	}
 	if errors.Is(werr, os.ErrDeadlineExceeded) {
-		return nil, fmt.Errorf("%w after %v", errConnectTimeout, tun.dialer.Timeout)
+		return nil, fmt.Errorf("%w after %v", errConnectTimeout, timeout)
 	}
 	return nil, werr
 }
@@ -308,7 +356,7 @@ func setKeepAlive(fd int, ka time.Duration) error {
 	secs := max(int(ka/time.Second), 1)
 	for _, o := range [...][3]int{{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1}, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
 		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9}} {
-		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+		if err := rawSetsockopt(fd, o[0], o[1], o[2]); err != nil {
 			return fmt.Errorf("lb: set keep-alive: %w", err)
 		}
 	}

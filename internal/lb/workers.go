@@ -1,6 +1,6 @@
 package lb
 
-import "sync/atomic"
+import "sync"
 
 // maxIdleWorkers bounds the goroutines kept waiting for work after their
 // session ended.
@@ -17,7 +17,7 @@ type task struct {
 func (t task) do() {
 	if t.s != nil {
 		defer t.s.upload.Done()
-		t.l.copy(t.s, t.s.backend, t.s.client, &t.s.b.bytesIn)
+		t.l.copy(t.s, &t.s.up)
 		return
 	}
 	t.l.handle(t.client)
@@ -26,48 +26,57 @@ func (t task) do() {
 // workerPool runs tasks on goroutines that outlive one session: a new
 // connection is handed to a waiting goroutine whose stack has already
 // grown to what a session needs, instead of a new goroutine that starts
-// small and copies its stack as the dial goes deep.
+// small and copies its stack as the dial goes deep. Each idle worker waits
+// on its own channel (a plain receive, cheaper than a select).
 type workerPool struct {
-	work  chan task
-	done  chan struct{}
-	stopd atomic.Bool
-	idle  atomic.Int32
-}
-
-func newWorkerPool() workerPool {
-	return workerPool{work: make(chan task), done: make(chan struct{})}
+	mu      sync.Mutex
+	idle    []chan task // protected by mu
+	stopped bool        // protected by mu
 }
 
 // run hands t to an idle worker, or starts one.
 func (p *workerPool) run(t task) {
-	select {
-	case p.work <- t:
-	default:
-		go p.worker(t)
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		ch := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		ch <- t // buffered: never blocks
+		return
 	}
+	p.mu.Unlock()
+	go p.worker(t)
 }
 
 func (p *workerPool) worker(t task) {
+	var ch chan task
 	for {
 		t.do()
-		if p.idle.Add(1) > maxIdleWorkers {
-			p.idle.Add(-1)
+		p.mu.Lock()
+		if p.stopped || len(p.idle) >= maxIdleWorkers {
+			p.mu.Unlock()
 			return
 		}
-		select {
-		case t = <-p.work:
-			p.idle.Add(-1)
-		case <-p.done:
-			p.idle.Add(-1)
+		if ch == nil {
+			ch = make(chan task, 1)
+		}
+		p.idle = append(p.idle, ch)
+		p.mu.Unlock()
+		var ok bool
+		if t, ok = <-ch; !ok {
 			return
 		}
 	}
 }
 
-// stop lets idle workers end; run still works afterwards (sessions go on
+// stop ends the idle workers; run still works afterwards (sessions go on
 // during a shutdown), with workers that end after their task.
 func (p *workerPool) stop() {
-	if p.stopd.CompareAndSwap(false, true) {
-		close(p.done)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	for _, ch := range p.idle {
+		close(ch)
 	}
+	p.idle = nil
 }
