@@ -573,9 +573,9 @@ type session struct {
 	client, backend *sock
 	b               *Backend
 	once            sync.Once
-	ended           atomic.Int32   // directions that reached EOF
-	upload          sync.WaitGroup // the client-to-backend copy, run by a worker
-	up, down        pump           // client to backend, backend to client
+	ended           atomic.Int32 // directions that reached EOF
+	running         atomic.Int32 // directions still copying; the last one out ends the session
+	up, down        pump         // client to backend, backend to client
 }
 
 // close aborts both sides; the copy goroutines then return.
@@ -587,13 +587,14 @@ func (s *session) close() {
 }
 
 func (l *LB) handle(client *sock) {
-	defer l.sessions.Done()
 	b, bc := l.connect(client)
 	if b == nil {
 		client.Close()
+		l.sessions.Done()
 		return
 	}
 	s := &session{client: client, backend: bc, b: b}
+	s.running.Store(2)
 	s.up.init(bc, client, &b.bytesIn)
 	s.down.init(client, bc, &b.bytesOut)
 	b.mu.Lock()
@@ -605,17 +606,24 @@ func (l *LB) handle(client *sock) {
 	}
 	b.active.Add(1)
 	b.total.Add(1)
-	defer func() {
-		b.mu.Lock()
-		delete(b.sessions, s)
-		b.mu.Unlock()
-		b.active.Add(-1)
-		s.close()
-	}()
-	s.upload.Add(1)
 	l.workers.run(task{l: l, s: s})
 	l.copy(s, &s.down)
-	s.upload.Wait()
+	l.release(s)
+}
+
+// release is called by each direction of s when it is done; the last one
+// ends the session, so no goroutine waits for the other.
+func (l *LB) release(s *session) {
+	if s.running.Add(-1) > 0 {
+		return
+	}
+	b := s.b
+	b.mu.Lock()
+	delete(b.sessions, s)
+	b.mu.Unlock()
+	b.active.Add(-1)
+	s.close()
+	l.sessions.Done()
 }
 
 // copy moves bytes from src to dst until src ends, then half-closes dst so

@@ -16,8 +16,8 @@ type task struct {
 
 func (t task) do() {
 	if t.s != nil {
-		defer t.s.upload.Done()
 		t.l.copy(t.s, &t.s.up)
+		t.l.release(t.s)
 		return
 	}
 	t.l.handle(t.client)
