@@ -635,7 +635,8 @@ func (l *LB) release(s *session) {
 // nothing else. (Go's own splice keeps a pipe, two descriptors, for as long
 // as it waits.) When a read fills the whole buffer and more is queued, the
 // transfer is a bulk one and the queued bytes are spliced in the kernel by
-// dst.ReadFrom, exactly as many as are queued so the splice never waits.
+// splice (through a pooled pipe), exactly as many as are queued so the
+// splice never waits.
 func (l *LB) copy(s *session, p *pump) {
 	idle := l.tun.Load().idle
 	for {
