@@ -130,6 +130,7 @@ func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 // policies and the metrics without locks.
 type Backend struct {
 	addr         string
+	target       target
 	health       atomic.Int32 // a Health
 	suspectUntil atomic.Int64 // unix nanoseconds; passive detection
 	active       atomic.Int64 // open sessions
@@ -177,13 +178,15 @@ type LB struct {
 	noneOK  atomic.Uint64 // clients closed because every backend failed
 	accepts atomic.Uint64
 
-	// mu protects known and listeners.
+	// mu protects known, listeners and accepters.
 	mu        sync.Mutex
 	known     map[string]*Backend // current backends plus removed ones with sessions
 	listeners []net.Listener
+	accepters []*sock // a duplicate of each listener's descriptor that accept loops wait on
 
 	sessions sync.WaitGroup
 	closing  atomic.Bool
+	workers  workerPool
 	aborting atomic.Bool // Shutdown's deadline passed: close every session
 }
 
@@ -224,7 +227,7 @@ func (l *LB) SetBackends(addrs []string) {
 		in[a] = true
 		b := l.known[a]
 		if b == nil {
-			b = &Backend{addr: a, sessions: map[*session]struct{}{}}
+			b = &Backend{addr: a, target: parseTarget(a), sessions: map[*session]struct{}{}}
 			l.known[a] = b
 		}
 		pool = append(pool, b)
@@ -314,8 +317,9 @@ func (l *LB) Backends() []BackendStatus {
 // Listen binds every frontend. If one fails, the ones already bound are
 // closed again.
 func (l *LB) Listen(ctx context.Context) error {
-	// Keep-alive is set once on the listening socket, whose options every
-	// accepted socket inherits, instead of four system calls per accept.
+	// Keep-alive and TCP_NODELAY are set once on the listening socket,
+	// whose options every accepted socket inherits, instead of system
+	// calls per accept.
 	lc := net.ListenConfig{KeepAlive: -1, Control: l.control}
 	var lns []net.Listener
 	for _, a := range l.cfg.Frontends {
@@ -349,22 +353,12 @@ func (l *LB) control(network, _ string, rc syscall.RawConn) error {
 				return
 			}
 		}
-		if ka := l.cfg.KeepAlive; ka > 0 {
-			secs := max(int(ka/time.Second), 1)
-			for _, o := range [][2]int{{unix.SOL_SOCKET, unix.SO_KEEPALIVE}, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
-				{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT}} {
-				v := secs
-				switch o[1] {
-				case unix.SO_KEEPALIVE:
-					v = 1
-				case unix.TCP_KEEPCNT:
-					v = 9 // as Go's default
-				}
-				if err := unix.SetsockoptInt(int(fd), o[0], o[1], v); err != nil {
-					serr = fmt.Errorf("lb: set keep-alive: %w", err)
-					return
-				}
-			}
+		if serr = setKeepAlive(int(fd), l.cfg.KeepAlive); serr != nil {
+			return
+		}
+		if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			serr = fmt.Errorf("lb: set TCP_NODELAY: %w", err)
+			return
 		}
 		if l.cfg.ReusePort {
 			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
@@ -420,26 +414,67 @@ func (l *LB) Serve(ctx context.Context) error {
 
 func (l *LB) closeListeners() {
 	l.closing.Store(true)
+	l.workers.stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, ln := range l.listeners {
 		ln.Close()
 	}
+	for _, a := range l.accepters {
+		a.Close()
+	}
+}
+
+// accepter returns a pollable duplicate of ln's descriptor to accept on
+// with accept4 directly: a net.TCPListener's raw connection cannot wait
+// for reads, and its Accept makes a net.TCPConn with system calls the
+// proxy does not need. closeListeners closes it with ln.
+func (l *LB) accepter(ln net.Listener) (*sock, error) {
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl", derr)
+	}
+	a, err := newSock(nfd) // non-blocking, as the listener
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.accepters = append(l.accepters, a)
+	l.mu.Unlock()
+	if l.closing.Load() {
+		a.Close() // closeListeners ran before we registered
+	}
+	return a, nil
 }
 
 func (l *LB) acceptLoop(ln net.Listener) error {
+	a, err := l.accepter(ln)
+	if err != nil {
+		if l.closing.Load() {
+			return nil
+		}
+		return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
+	}
+	acc := newAcceptor(a.rc)
 	var backoff time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := acc.acceptOne()
 		if err != nil {
 			if l.closing.Load() {
 				return nil
 			}
 			// Out of descriptors or a similar passing condition: wait a
 			// little rather than spin or give up the frontend.
-			if ne, ok := err.(net.Error); ok && ne.Timeout() || errors.Is(err, syscall.EMFILE) ||
-				errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
-				errors.Is(err, syscall.ECONNABORTED) {
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+				errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EPERM) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				l.cfg.Logger.Warn("lb: accept", "frontend", ln.Addr(), "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
@@ -450,7 +485,7 @@ func (l *LB) acceptLoop(ln net.Listener) error {
 		backoff = 0
 		l.accepts.Add(1)
 		l.sessions.Add(1)
-		go l.handle(c.(*net.TCPConn))
+		l.workers.run(task{l: l, client: c})
 	}
 }
 
@@ -509,7 +544,7 @@ func (l *LB) pick(tried []*Backend) *Backend {
 
 // connect dials backends in policy order until one accepts. A backend that
 // refuses or times out is made suspect at once and the next is tried.
-func (l *LB) connect(client *net.TCPConn) (*Backend, *net.TCPConn) {
+func (l *LB) connect(client *sock) (*Backend, *sock) {
 	var tried []*Backend
 	for {
 		b := l.pick(tried)
@@ -522,9 +557,9 @@ func (l *LB) connect(client *net.TCPConn) (*Backend, *net.TCPConn) {
 			l.retries.Add(1)
 		}
 		tun := l.tun.Load()
-		c, err := tun.dialer.Dial("tcp", b.addr)
+		c, err := dial(b, tun, l.cfg.KeepAlive)
 		if err == nil {
-			return b, c.(*net.TCPConn)
+			return b, c
 		}
 		b.failures.Add(1)
 		b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
@@ -535,9 +570,12 @@ func (l *LB) connect(client *net.TCPConn) (*Backend, *net.TCPConn) {
 
 // session is one client and its backend.
 type session struct {
-	client, backend *net.TCPConn
+	client, backend *sock
+	b               *Backend
 	once            sync.Once
 	ended           atomic.Int32 // directions that reached EOF
+	running         atomic.Int32 // directions still copying; the last one out ends the session
+	up, down        pump         // client to backend, backend to client
 }
 
 // close aborts both sides; the copy goroutines then return.
@@ -548,14 +586,17 @@ func (s *session) close() {
 	})
 }
 
-func (l *LB) handle(client *net.TCPConn) {
-	defer l.sessions.Done()
+func (l *LB) handle(client *sock) {
 	b, bc := l.connect(client)
 	if b == nil {
 		client.Close()
+		l.sessions.Done()
 		return
 	}
-	s := &session{client: client, backend: bc}
+	s := &session{client: client, backend: bc, b: b}
+	s.running.Store(2)
+	s.up.init(bc, client, &b.bytesIn)
+	s.down.init(client, bc, &b.bytesOut)
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
 	b.mu.Unlock()
@@ -565,20 +606,24 @@ func (l *LB) handle(client *net.TCPConn) {
 	}
 	b.active.Add(1)
 	b.total.Add(1)
-	defer func() {
-		b.mu.Lock()
-		delete(b.sessions, s)
-		b.mu.Unlock()
-		b.active.Add(-1)
-		s.close()
-	}()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		l.copy(s, bc, client, &b.bytesIn)
-	}()
-	l.copy(s, client, bc, &b.bytesOut)
-	<-done
+	l.workers.run(task{l: l, s: s})
+	l.copy(s, &s.down)
+	l.release(s)
+}
+
+// release is called by each direction of s when it is done; the last one
+// ends the session, so no goroutine waits for the other.
+func (l *LB) release(s *session) {
+	if s.running.Add(-1) > 0 {
+		return
+	}
+	b := s.b
+	b.mu.Lock()
+	delete(b.sessions, s)
+	b.mu.Unlock()
+	b.active.Add(-1)
+	s.close()
+	l.sessions.Done()
 }
 
 // copy moves bytes from src to dst until src ends, then half-closes dst so
@@ -590,24 +635,20 @@ func (l *LB) handle(client *net.TCPConn) {
 // nothing else. (Go's own splice keeps a pipe, two descriptors, for as long
 // as it waits.) When a read fills the whole buffer and more is queued, the
 // transfer is a bulk one and the queued bytes are spliced in the kernel by
-// dst.ReadFrom, exactly as many as are queued so the splice never waits.
-func (l *LB) copy(s *session, dst, src *net.TCPConn, counter *atomic.Uint64) {
+// splice (through a pooled pipe), exactly as many as are queued so the
+// splice never waits.
+func (l *LB) copy(s *session, p *pump) {
 	idle := l.tun.Load().idle
-	rc, err := src.SyscallConn()
-	if err != nil {
-		s.close()
-		return
-	}
 	for {
 		if idle > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
+			_ = p.src.SetReadDeadline(time.Now().Add(idle))
 		}
-		err := l.step(rc, dst, src, counter)
+		err := p.step()
 		if err == io.EOF {
 			// src ended its direction: pass the FIN on, unless the other
 			// direction ended already and the close that follows sends it.
 			if s.ended.Add(1) < 2 {
-				_ = dst.CloseWrite()
+				_ = p.dst.CloseWrite()
 			}
 			return
 		}
@@ -633,60 +674,75 @@ const bufSize = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
+// pump is one direction of a session. Its poller callback is bound once,
+// so that a step allocates nothing.
+type pump struct {
+	dst, src *sock
+	counter  *atomic.Uint64
+	readFn   func(fd uintptr) bool // p.read
+	// Set by read:
+	bp   *[]byte
+	n    int
+	rerr error
+}
+
+func (p *pump) init(dst, src *sock, counter *atomic.Uint64) {
+	p.dst, p.src, p.counter = dst, src, counter
+	p.readFn = p.read
+}
+
+// read is the callback of src's poller wait: one read attempt into a
+// pooled buffer, which it keeps only when data came.
+func (p *pump) read(fd uintptr) bool {
+	if p.bp == nil {
+		p.bp = bufPool.Get().(*[]byte)
+	}
+	p.n, p.rerr = rawRead(fd, *p.bp)
+	if p.rerr == unix.EAGAIN || p.rerr == unix.EINTR {
+		// Nothing yet: give the buffer back while we wait.
+		bufPool.Put(p.bp)
+		p.bp = nil
+		return false
+	}
+	return true
+}
+
 // step waits for data on src and moves what is there to dst. It returns
 // io.EOF when src has finished sending.
-func (l *LB) step(rc syscall.RawConn, dst, src *net.TCPConn, counter *atomic.Uint64) error {
-	var bp *[]byte
-	var n int
-	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
-		if bp == nil {
-			bp = bufPool.Get().(*[]byte)
-		}
-		n, rerr = unix.Read(int(fd), *bp)
-		if rerr == unix.EAGAIN || rerr == unix.EINTR {
-			// Nothing yet: give the buffer back while we wait.
-			bufPool.Put(bp)
-			bp = nil
-			return false
-		}
-		return true
-	})
+func (p *pump) step() error {
+	err := p.src.rc.Read(p.readFn)
+	bp := p.bp
+	p.bp = nil
 	if bp != nil {
 		defer bufPool.Put(bp)
 	}
 	if err != nil {
 		return err
 	}
-	if rerr != nil {
-		return os.NewSyscallError("read", rerr)
+	if p.rerr != nil {
+		return os.NewSyscallError("read", p.rerr)
 	}
+	n := p.n
 	if n == 0 {
 		return io.EOF
 	}
-	w, err := dst.Write((*bp)[:n])
-	counter.Add(uint64(w))
+	w, err := p.dst.Write((*bp)[:n])
+	p.counter.Add(uint64(w))
 	if err != nil || n < bufSize {
 		return err
 	}
 	// A full buffer: splice whatever else is queued.
 	var q int
-	if err := rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || q < bufSize {
+	if err := p.src.rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || q < bufSize {
 		return nil
 	}
-	m, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(q)})
-	counter.Add(uint64(m))
-	return err
+	return splice(p.dst, p.src, q, func(m int) { p.counter.Add(uint64(m)) })
 }
 
 // idleFor is how long ago c last sent or received data, from TCP_INFO.
-func idleFor(c *net.TCPConn) time.Duration {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 1<<63 - 1
-	}
+func idleFor(c *sock) time.Duration {
 	var ms uint32 = 1<<32 - 1
-	_ = rc.Control(func(fd uintptr) {
+	_ = c.rc.Control(func(fd uintptr) {
 		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 			ms = min(ti.Last_data_recv, ti.Last_data_sent)
 		}

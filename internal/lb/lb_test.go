@@ -166,7 +166,7 @@ func listenLoopback(t *testing.T) net.Listener {
 }
 
 // startLB runs a load balancer on 127.0.0.1 and stops it at cleanup.
-func startLB(t *testing.T, cfg Config) *LB {
+func startLB(t testing.TB, cfg Config) *LB {
 	t.Helper()
 	if cfg.Frontends == nil {
 		cfg.Frontends = []string{"127.0.0.1:0"}
@@ -295,10 +295,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestBackendKilledUnderLoad kills one of three backends while clients
-// open a new TLS connection per request: no connection started after the
-// kill fails (the refused connect is retried within the same accept); the
-// only failures are sessions the dead backend was serving when it died,
-// which no L4 proxy can save.
+// open a new TLS connection per request. It asserts, exactly:
+//   - no request started after the kill fails (the refused connect is
+//     retried on another backend within the same accept);
+//   - every failed request is one whose session the proxy had already
+//     established with the killed backend: failures equal the sessions the
+//     proxy opened to it minus the requests it answered. So none fails on
+//     a live backend, and none that was still connecting to the dead one
+//     (refused, then retried). Those established sessions, accepted or
+//     still in its listen backlog when it died, no L4 proxy can save.
 func TestBackendKilledUnderLoad(t *testing.T) {
 	pki := newTestPKI(t)
 	var addrs []string
@@ -310,7 +315,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	}
 	l := startLB(t, Config{Backends: addrs})
 	var killedAt atomic.Int64
-	var ok, failedAfter, failedBefore atomic.Int64
+	var ok, failedAfter, failedBefore, okKilled atomic.Int64
 	var wg sync.WaitGroup
 	const workers, perWorker = 8, 60
 	for range workers {
@@ -320,10 +325,13 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 			c := newClient(pki, l.addr())
 			for range perWorker {
 				start := time.Now().UnixNano()
-				_, err := c.get()
+				name, err := c.get()
 				switch {
 				case err == nil:
 					ok.Add(1)
+					if name == "b1" {
+						okKilled.Add(1)
+					}
 				case killedAt.Load() != 0 && start > killedAt.Load():
 					failedAfter.Add(1)
 					t.Errorf("request started after the kill failed: %v", err)
@@ -350,6 +358,12 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	st := l.Backends()
 	if st[1].Failures == 0 {
 		t.Error("killed backend has no connect failure recorded")
+	}
+	// After the kill no session to it can be established (its listener is
+	// closed), so its session total is final.
+	if lost, failed := int64(st[1].Total)-okKilled.Load(), failedBefore.Load()+failedAfter.Load(); failed != lost {
+		t.Errorf("%d requests failed, but the proxy had %d sessions on the killed backend that did not answer (%d sessions, %d answered): a failure was not on the killed backend",
+			failed, lost, st[1].Total, okKilled.Load())
 	}
 }
 
@@ -645,8 +659,9 @@ func TestFreeBind(t *testing.T) {
 	l.Shutdown(t.Context())
 }
 
-// TestKeepAliveInherited checks what the listener relies on: accepted
-// sockets inherit keep-alive and its timers from the listening socket.
+// TestKeepAliveInherited checks what the listener relies on: sockets
+// accepted the way the accept loop does inherit keep-alive, its timers and
+// TCP_NODELAY from the listening socket.
 func TestKeepAliveInherited(t *testing.T) {
 	l, err := New(Config{Frontends: []string{"127.0.0.1:0"}, KeepAlive: 17 * time.Second})
 	if err != nil {
@@ -663,18 +678,23 @@ func TestKeepAliveInherited(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 	}()
-	c, err := ln.Accept()
+	a, err := l.accepter(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c, err := newAcceptor(a.rc).acceptOne()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	rc, _ := c.(*net.TCPConn).SyscallConn()
-	var on, idle int
-	rc.Control(func(fd uintptr) {
+	var on, idle, nodelay int
+	c.rc.Control(func(fd uintptr) {
 		on, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
 		idle, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+		nodelay, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
 	})
-	if on != 1 || idle != 17 {
-		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want 1, 17", on, idle)
+	if on != 1 || idle != 17 || nodelay != 1 {
+		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_NODELAY %d; want 1, 17, 1", on, idle, nodelay)
 	}
 }

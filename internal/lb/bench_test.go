@@ -1,0 +1,50 @@
+package lb
+
+import (
+	"io"
+	"net"
+	"testing"
+)
+
+// BenchmarkNewConnection is one short request per new connection through
+// the proxy on loopback (client, proxy and a backend that answers and
+// closes all in this process): a profile of it shows the proxy's cost per
+// connection, e.g. go test -run x -bench NewConnection -benchmem
+// -memprofile /tmp/mem.prof ./internal/lb.
+func BenchmarkNewConnection(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 512)
+				c.Read(buf)
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"))
+				c.Close()
+			}()
+		}
+	}()
+	l := startLB(b, Config{Backends: []string{ln.Addr().String()}})
+	req := []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := net.Dial("tcp", l.addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Write(req)
+			if _, err := io.ReadAll(c); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
+}
