@@ -71,6 +71,7 @@ vip:
 loadBalancer:
   algorithm: roundrobin         # or leastconn
   connectTimeout: 500ms         # then the client is retried on another apiserver
+  # handshakeTimeout: 1s        # no TLS answer by then: the client moves to another
   # drain: 0s                   # close sessions to a down apiserver after this
   healthCheck:
     path: /readyz               # HTTPS GET, verified against the cluster CA

@@ -52,6 +52,7 @@ const (
 	DefaultHealthFall        = 2
 	DefaultHealthRise        = 2
 	DefaultConnectTimeout    = 500 * time.Millisecond
+	DefaultHandshakeTimeout  = time.Second
 )
 
 // Key algorithms for generated certificates.
@@ -140,6 +141,11 @@ type LoadBalancer struct {
 	// ConnectTimeout bounds a connect to one backend before the client's
 	// connection is retried on another (default 500ms).
 	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
+	// HandshakeTimeout is how long an apiserver may take to answer a
+	// client's TLS ClientHello (default 1s). If it closes, resets or stays
+	// silent until then, the client is moved to another apiserver and its
+	// ClientHello replayed there (nothing of the session happened yet).
+	HandshakeTimeout Duration `json:"handshakeTimeout,omitempty"`
 	// Drain closes sessions to a backend this long after it is marked
 	// down; zero leaves them open.
 	Drain       Duration    `json:"drain,omitempty"`

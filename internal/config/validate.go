@@ -52,6 +52,9 @@ func (c *Cluster) SetDefaults() {
 	if lb.ConnectTimeout.Duration == 0 {
 		lb.ConnectTimeout.Duration = DefaultConnectTimeout
 	}
+	if lb.HandshakeTimeout.Duration == 0 {
+		lb.HandshakeTimeout.Duration = DefaultHandshakeTimeout
+	}
 	hc := &lb.HealthCheck
 	if hc.Path == "" {
 		hc.Path = DefaultHealthPath
@@ -275,6 +278,7 @@ func (c *Cluster) validateLB(k *checker) {
 		k.add("loadBalancer.algorithm", "%q is not one of roundrobin, leastconn", lb.Algorithm)
 	}
 	k.positive("loadBalancer.connectTimeout", lb.ConnectTimeout)
+	k.positive("loadBalancer.handshakeTimeout", lb.HandshakeTimeout)
 	if lb.Drain.Duration < 0 {
 		k.add("loadBalancer.drain", "must not be negative")
 	}

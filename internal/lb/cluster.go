@@ -22,11 +22,12 @@ func ConfigFromCluster(c *config.Cluster, listen string) Config {
 		backends = append(backends, net.JoinHostPort(a.Addr().String(), strconv.Itoa(int(a.Port()))))
 	}
 	return Config{
-		Frontends:      []string{front},
-		Backends:       backends,
-		Policy:         c.LoadBalancer.Algorithm,
-		ConnectTimeout: c.LoadBalancer.ConnectTimeout.Duration,
-		Drain:          c.LoadBalancer.Drain.Duration,
-		FreeBind:       true,
+		Frontends:        []string{front},
+		Backends:         backends,
+		Policy:           c.LoadBalancer.Algorithm,
+		ConnectTimeout:   c.LoadBalancer.ConnectTimeout.Duration,
+		HandshakeTimeout: c.LoadBalancer.HandshakeTimeout.Duration,
+		Drain:            c.LoadBalancer.Drain.Duration,
+		FreeBind:         true,
 	}
 }

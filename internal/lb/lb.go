@@ -29,6 +29,10 @@ const (
 	DefaultConnectTimeout = 500 * time.Millisecond
 	DefaultSuspectFor     = 2 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
+	// DefaultHandshakeTimeout: a kube-apiserver answers a ClientHello in
+	// milliseconds; one that takes a second is hung or starved, and the
+	// client is better served by another.
+	DefaultHandshakeTimeout = time.Second
 )
 
 // Config configures a load balancer.
@@ -51,6 +55,18 @@ type Config struct {
 	// Drain closes the sessions of a backend this long after active checks
 	// mark it down; zero leaves them open until they end by themselves.
 	Drain time.Duration
+	// HandshakeTimeout is how long a backend may take to answer a client's
+	// TLS ClientHello (default 1s; negative disables what follows). Until
+	// the backend's first byte the load balancer keeps the ClientHello,
+	// and when the backend closes, resets or stays silent past this, the
+	// client's connection is moved to another backend and the ClientHello
+	// replayed there: nothing of the session has happened yet, so the
+	// client sees a short delay instead of an error. This saves the
+	// clients of a backend that dies after accepting them, or hangs
+	// (SIGSTOP, a wedged process) with its kernel still accepting. The
+	// first bytes are awaited at most ClientFirstWait; a client that does
+	// not speak first (not TLS) is passed on unchanged.
+	HandshakeTimeout time.Duration
 	// IdleTimeout closes a session after no byte went either way for this
 	// long; zero (default) relies on TCP keep-alive only, which suits the
 	// long, often silent watches of kube-apiserver clients.
@@ -82,6 +98,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -175,6 +194,7 @@ type LB struct {
 	tun     atomic.Pointer[tunables]   // what Reconfigure changes, replaced whole
 	pool    atomic.Pointer[[]*Backend] // current backends, replaced whole
 	retries atomic.Uint64
+	replays atomic.Uint64 // sessions moved before the backend's first byte
 	noneOK  atomic.Uint64 // clients closed because every backend failed
 	accepts atomic.Uint64
 
@@ -544,16 +564,15 @@ func (l *LB) pick(tried []*Backend) *Backend {
 
 // connect dials backends in policy order until one accepts. A backend that
 // refuses or times out is made suspect at once and the next is tried.
-func (l *LB) connect(client *sock) (*Backend, *sock) {
-	var tried []*Backend
+func (l *LB) connect(client *sock, tried *[]*Backend) (*Backend, *sock) {
 	for {
-		b := l.pick(tried)
+		b := l.pick(*tried)
 		if b == nil {
 			l.noneOK.Add(1)
-			l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", client.RemoteAddr(), "tried", len(tried))
+			l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", client.RemoteAddr(), "tried", len(*tried))
 			return nil, nil
 		}
-		if len(tried) > 0 {
+		if len(*tried) > 0 {
 			l.retries.Add(1)
 		}
 		tun := l.tun.Load()
@@ -564,48 +583,105 @@ func (l *LB) connect(client *sock) (*Backend, *sock) {
 		b.failures.Add(1)
 		b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
 		l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
-		tried = append(tried, b)
+		*tried = append(*tried, b)
 	}
 }
 
 // session is one client and its backend.
 type session struct {
-	client, backend *sock
-	b               *Backend
-	once            sync.Once
-	ended           atomic.Int32 // directions that reached EOF
-	running         atomic.Int32 // directions still copying; the last one out ends the session
-	up, down        pump         // client to backend, backend to client
+	client  *sock
+	once    sync.Once
+	ended   atomic.Int32 // directions that reached EOF
+	running atomic.Int32 // directions still copying; the last one out ends the session
+	up      pump         // client to backend
+	down    pump         // backend to client
+
+	// mu protects b, backend and closed: before the backend's first byte
+	// the handler may move the session to another backend while a drain
+	// or Shutdown closes it.
+	mu      sync.Mutex
+	b       *Backend
+	backend *sock
+	closed  bool
 }
 
 // close aborts both sides; the copy goroutines then return.
 func (s *session) close() {
 	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		bc := s.backend
+		s.mu.Unlock()
 		s.client.Close()
-		s.backend.Close()
+		if bc != nil {
+			bc.Close()
+		}
 	})
 }
 
+func (s *session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// attach makes b, reached over bc, the backend of s. It reports false
+// (and closes bc) when s was closed meanwhile.
+func (l *LB) attach(s *session, b *Backend, bc *sock) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		bc.Close()
+		return false
+	}
+	s.b, s.backend = b, bc
+	s.up.init(bc, s.client, &b.bytesIn)
+	s.down.init(s.client, bc, &b.bytesOut)
+	s.mu.Unlock()
+	b.mu.Lock()
+	b.sessions[s] = struct{}{}
+	b.mu.Unlock()
+	b.active.Add(1)
+	b.total.Add(1)
+	return true
+}
+
+// detach undoes attach: s leaves its backend, whose connection is closed.
+func (l *LB) detach(s *session) {
+	s.mu.Lock()
+	b, bc := s.b, s.backend
+	s.b, s.backend = nil, nil
+	s.mu.Unlock()
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	delete(b.sessions, s)
+	b.mu.Unlock()
+	b.active.Add(-1)
+	bc.Close()
+}
+
 func (l *LB) handle(client *sock) {
-	b, bc := l.connect(client)
+	var tried []*Backend
+	b, bc := l.connect(client, &tried)
 	if b == nil {
 		client.Close()
 		l.sessions.Done()
 		return
 	}
-	s := &session{client: client, backend: bc, b: b}
+	s := &session{client: client}
 	s.running.Store(2)
-	s.up.init(bc, client, &b.bytesIn)
-	s.down.init(client, bc, &b.bytesOut)
-	b.mu.Lock()
-	b.sessions[s] = struct{}{}
-	b.mu.Unlock()
+	l.attach(s, b, bc)
 	if l.aborting.Load() {
 		// Registered after Shutdown closed the sessions it saw.
 		s.close()
 	}
-	b.active.Add(1)
-	b.total.Add(1)
+	if hs := l.tun.Load().handshake; hs > 0 && !l.handshake(s, hs, tried) {
+		s.running.Store(1) // no direction runs: this release ends it
+		l.release(s)
+		return
+	}
 	l.workers.run(task{l: l, s: s})
 	l.copy(s, &s.down)
 	l.release(s)
@@ -617,12 +693,8 @@ func (l *LB) release(s *session) {
 	if s.running.Add(-1) > 0 {
 		return
 	}
-	b := s.b
-	b.mu.Lock()
-	delete(b.sessions, s)
-	b.mu.Unlock()
-	b.active.Add(-1)
 	s.close()
+	l.detach(s)
 	l.sessions.Done()
 }
 
@@ -687,7 +759,7 @@ type pump struct {
 }
 
 func (p *pump) init(dst, src *sock, counter *atomic.Uint64) {
-	p.dst, p.src, p.counter = dst, src, counter
+	p.dst, p.src, p.counter, p.n = dst, src, counter, 0
 	p.readFn = p.read
 }
 

@@ -20,12 +20,14 @@ var (
 	descTotal = prometheus.NewDesc("haplane_lb_backend_sessions_total",
 		"Sessions established to a backend.", []string{"backend"}, nil)
 	descFailures = prometheus.NewDesc("haplane_lb_backend_connect_failures_total",
-		"Connects to a backend that failed (refused or timed out).", []string{"backend"}, nil)
+		"Connects to a backend that failed: refused, timed out, or closed, reset or silent before answering a ClientHello.", []string{"backend"}, nil)
 	descBytes = prometheus.NewDesc("haplane_lb_backend_bytes_total",
 		"Bytes copied, by direction: in is client to backend, out is backend to client. Counted when a direction ends or pauses on the idle timer.",
 		[]string{"backend", "direction"}, nil)
 	descRetries = prometheus.NewDesc("haplane_lb_retries_total",
 		"Client connections retried on another backend after a failed connect.", nil, nil)
+	descReplays = prometheus.NewDesc("haplane_lb_handshake_replays_total",
+		"Client connections moved to another backend, their ClientHello replayed, because the first one closed, reset or stayed silent before answering it.", nil, nil)
 	descAccepted = prometheus.NewDesc("haplane_lb_accepted_total",
 		"Client connections accepted on the frontends.", nil, nil)
 	descNoBackend = prometheus.NewDesc("haplane_lb_no_backend_total",
@@ -33,7 +35,7 @@ var (
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHealth, descUsable, descActive, descTotal, descFailures, descBytes, descRetries, descAccepted, descNoBackend} {
+	for _, d := range []*prometheus.Desc{descHealth, descUsable, descActive, descTotal, descFailures, descBytes, descRetries, descReplays, descAccepted, descNoBackend} {
 		ch <- d
 	}
 }
@@ -66,6 +68,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBytes, counter, float64(b.bytesOut.Load()), b.addr, "out")
 	}
 	ch <- prometheus.MustNewConstMetric(descRetries, counter, float64(c.l.retries.Load()))
+	ch <- prometheus.MustNewConstMetric(descReplays, counter, float64(c.l.replays.Load()))
 	ch <- prometheus.MustNewConstMetric(descAccepted, counter, float64(c.l.accepts.Load()))
 	ch <- prometheus.MustNewConstMetric(descNoBackend, counter, float64(c.l.noneOK.Load()))
 }

@@ -19,6 +19,7 @@ type tunables struct {
 	suspectFor time.Duration
 	drain      time.Duration
 	idle       time.Duration
+	handshake  time.Duration // negative: no replay
 }
 
 func newTunables(cfg Config) (*tunables, error) {
@@ -33,6 +34,7 @@ func newTunables(cfg Config) (*tunables, error) {
 		suspectFor: cfg.SuspectFor,
 		drain:      cfg.Drain,
 		idle:       cfg.IdleTimeout,
+		handshake:  cfg.HandshakeTimeout,
 	}, nil
 }
 
@@ -66,9 +68,9 @@ func (l *LB) Reconfigure(next Config) error {
 	l.tun.Store(tun)
 	l.SetBackends(next.Backends)
 	if tun.policyName != old.policyName || tun.dialer.Timeout != old.dialer.Timeout || tun.suspectFor != old.suspectFor ||
-		tun.drain != old.drain || tun.idle != old.idle {
+		tun.drain != old.drain || tun.idle != old.idle || tun.handshake != old.handshake {
 		l.cfg.Logger.Info("lb: reconfigured", "policy", tun.policyName, "connect_timeout", tun.dialer.Timeout,
-			"suspect_for", tun.suspectFor, "drain", tun.drain, "idle_timeout", tun.idle)
+			"suspect_for", tun.suspectFor, "drain", tun.drain, "idle_timeout", tun.idle, "handshake_timeout", tun.handshake)
 	}
 	var fixed []string
 	if !slices.Equal(l.cfg.Frontends, next.Frontends) {
