@@ -26,9 +26,7 @@ const clientFirstWait = 200 * time.Millisecond
 // It reports false when the session is over (closed by a drain or a
 // shutdown, or no backend left to try); the caller then releases it.
 func (l *LB) handshake(s *session, hs time.Duration, tried []*Backend) bool {
-	_ = s.client.SetReadDeadline(time.Now().Add(clientFirstWait))
-	first, replayable, err := s.up.readFirst()
-	_ = s.client.SetReadDeadline(time.Time{})
+	first, replayable, err := s.up.readFirst(clientFirstWait)
 	if len(first) == 0 {
 		// Nothing yet (a quiet client), or the client already ended:
 		// the plain copy takes it from here and sees the same.
@@ -102,13 +100,28 @@ var (
 // sent in the clear and is far smaller.
 const maxRecord = 1<<14 + 2048
 
-// readFirst reads the client's first bytes. When they begin a TLS
-// handshake record it reads on until the record is whole; replayable is
-// true when the bytes are exactly that one record (the ClientHello). A
-// read error after some bytes returns them with the error.
-func (p *pump) readFirst() (first []byte, replayable bool, err error) {
+// readFirst reads the client's first bytes, waiting at most wait for the
+// first of them. When they begin a TLS handshake record it reads on until
+// the record is whole; replayable is true when the bytes are exactly that
+// one record (the ClientHello). A read error after some bytes returns them
+// with the error.
+func (p *pump) readFirst(wait time.Duration) (first []byte, replayable bool, err error) {
 	for {
-		err := p.src.rc.Read(p.readFn)
+		var err error
+		ready := false
+		if first == nil {
+			// Usually the bytes are queued already (they came with or
+			// just after the TCP handshake): one attempt without a
+			// deadline, which would cost two timer updates per session.
+			err = p.src.rc.Control(func(fd uintptr) { ready = p.read(fd) })
+			if err == nil && !ready {
+				_ = p.src.SetReadDeadline(time.Now().Add(wait))
+				err = p.src.rc.Read(p.readFn)
+				_ = p.src.SetReadDeadline(time.Time{})
+			}
+		} else {
+			err = p.src.rc.Read(p.readFn)
+		}
 		bp := p.bp
 		p.bp = nil
 		if err == nil && p.rerr != nil {
