@@ -278,8 +278,16 @@ func TestLabReloadAppliesInPlace(t *testing.T) {
 	hup()
 	r := <-res
 	t.Logf("priority reload: %d requests, %d failed, longest gap %s %v", r.Requests, r.Failed, r.MaxGap.Round(time.Millisecond), r.Errors)
-	if r.Requests < 50 || r.MaxGap > time.Second || r.Failed > 1 {
-		t.Errorf("priority reload: longest client gap %s (want ≤ 1s), %d failed (want ≤ 1)", r.MaxGap, r.Failed)
+	// A connection the old holder accepted and that is still in its TLS
+	// handshake when the client's ARP entry moves is reset by the new
+	// holder, which never saw it: no L4 proxy shares connection state.
+	// At one new connection every 10ms that is at most a few, all at the
+	// moment of the move; none may fail before or after it.
+	if r.Requests < 50 || r.MaxGap > time.Second || r.Failed > 4 {
+		t.Errorf("priority reload: longest client gap %s (want ≤ 1s), %d failed (want ≤ 4, in flight at the move)", r.MaxGap, r.Failed)
+	}
+	if first, last, ok := failureSpan(r.Errors); ok && last-first > 200*time.Millisecond {
+		t.Errorf("priority reload: failures from %s to %s: want them all at the moment of the move (within 200ms)", first, last)
 	}
 	waitAll("priorities", func(h string, s agentStatus) bool {
 		want := map[string]int{"cp1": 100, "cp2": 150, "cp3": 200}[h]
@@ -288,6 +296,26 @@ func TestLabReloadAppliesInPlace(t *testing.T) {
 	if out, err := hp("lab", "status", "--dir", dir); err != nil || json.Unmarshal(out, &v) != nil || v.VIPOwner != "cp3" {
 		t.Errorf("lab status after the priority reload: holder %q (%v)", v.VIPOwner, err)
 	}
+}
+
+// failureSpan returns the first and last time of lab watch's errors
+// ("1.063s: Get ...").
+func failureSpan(errs []string) (first, last time.Duration, ok bool) {
+	for _, e := range errs {
+		at, _, found := strings.Cut(e, ": ")
+		d, err := time.ParseDuration(at)
+		if !found || err != nil {
+			continue
+		}
+		if !ok || d < first {
+			first = d
+		}
+		if !ok || d > last {
+			last = d
+		}
+		ok = true
+	}
+	return first, last, ok
 }
 
 // tail returns the last n lines of b.
