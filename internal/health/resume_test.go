@@ -1,0 +1,74 @@
+package health
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestProbeResumesAndStillVerifies: most probes resume the TLS session
+// (no signature on the target, no chain verification on the prober), one
+// in fullHandshakeEvery does a full handshake; when the target's
+// certificate changes to one the CA did not sign, that full handshake
+// fails the probe within fullHandshakeEvery probes.
+func TestProbeResumesAndStillVerifies(t *testing.T) {
+	good, other := newTestPKI(t), newTestPKI(t)
+	var resumed, full atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS.DidResume {
+			resumed.Add(1)
+		} else {
+			full.Add(1)
+		}
+	}))
+	var mu sync.Mutex
+	cert := good.server
+	// A config per handshake (GetConfigForClient is always asked, unlike
+	// GetCertificate without SNI), sharing one ticket key so sessions
+	// resume across them.
+	var key [32]byte
+	key[0] = 1
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketKey: key}, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+
+	p, err := NewProber(srv.Listener.Addr().String(), ProbeConfig{RootCAs: good.pool, Path: "/readyz"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 3 * fullHandshakeEvery
+	for i := range n {
+		if r := p.Probe(t.Context()); !r.OK {
+			t.Fatalf("probe %d: %v", i, r.Err)
+		}
+	}
+	// The first probe has no session; then one full handshake in every
+	// fullHandshakeEvery lookups.
+	if f, r := full.Load(), resumed.Load(); f != 1+n/fullHandshakeEvery || f+r != n {
+		t.Errorf("%d full and %d resumed handshakes in %d probes, want %d full", f, r, n, 1+n/fullHandshakeEvery)
+	}
+
+	// The target now presents a certificate of another CA: resumed probes
+	// may pass, the next full handshake must not.
+	mu.Lock()
+	cert = other.server
+	mu.Unlock()
+	failed := -1
+	for i := range fullHandshakeEvery {
+		if r := p.Probe(t.Context()); !r.OK {
+			failed = i
+			break
+		}
+	}
+	if failed < 0 {
+		t.Errorf("a certificate the CA did not sign passed %d probes in a row", fullHandshakeEvery)
+	}
+}
