@@ -143,14 +143,21 @@ func TestPartFailureStopsAgent(t *testing.T) {
 	}
 }
 
-func TestNotifySystemd(t *testing.T) {
+// notifySocket stands in for systemd's notification socket.
+func notifySocket(t *testing.T) *net.UnixConn {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	t.Setenv("NOTIFY_SOCKET", sock)
+	return conn
+}
+
+func TestNotifySystemd(t *testing.T) {
+	conn := notifySocket(t)
 	a, _ := New(Config{APIAddr: "-"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -164,17 +164,6 @@ func (p *LBPart) Status() any {
 // Ready implements Readier: the frontends are listening.
 func (p *LBPart) Ready() bool { return len(p.lb.Addrs()) > 0 }
 
-// SetBackends replaces the backends (after a reload) without dropping
-// established sessions.
-func (p *LBPart) SetBackends(addrs []string) error {
-	p.lb.SetBackends(addrs)
-	var targets []health.Target
-	for _, a := range addrs {
-		targets = append(targets, health.Target{Addr: a})
-	}
-	return p.checker.SetTargets(targets)
-}
-
 // VIPPart is the VRRP speaker holding the VIP. It never depends on etcd.
 type VIPPart struct {
 	sp     *speaker.Speaker

@@ -1,21 +1,13 @@
 package agent
 
 import (
-	"net"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 )
 
 func TestReloadingNotifiesSystemd(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
+	conn := notifySocket(t)
 	read := func() string {
 		t.Helper()
 		buf := make([]byte, 128)
