@@ -18,6 +18,9 @@
 # HAPLANE_LB_CPU_PROFILE=FILE writes a CPU profile of haplane; LB_BENCH_ROWS
 # (e.g. "keepalive bulk") limits the rows; LB_BENCH_ROUNDS (default 3) sets
 # the interleaved rounds; HAPLANE_LB_GOMAXPROCS sets haplane's GOMAXPROCS.
+# LB_BENCH_HAPLANE_B=BINARY adds a second haplane build as the target
+# "haplane-b" (an A/B of two versions in the same rounds), printed after
+# the table as its ratio to haplane.
 # Needs root, iproute2, haproxy and wrk (apt-get install -y haproxy wrk).
 # Takes about 50 x seconds (16 cells x 3 rounds) plus setup.
 set -euo pipefail
@@ -161,6 +164,13 @@ SPLICE_PID=$!
 declare -A ADDR=([direct]=${BIP[0]}:6443 [haplane]=$PIP:8443 [haproxy]=$PIP:8444 [haproxy-splice]=$PIP:8445)
 declare -A PID=([haplane]=$HAPLANE_PID [haproxy]=$HAPROXY_PID [haproxy-splice]=$SPLICE_PID)
 TARGETS=(direct haplane haproxy haproxy-splice)
+if [ -n "${LB_BENCH_HAPLANE_B:-}" ]; then
+	ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$LB_BENCH_HAPLANE_B" lb run --config "$tmp/haplane.yaml" --listen $PIP:8446 \
+		--metrics-addr 127.0.0.1:9446 --log-level warn >"$tmp/haplane-b.log" 2>&1 &
+	pids+=($!)
+	ADDR[haplane-b]=$PIP:8446 PID[haplane-b]=$!
+	TARGETS+=(haplane-b)
+fi
 
 incl() { ip netns exec $C "$@"; }
 # Wait until every target serves TLS through to a backend (checks passed).
@@ -196,7 +206,8 @@ ROUNDS=${LB_BENCH_ROUNDS:-3}
 echo "# measuring ${D}s per cell, $ROUNDS rounds" >&2
 for round in $(seq "$ROUNDS"); do
 	for r in "${ROWS[@]}"; do
-		order=("${TARGETS[@]:$((round % 4))}" "${TARGETS[@]:0:$((round % 4))}")
+		k=$((round % ${#TARGETS[@]}))
+		order=("${TARGETS[@]:$k}" "${TARGETS[@]:0:$k}")
 		for t in "${order[@]}"; do
 			before=0
 			[ "$t" = direct ] || before=$(cpu "${PID[$t]}")
@@ -228,6 +239,14 @@ echo "|---|---|---|---|"
 for r in "${ROWS[@]}"; do
 	echo "| ${LABEL[$r]} | ${CPU[$r,haplane]} | ${CPU[$r,haproxy]} | ${CPU[$r,haproxy-splice]} |"
 done
+if [ -n "${LB_BENCH_HAPLANE_B:-}" ]; then
+	echo
+	echo "| row | haplane | haplane-b | b/haplane | CPU haplane | CPU haplane-b |"
+	echo "|---|---|---|---|---|---|"
+	for r in "${ROWS[@]}"; do
+		echo "| ${LABEL[$r]} | ${R[$r,haplane]} | ${R[$r,haplane-b]} | $(ratio "${R[$r,haplane-b]}" "${R[$r,haplane]}") | ${CPU[$r,haplane]} | ${CPU[$r,haplane-b]} |"
+	done
+fi
 echo
 echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPROXY_PID"), haproxy splice $(rss "$SPLICE_PID")"
 echo "Machine: $(nproc) CPUs, $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), ${D}s per cell, median of $ROUNDS interleaved rounds"
