@@ -45,6 +45,20 @@ type Observation struct {
 	// Leases holds, per leader Lease (kube-scheduler,
 	// kube-controller-manager), its holder over time.
 	Leases map[string][]Mark `json:"leases,omitempty"`
+	// Also holds the probes of further paths, made the same way and at
+	// the same pace as the main one (e.g. /livez?exclude=etcd while etcd
+	// has lost quorum and /readyz must fail).
+	Also []PathObservation `json:"also,omitempty"`
+}
+
+// PathObservation is a further probe's samples and their summary.
+type PathObservation struct {
+	Path     string        `json:"path"`
+	Samples  []Sample      `json:"samples"`
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	Slow     int           `json:"slow"`
+	MaxGap   time.Duration `json:"maxGapNs"`
 }
 
 // ScenarioResult is one chaos scenario's outcome.

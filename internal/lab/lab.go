@@ -413,6 +413,20 @@ func stopAll(procs []Proc, grace time.Duration) {
 			_ = syscall.Kill(-p.PID, syscall.SIGTERM)
 		}
 	}
+	waitOrKill(procs, grace, func(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+}
+
+// stopPIDs stops single processes (not groups): those found in a lab's
+// namespaces.
+func stopPIDs(procs []Proc, grace time.Duration) {
+	for _, p := range procs {
+		_ = syscall.Kill(p.PID, syscall.SIGTERM)
+	}
+	waitOrKill(procs, grace, func(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+// waitOrKill waits up to grace for procs to exit, then kills the rest.
+func waitOrKill(procs []Proc, grace time.Duration, kill func(pid int)) {
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		any := false
@@ -426,7 +440,7 @@ func stopAll(procs []Proc, grace time.Duration) {
 	}
 	for _, p := range procs {
 		if alive(p.PID) {
-			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+			kill(p.PID)
 		}
 	}
 }

@@ -15,8 +15,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Net is a lab network.
@@ -185,19 +187,38 @@ func (n *Net) Close() error {
 }
 
 // Sweep deletes every namespace named prefix-*: what a lab of that prefix
-// made, including a crashed one's leftovers.
+// made, including a crashed one's leftovers. The processes still running
+// in them are stopped first (SIGTERM, SIGKILL after grace): without its
+// state file a lab no longer knows their PIDs, and a namespace that is
+// deleted under a live process only loses its name, not the process.
 func Sweep(prefix string) error {
+	return sweep(prefix, 3*time.Second)
+}
+
+func sweep(prefix string, grace time.Duration) error {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
 		return fmt.Errorf("lab: ip netns list: %w", err)
 	}
-	var errs []error
+	var names []string
+	var procs []Proc
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || !strings.HasPrefix(f[0], prefix+"-") {
 			continue
 		}
-		if err := ip("netns", "del", f[0]); err != nil {
+		names = append(names, f[0])
+		pids, _ := exec.Command("ip", "netns", "pids", f[0]).Output()
+		for _, p := range strings.Fields(string(pids)) {
+			if pid, err := strconv.Atoi(p); err == nil && pid != os.Getpid() {
+				procs = append(procs, Proc{PID: pid})
+			}
+		}
+	}
+	stopPIDs(procs, grace)
+	var errs []error
+	for _, ns := range names {
+		if err := ip("netns", "del", ns); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func requireRoot(t *testing.T) {
@@ -72,5 +73,52 @@ func TestNetHostsLinkAndSweep(t *testing.T) {
 	list, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(list), n.Prefix+"-") {
 		t.Fatalf("namespaces left after Close:\n%s", list)
+	}
+}
+
+// A crashed lab leaves no state file, so nothing knows the PIDs of what
+// ran in its namespaces: Sweep must find and stop them itself, or they
+// outlive their (deleted) namespace. One process ignores SIGTERM, so the
+// SIGKILL after the grace period is exercised too.
+func TestSweepStopsProcessesLeftInNamespaces(t *testing.T) {
+	requireRoot(t)
+	n, err := NewNet(testPrefix() + "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	h, err := n.AddHost("a", netip.MustParseAddr("10.77.2.1"), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []*exec.Cmd
+	for _, script := range []string{"exec sleep 60", "trap '' TERM; sleep 60 & wait"} {
+		c := h.Command("sh", "-c", script)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, c)
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+	}
+	waited := make(chan error, len(cmds))
+	for _, c := range cmds {
+		go func() { waited <- c.Wait() }()
+	}
+	time.Sleep(200 * time.Millisecond) // let ip netns exec become the shells
+	start := time.Now()
+	if err := sweep(n.Prefix, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for range cmds {
+		select {
+		case <-waited:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a process in the swept namespace still runs")
+		}
+	}
+	t.Logf("swept in %s", time.Since(start).Round(time.Millisecond))
+	list, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(list), n.Prefix+"-") {
+		t.Fatalf("namespaces left after Sweep:\n%s", list)
 	}
 }

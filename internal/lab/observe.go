@@ -32,6 +32,8 @@ type ObserveConfig struct {
 	// (default /readyz every 10ms).
 	ProbePath string
 	Every     time.Duration
+	// AlsoPaths are probed too, each the same way, and summarized apart.
+	AlsoPaths []string
 	// T0 is the scenario's start: every time in the Observation is since
 	// T0. For is how long to probe and write.
 	T0  time.Time
@@ -100,6 +102,16 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 	var acked []string
 	wg.Add(2)
 	go func() { defer wg.Done(); obs.Samples = probe(ctx, cfg, pool, end) }()
+	obs.Also = make([]PathObservation, len(cfg.AlsoPaths))
+	for i, p := range cfg.AlsoPaths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cfg
+			c.ProbePath = p
+			obs.Also[i] = PathObservation{Path: p, Samples: probe(ctx, c, pool, end)}
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
@@ -122,6 +134,12 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 	}
 	wg.Wait()
 	summarize(obs, cfg.T0, end)
+	for i := range obs.Also {
+		a := &obs.Also[i]
+		o := Observation{Samples: a.Samples}
+		summarize(&o, cfg.T0, end)
+		a.Requests, a.Failed, a.Slow, a.MaxGap = o.Requests, o.Failed, o.Slow, o.MaxGap
+	}
 
 	// Read back: every acknowledged write must be there once the cluster
 	// answers again.

@@ -46,9 +46,16 @@ func (e *labEnv) hp(args ...string) ([]byte, error) {
 
 // downOnCleanup takes the lab down when the test ends and checks that
 // none of its namespaces, nor any process in st (filled in by the test
-// once the lab is up), is left.
+// once the lab is up), is left. The state file is read again first: chaos
+// restarts processes under new PIDs, and those must be gone too.
 func (e *labEnv) downOnCleanup(t *testing.T, st *labState) {
 	t.Cleanup(func() {
+		if data, err := os.ReadFile(filepath.Join(e.dir, "state.json")); err == nil {
+			var now labState
+			if json.Unmarshal(data, &now) == nil {
+				st.Procs = append(st.Procs, now.Procs...)
+			}
+		}
 		if _, err := e.hp("lab", "down", "--dir", e.dir); err != nil {
 			t.Errorf("lab down: %v", err)
 		}

@@ -1,0 +1,61 @@
+package lab
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestJudge(t *testing.T) {
+	quorum := scenario{name: "q", maxGap: 16 * time.Second, alsoPath: "/livez?exclude=etcd", alsoMaxGap: time.Second}
+	plain := scenario{name: "p", maxGap: time.Second}
+	lease := scenario{name: "l", maxGap: time.Second, lease: "kube-scheduler"}
+	livez := func(gap time.Duration) []PathObservation {
+		return []PathObservation{{Path: "/livez?exclude=etcd", Requests: 900, Failed: 1, MaxGap: gap}}
+	}
+	for _, tc := range []struct {
+		name     string
+		s        scenario
+		obs      Observation
+		takeover time.Duration
+		pass     bool
+		verdict  string // a part of the verdict
+	}{
+		{"plain pass", plain, Observation{Requests: 500, Failed: 3, MaxGap: 200 * time.Millisecond, Writes: 40}, 0, true, "pass: longest gap 200ms, 3 of 500 probes failed, 40 writes acknowledged, none lost"},
+		{"gap over the bound", plain, Observation{MaxGap: 1500 * time.Millisecond}, 0, false, "longest gap 1.5s > 1s"},
+		{"a lost write fails whatever the gap", plain, Observation{Writes: 10, Lost: 1}, 0, false, "1 acknowledged writes lost"},
+		{"readiness outage inside its bound, liveness kept", quorum, Observation{MaxGap: 9 * time.Second, Also: livez(150 * time.Millisecond)}, 0, true, "; /livez?exclude=etcd: longest gap 150ms, 1 of 900 failed"},
+		{"liveness lost", quorum, Observation{MaxGap: 9 * time.Second, Also: livez(2 * time.Second)}, 0, false, "/livez?exclude=etcd: longest gap 2s > 1s"},
+		{"readiness never back", quorum, Observation{MaxGap: 18 * time.Second, Also: livez(0)}, 0, false, "longest gap 18s > 16s"},
+		{"second probe missing", quorum, Observation{MaxGap: time.Second}, 0, false, "no probe of /livez?exclude=etcd"},
+		{"lease taken over", lease, Observation{}, 18 * time.Second, true, "pass"},
+		{"lease never taken over", lease, Observation{}, 0, false, "no new kube-scheduler leader"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := &ScenarioResult{Observed: tc.obs}
+			if tc.s.lease != "" {
+				res.LeaseTakeover = map[string]time.Duration{tc.s.lease: tc.takeover}
+			}
+			judge(res, tc.s)
+			if res.Pass != tc.pass || !strings.Contains(res.Verdict, tc.verdict) {
+				t.Fatalf("pass %v, verdict %q; want pass %v with %q", res.Pass, res.Verdict, tc.pass, tc.verdict)
+			}
+		})
+	}
+}
+
+func TestSummarizeGapToWindowEdges(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := time.Millisecond
+	o := Observation{Samples: []Sample{
+		{At: 100 * ms, OK: true, Latency: 10 * ms},
+		{At: 200 * ms, OK: false, Latency: 1500 * ms},
+		{At: 900 * ms, OK: true, Latency: 20 * ms},
+	}}
+	summarize(&o, t0, t0.Add(2*time.Second))
+	// Answers at 110ms and 920ms; the window ends at 2s: the longest
+	// stretch without an answer is the last one, 1080ms.
+	if o.Requests != 3 || o.Failed != 1 || o.Slow != 1 || o.MaxGap != 1080*ms {
+		t.Fatalf("got %d requests, %d failed, %d slow, gap %s", o.Requests, o.Failed, o.Slow, o.MaxGap)
+	}
+}
