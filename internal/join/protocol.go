@@ -179,9 +179,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "invalid, expired or used token", fmt.Errorf("%w: %q", ErrTokenCluster, req.Cluster))
 		return
 	}
-	// The token is consumed before anything else is checked: a token seen
-	// once with its secret is spent, whatever follows.
-	if err := s.Tokens.Consume(tok, s.Cluster, req.Node+"@"+src, s.now()); err != nil {
+	// The token is checked first, so nothing else is looked at for a
+	// caller without one, but consumed only as the last step: a join
+	// refused for any other reason leaves it usable (nothing written).
+	if err := s.Tokens.Check(tok, s.Cluster, s.now()); err != nil {
 		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
 		return
 	}
@@ -246,6 +247,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range certs {
 		resp.Certs[k] = string(v)
+	}
+	// Consume is a compare-and-swap: of two joins that got this far with
+	// the same token, one is refused here, and its certificates and sealed
+	// keys are dropped unsent.
+	if err := s.Tokens.Consume(tok, s.Cluster, req.Node+"@"+src, s.now()); err != nil {
+		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
+		return
 	}
 	log.Info("join accepted", "certificates", len(certs), "sharedKeys", len(keys))
 	w.Header().Set("Content-Type", "application/json")
