@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -415,6 +416,76 @@ func TestRateLimit(t *testing.T) {
 	}
 	if limited != 2 {
 		t.Fatalf("%d of 5 attempts rate limited, want 2: %v", limited, codes)
+	}
+	logged := 0
+	for _, r := range h.log.records(t) {
+		if r["msg"] == "join refused" && r["reason"] == "rate limited" && r["status"] == float64(http.StatusTooManyRequests) {
+			logged++
+		}
+	}
+	if logged != 2 {
+		t.Errorf("%d \"join refused\" lines for the rate limit, want 2", logged)
+	}
+}
+
+// TestRateLimitForgetsIdleSources: the per-source attempt map keeps only
+// sources seen within the last windows, so a prober cycling through
+// addresses cannot grow it without bound, and a source still inside its
+// window stays limited.
+func TestRateLimitForgetsIdleSources(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := &Server{Cluster: "lab", Limit: 2, Now: func() time.Time { return now }}
+	post := func(src string) int {
+		r := httptest.NewRequest(http.MethodPost, Path, strings.NewReader("{}"))
+		r.RemoteAddr = src + ":40000"
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return w.Code
+	}
+	size := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.attempts)
+	}
+	for i := range 1000 {
+		if code := post(fmt.Sprintf("127.1.%d.%d", i/250, i%250+1)); code != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: status %d, want 401 (no token)", i, code)
+		}
+	}
+	if n := size(); n != 1000 {
+		t.Fatalf("%d sources tracked, want 1000", n)
+	}
+	now = now.Add(30 * time.Second)
+	for i, want := range []int{http.StatusUnauthorized, http.StatusUnauthorized, http.StatusTooManyRequests} {
+		if code := post("127.2.0.1"); code != want {
+			t.Fatalf("busy source, attempt %d: status %d, want %d", i, code, want)
+		}
+	}
+	// 61s after the first burst: those sources are forgotten, the busy one
+	// (31s ago) is kept and still limited.
+	now = now.Add(31 * time.Second)
+	if code := post("127.2.0.2"); code != http.StatusUnauthorized {
+		t.Fatalf("new source: status %d", code)
+	}
+	if n := size(); n != 2 {
+		t.Fatalf("%d sources tracked after the window, want 2 (the busy one and the new one)", n)
+	}
+	if code := post("127.2.0.1"); code != http.StatusTooManyRequests {
+		t.Fatalf("busy source inside its window: status %d, want 429", code)
+	}
+	// Ten more windows, a minute apart, of 500 new sources each: each
+	// window's sweep drops the previous one's, so the map never holds more
+	// than one window's sources (without pruning: 5000).
+	most := 0
+	for w := range 10 {
+		now = now.Add(61 * time.Second)
+		for i := range 500 {
+			post(fmt.Sprintf("127.%d.%d.%d", 4+w, i/250, i%250+1))
+			most = max(most, size())
+		}
+	}
+	if most != 500 {
+		t.Fatalf("the attempt map held up to %d sources, want 500 (one window's)", most)
 	}
 }
 

@@ -103,9 +103,13 @@ type Server struct {
 	// minute (default 10); refusals count.
 	Limit int
 
-	mu       sync.Mutex // protects attempts
+	mu       sync.Mutex // protects attempts and swept
 	attempts map[string][]time.Time
+	swept    time.Time // when attempts was last cleared of idle sources
 }
+
+// rateWindow is the rate limit's window.
+const rateWindow = time.Minute
 
 func (s *Server) now() time.Time {
 	if s.Now != nil {
@@ -133,9 +137,21 @@ func (s *Server) allow(src string) bool {
 	if s.attempts == nil {
 		s.attempts = map[string][]time.Time{}
 	}
+	// Once a window, forget the sources whose last attempt left it: the
+	// map then holds only sources seen in the last two windows, however
+	// many addresses a prober cycles through, at a cost of one pass per
+	// window.
+	if now.Sub(s.swept) >= rateWindow {
+		for k, ts := range s.attempts {
+			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= rateWindow {
+				delete(s.attempts, k)
+			}
+		}
+		s.swept = now
+	}
 	recent := s.attempts[src][:0]
 	for _, t := range s.attempts[src] {
-		if now.Sub(t) < time.Minute {
+		if now.Sub(t) < rateWindow {
 			recent = append(recent, t)
 		}
 	}

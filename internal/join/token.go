@@ -100,9 +100,10 @@ func hashSecret(s string) string {
 }
 
 // TokenStore keeps join tokens as hashes and consumes each at most once.
-// FileStore serves a single node; EtcdStore shares tokens between every
-// control-plane node, so a token made on one is honoured by whichever node
-// holds the VIP.
+// EtcdStore shares tokens between every control-plane node, so a token made
+// on one is honoured by whichever node holds the VIP; it is the only store
+// haplane's commands and agent use. Store (a file) serves processes on one
+// host that share the file.
 //
 // Check and Consume fail with one of the ErrToken errors. The server calls
 // Check first and Consume only once everything else about a join has been
@@ -116,10 +117,10 @@ type TokenStore interface {
 	List() ([]TokenInfo, error)
 }
 
-// Store keeps tokens in a JSON file, shared by `haplane token create` and
-// the agent that serves joins. Every change holds an exclusive flock on the
-// file and replaces it atomically, so two processes never both consume a
-// token.
+// Store keeps tokens in a JSON file, for processes on one host that share
+// it (a join server of its own, tests). Every change holds an exclusive
+// flock on the file and replaces it atomically, so two processes never both
+// consume a token.
 type Store struct {
 	Path string
 
