@@ -66,6 +66,18 @@ func TestKubeadmGolden(t *testing.T) {
 			if len(files) != wantFiles {
 				t.Fatalf("%d files, want %d", len(files), wantFiles)
 			}
+			// kubeadm join reads the ClusterConfiguration from the
+			// kubeadm-config ConfigMap, i.e. cp1's: every control-plane
+			// node's copy must be that same document, nothing of its own.
+			_, shared, ok := strings.Cut(string(files[0].Data), "---\n")
+			if !ok {
+				t.Fatalf("%s/%s has no ClusterConfiguration document", files[0].Host, files[0].Name)
+			}
+			for _, f := range files {
+				if f.Name == "kubeadm-cluster.yaml" && !strings.HasSuffix(string(f.Data), "\n"+shared) {
+					t.Errorf("%s/%s is not the ClusterConfiguration of %s/%s", f.Host, f.Name, files[0].Host, files[0].Name)
+				}
+			}
 			for i, f := range files {
 				golden(t, filepath.Join("kubeadm", tc.name, f.Host, f.Name), f.Data)
 				kinds := kindsOf(f.Data)
