@@ -184,19 +184,8 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 // joinPart serves joins: tokens in etcd (shared by every control-plane
 // node), certificates signed with this node's CA keys.
 func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slog.Logger) (*agent.JoinPart, func(), error) {
-	tc, err := etcdnode.ClientTLS{
-		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
-		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
-		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
-	}.Config()
-	if err != nil {
-		return nil, nil, err
-	}
-	var eps []string
-	for _, m := range c.EtcdMembers() {
-		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
-	}
-	cli, err := etcdnode.NewClient(eps, tc, 3*time.Second)
+	// The same store `haplane token create` writes to.
+	cli, err := a.joinEtcdClient(c, pkiDir)
 	if err != nil {
 		return nil, nil, err
 	}

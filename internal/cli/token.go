@@ -13,28 +13,29 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/join"
 )
 
-// tokenFlags select where join tokens live: in etcd (shared by every
-// control-plane node, the default) or in a file under the state folder.
+// tokenFlags locate the cluster and its etcd client certificate. Tokens
+// live only in etcd: every control-plane node's agent reads them there, so a
+// token made on one node is honoured by whichever node holds the VIP (a
+// per-node file would make tokens no agent honours).
 type tokenFlags struct {
-	config, store, stateDir, pkiDir string
+	config, pkiDir string
 }
 
 func (f *tokenFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.config, "config", "c", "/etc/haplane/haplane.yaml", "cluster file")
-	fl.StringVar(&f.store, "store", "etcd", `where tokens live: "etcd" (shared by every control-plane node) or "file" (this node only)`)
-	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/haplane", "agent state folder (file store)")
 	fl.StringVar(&f.pkiDir, "pki-dir", "", "PKI folder (default certificates.dir from the cluster file)")
-	_ = cmd.RegisterFlagCompletionFunc("store", cobra.FixedCompletions([]string{"etcd", "file"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
-// open loads the cluster file and opens the token store; close releases it.
+// openTokenStore loads the cluster file and opens the etcd token store the
+// agents' join servers use; closeFn releases it.
 func (a *app) openTokenStore(f *tokenFlags) (c *config.Cluster, pkiDir string, st join.TokenStore, closeFn func(), err error) {
 	c, err = a.loadConfig(f.config)
 	if err != nil {
@@ -44,30 +45,38 @@ func (a *app) openTokenStore(f *tokenFlags) (c *config.Cluster, pkiDir string, s
 	if pkiDir == "" {
 		pkiDir = c.Certificates.Dir
 	}
-	switch f.store {
-	case "file":
-		return c, pkiDir, &join.Store{Path: filepath.Join(f.stateDir, "join-tokens.json")}, func() {}, nil
-	case "etcd":
-		tc, err := etcdnode.ClientTLS{
-			CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
-			KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
-			CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
-		}.Config()
-		if err != nil {
-			return nil, "", nil, nil, err
-		}
-		var eps []string
-		for _, m := range c.EtcdMembers() {
-			eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
-		}
-		cli, err := etcdnode.NewClient(eps, tc, 3*time.Second)
-		if err != nil {
-			return nil, "", nil, nil, err
-		}
-		return c, pkiDir, &join.EtcdStore{Client: cli}, func() { cli.Close() }, nil
-	default:
-		return nil, "", nil, nil, usageError{fmt.Errorf("--store: %q is not one of etcd, file", f.store)}
+	st, closeFn, err = a.tokenStore(c, pkiDir)
+	if err != nil {
+		return nil, "", nil, nil, err
 	}
+	return c, pkiDir, st, closeFn, nil
+}
+
+// tokenStore opens the token store of c's agents.
+func (a *app) tokenStore(c *config.Cluster, pkiDir string) (join.TokenStore, func(), error) {
+	cli, err := a.joinEtcdClient(c, pkiDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &join.EtcdStore{Client: cli}, func() { cli.Close() }, nil
+}
+
+// joinEtcdClient connects to the cluster's etcd with the apiserver's etcd
+// client certificate, for the join token store.
+func (a *app) joinEtcdClient(c *config.Cluster, pkiDir string) (*clientv3.Client, error) {
+	tc, err := etcdnode.ClientTLS{
+		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
+		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
+		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
+	}.Config()
+	if err != nil {
+		return nil, err
+	}
+	var eps []string
+	for _, m := range c.EtcdMembers() {
+		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
+	}
+	return etcdnode.NewClient(eps, tc, 3*time.Second)
 }
 
 // caHashOf reads a PEM CA certificate and returns its public-key pin.

@@ -66,29 +66,49 @@ func (s *EtcdStore) Create(cluster string, ttl time.Duration, now time.Time) (To
 	return t, nil
 }
 
+// get reads the stored token with tok's id and the revision it was read at.
+func (s *EtcdStore) get(ctx context.Context, tok Token) (storedToken, int64, error) {
+	var st storedToken
+	get, err := s.Client.Get(ctx, s.prefix()+tok.ID)
+	if err != nil {
+		return st, 0, fmt.Errorf("join: read token: %w", err)
+	}
+	if len(get.Kvs) == 0 {
+		return st, 0, ErrTokenUnknown
+	}
+	kv := get.Kvs[0]
+	if err := json.Unmarshal(kv.Value, &st); err != nil {
+		return st, 0, fmt.Errorf("join: token %s is damaged: %w", tok.ID, err)
+	}
+	return st, kv.ModRevision, nil
+}
+
+// Check implements TokenStore.
+func (s *EtcdStore) Check(tok Token, cluster string, now time.Time) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	st, _, err := s.get(ctx, tok)
+	if err != nil {
+		return err
+	}
+	return st.check(tok, cluster, now)
+}
+
 // Consume implements TokenStore.
 func (s *EtcdStore) Consume(tok Token, cluster, who string, now time.Time) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	key := s.prefix() + tok.ID
-	get, err := s.Client.Get(ctx, key)
+	st, rev, err := s.get(ctx, tok)
 	if err != nil {
-		return fmt.Errorf("join: read token: %w", err)
-	}
-	if len(get.Kvs) == 0 {
-		return ErrTokenUnknown
-	}
-	kv := get.Kvs[0]
-	var st storedToken
-	if err := json.Unmarshal(kv.Value, &st); err != nil {
-		return fmt.Errorf("join: token %s is damaged: %w", tok.ID, err)
+		return err
 	}
 	if err := st.consume(tok, cluster, who, now); err != nil {
 		return err
 	}
 	data, _ := json.Marshal(st)
 	resp, err := s.Client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpPut(key, string(data), clientv3.WithIgnoreLease())).
 		Commit()
 	if err != nil {

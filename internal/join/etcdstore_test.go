@@ -62,6 +62,25 @@ func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Check changes nothing: the key keeps its revision and the token
+	// stays usable.
+	key := "/haplane/join-tokens/" + tok.ID
+	rev := func() int64 {
+		resp, err := cli.Get(t.Context(), key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get %s: %v %v", key, resp, err)
+		}
+		return resp.Kvs[0].ModRevision
+	}
+	r0 := rev()
+	for range 3 {
+		if err := b.Check(tok, "lab", now); err != nil {
+			t.Fatalf("Check(valid token) = %v", err)
+		}
+	}
+	if r := rev(); r != r0 {
+		t.Fatalf("Check wrote the token: revision %d -> %d", r0, r)
+	}
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 16 {
@@ -85,6 +104,9 @@ func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
 	if wins.Load() != 1 {
 		t.Fatalf("%d winners, want 1", wins.Load())
 	}
+	if err := a.Check(tok, "lab", now); !errors.Is(err, ErrTokenUsed) {
+		t.Errorf("Check(used token) = %v, want ErrTokenUsed", err)
+	}
 	expired, _ := a.Create("lab", time.Minute, now.Add(-time.Hour))
 	other, _ := a.Create("prod", time.Hour, now)
 	wrong := other
@@ -98,6 +120,9 @@ func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
 		{wrong, ErrTokenSecret},
 		{Token{ID: "zzzzzz", Secret: "zzzzzzzzzzzzzzzz"}, ErrTokenUnknown},
 	} {
+		if err := b.Check(tc.tok, "lab", now); !errors.Is(err, tc.want) {
+			t.Errorf("Check(%s) = %v, want %v", tc.tok.ID, err, tc.want)
+		}
 		if err := b.Consume(tc.tok, "lab", "x", now); !errors.Is(err, tc.want) {
 			t.Errorf("Consume(%s) = %v, want %v", tc.tok.ID, err, tc.want)
 		}

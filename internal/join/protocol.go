@@ -103,9 +103,13 @@ type Server struct {
 	// minute (default 10); refusals count.
 	Limit int
 
-	mu       sync.Mutex // protects attempts
+	mu       sync.Mutex // protects attempts and swept
 	attempts map[string][]time.Time
+	swept    time.Time // when attempts was last cleared of idle sources
 }
+
+// rateWindow is the rate limit's window.
+const rateWindow = time.Minute
 
 func (s *Server) now() time.Time {
 	if s.Now != nil {
@@ -133,9 +137,21 @@ func (s *Server) allow(src string) bool {
 	if s.attempts == nil {
 		s.attempts = map[string][]time.Time{}
 	}
+	// Once a window, forget the sources whose last attempt left it: the
+	// map then holds only sources seen in the last two windows, however
+	// many addresses a prober cycles through, at a cost of one pass per
+	// window.
+	if now.Sub(s.swept) >= rateWindow {
+		for k, ts := range s.attempts {
+			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= rateWindow {
+				delete(s.attempts, k)
+			}
+		}
+		s.swept = now
+	}
 	recent := s.attempts[src][:0]
 	for _, t := range s.attempts[src] {
-		if now.Sub(t) < time.Minute {
+		if now.Sub(t) < rateWindow {
 			recent = append(recent, t)
 		}
 	}
@@ -179,9 +195,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "invalid, expired or used token", fmt.Errorf("%w: %q", ErrTokenCluster, req.Cluster))
 		return
 	}
-	// The token is consumed before anything else is checked: a token seen
-	// once with its secret is spent, whatever follows.
-	if err := s.Tokens.Consume(tok, s.Cluster, req.Node+"@"+src, s.now()); err != nil {
+	// The token is checked first, so nothing else is looked at for a
+	// caller without one, but consumed only as the last step: a join
+	// refused for any other reason leaves it usable (nothing written).
+	if err := s.Tokens.Check(tok, s.Cluster, s.now()); err != nil {
 		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
 		return
 	}
@@ -246,6 +263,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range certs {
 		resp.Certs[k] = string(v)
+	}
+	// Consume is a compare-and-swap: of two joins that got this far with
+	// the same token, one is refused here, and its certificates and sealed
+	// keys are dropped unsent.
+	if err := s.Tokens.Consume(tok, s.Cluster, req.Node+"@"+src, s.now()); err != nil {
+		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
+		return
 	}
 	log.Info("join accepted", "certificates", len(certs), "sharedKeys", len(keys))
 	w.Header().Set("Content-Type", "application/json")

@@ -100,19 +100,27 @@ func hashSecret(s string) string {
 }
 
 // TokenStore keeps join tokens as hashes and consumes each at most once.
-// FileStore serves a single node; EtcdStore shares tokens between every
-// control-plane node, so a token made on one is honoured by whichever node
-// holds the VIP.
+// EtcdStore shares tokens between every control-plane node, so a token made
+// on one is honoured by whichever node holds the VIP; it is the only store
+// haplane's commands and agent use. Store (a file) serves processes on one
+// host that share the file.
+//
+// Check and Consume fail with one of the ErrToken errors. The server calls
+// Check first and Consume only once everything else about a join has been
+// accepted, so a refused join leaves the token as it was; Consume re-checks
+// and marks the token used atomically, so of two joins that passed Check
+// with the same token only one succeeds.
 type TokenStore interface {
 	Create(cluster string, ttl time.Duration, now time.Time) (Token, error)
+	Check(tok Token, cluster string, now time.Time) error
 	Consume(tok Token, cluster, who string, now time.Time) error
 	List() ([]TokenInfo, error)
 }
 
-// Store keeps tokens in a JSON file, shared by `haplane token create` and
-// the agent that serves joins. Every change holds an exclusive flock on the
-// file and replaces it atomically, so two processes never both consume a
-// token.
+// Store keeps tokens in a JSON file, for processes on one host that share
+// it (a join server of its own, tests). Every change holds an exclusive
+// flock on the file and replaces it atomically, so two processes never both
+// consume a token.
 type Store struct {
 	Path string
 
@@ -136,6 +144,18 @@ func (s *Store) Create(cluster string, ttl time.Duration, now time.Time) (Token,
 	return t, err
 }
 
+// Check reports whether tok is valid for cluster now, changing nothing.
+func (s *Store) Check(tok Token, cluster string, now time.Time) error {
+	return s.update(func(list []storedToken) ([]storedToken, error) {
+		for _, st := range list {
+			if st.ID == tok.ID {
+				return nil, st.check(tok, cluster, now)
+			}
+		}
+		return nil, ErrTokenUnknown
+	})
+}
+
 // Consume checks tok for cluster and marks it used by who. It fails with one
 // of the ErrToken errors; a token is consumed at most once.
 func (s *Store) Consume(tok Token, cluster, who string, now time.Time) error {
@@ -155,6 +175,15 @@ func (s *Store) Consume(tok Token, cluster, who string, now time.Time) error {
 
 // consume checks tok against st and marks st used.
 func (st *storedToken) consume(tok Token, cluster, who string, now time.Time) error {
+	if err := st.check(tok, cluster, now); err != nil {
+		return err
+	}
+	st.UsedAt, st.UsedBy = now, who
+	return nil
+}
+
+// check checks tok against st.
+func (st *storedToken) check(tok Token, cluster string, now time.Time) error {
 	if subtle.ConstantTimeCompare([]byte(st.SecretHash), []byte(hashSecret(tok.Secret))) != 1 {
 		return ErrTokenSecret
 	}
@@ -166,7 +195,6 @@ func (st *storedToken) consume(tok Token, cluster, who string, now time.Time) er
 	case st.Cluster != cluster:
 		return ErrTokenCluster
 	}
-	st.UsedAt, st.UsedBy = now, who
 	return nil
 }
 

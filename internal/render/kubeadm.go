@@ -126,9 +126,10 @@ type KubeadmFile struct {
 //
 //   - the first control-plane node: InitConfiguration + ClusterConfiguration;
 //   - every other control-plane node: a JoinConfiguration (control plane) in
-//     kubeadm.yaml, for `kubeadm join --config`, and its ClusterConfiguration
-//     in kubeadm-cluster.yaml (what the node is built from, and what
-//     `kubeadm init phase` commands take on that host);
+//     kubeadm.yaml, for `kubeadm join --config`, and the same cluster-wide
+//     ClusterConfiguration in kubeadm-cluster.yaml (what the cluster's
+//     kubeadm-config ConfigMap holds, for `kubeadm init phase` commands on
+//     that host);
 //   - with the external topology, every etcd host: a ClusterConfiguration
 //     whose etcd.local describes that member, for `kubeadm init phase etcd
 //     local --config` as in kubeadm's HA etcd guide.
@@ -144,9 +145,18 @@ func Kubeadm(c *config.Cluster) ([]KubeadmFile, error) {
 // kubeadmWith renders with the discovery kubeconfig at discovery (kubeadm
 // checks that the file exists, so tests point it at a real one).
 func kubeadmWith(c *config.Cluster, discovery string) ([]KubeadmFile, error) {
+	// One ClusterConfiguration for every control-plane node: kubeadm init
+	// uploads cp1's copy to the kubeadm-config ConfigMap and kubeadm join
+	// reads it from there, so anything node-specific in it would reach every
+	// other node with cp1's values.
+	cc := kubeadmCluster(c)
 	var out []KubeadmFile
 	for i, n := range c.Nodes {
-		cc := kubeadmCluster(c, n.Name, n.Address, c.Etcd.Topology == config.TopologyStacked)
+		// Per-node settings live here; kubeadm derives the stacked etcd
+		// member's --name, listen/advertise URLs and --initial-cluster from
+		// nodeRegistration.name and the local API endpoint's address (init:
+		// a one-member cluster; join --control-plane: member add, then
+		// state "existing").
 		nr := kubeadmNodeRegistration{
 			Name:             n.Name,
 			CRISocket:        "unix:///var/run/containerd/containerd.sock",
@@ -185,8 +195,7 @@ func kubeadmWith(c *config.Cluster, discovery string) ([]KubeadmFile, error) {
 	}
 	if c.Etcd.Topology == config.TopologyExternal {
 		for _, e := range c.Etcd.Nodes {
-			cc := kubeadmCluster(c, e.Name, e.Address, true)
-			data, err := kubeadmDocs(cc)
+			data, err := kubeadmDocs(kubeadmEtcdHost(c, e.Name, e.Address))
 			if err != nil {
 				return nil, fmt.Errorf("render: kubeadm etcd config for %s: %w", e.Name, err)
 			}
@@ -196,10 +205,9 @@ func kubeadmWith(c *config.Cluster, discovery string) ([]KubeadmFile, error) {
 	return out, nil
 }
 
-// kubeadmCluster builds the ClusterConfiguration seen from one host. With
-// local set, etcd.local describes that host's member of the initial cluster.
-func kubeadmCluster(c *config.Cluster, name, addr string, local bool) kubeadmClusterConfiguration {
-	cc := kubeadmClusterConfiguration{
+// kubeadmClusterBase is the ClusterConfiguration without its etcd section.
+func kubeadmClusterBase(c *config.Cluster) kubeadmClusterConfiguration {
+	return kubeadmClusterConfiguration{
 		kubeadmTypeMeta:             kubeadmTypeMeta{kubeadmAPIVersion, "ClusterConfiguration"},
 		ClusterName:                 c.Name,
 		KubernetesVersion:           c.KubernetesVersion,
@@ -215,38 +223,59 @@ func kubeadmCluster(c *config.Cluster, name, addr string, local bool) kubeadmClu
 		},
 		APIServer: kubeadmAPIServer{CertSANs: kubeadmAPIServerSANs(c)},
 	}
-	etcdDir := path.Join(c.Certificates.Dir, "etcd")
-	if local {
-		var initial []string
-		for _, m := range c.EtcdMembers() {
-			initial = append(initial, m.Name+"="+etcdURL(m.Address, c.Etcd.PeerPort))
-		}
-		cc.Etcd.Local = &kubeadmLocalEtcd{
-			DataDir: c.Etcd.DataDir,
-			ExtraArgs: []kubeadmArg{
-				{Name: "name", Value: name},
-				{Name: "initial-cluster", Value: strings.Join(initial, ",")},
-				{Name: "initial-cluster-state", Value: "new"},
-				{Name: "initial-cluster-token", Value: c.Name + "-etcd"},
-				{Name: "listen-client-urls", Value: "https://127.0.0.1:" + strconv.Itoa(c.Etcd.ClientPort) + "," + etcdURL(addr, c.Etcd.ClientPort)},
-				{Name: "advertise-client-urls", Value: etcdURL(addr, c.Etcd.ClientPort)},
-				{Name: "listen-peer-urls", Value: etcdURL(addr, c.Etcd.PeerPort)},
-				{Name: "initial-advertise-peer-urls", Value: etcdURL(addr, c.Etcd.PeerPort)},
-			},
-			ServerCertSANs: []string{name, addr},
-			PeerCertSANs:   []string{name, addr},
-		}
-	} else {
-		var eps []string
-		for _, m := range c.EtcdMembers() {
-			eps = append(eps, etcdURL(m.Address, c.Etcd.ClientPort))
-		}
-		cc.Etcd.External = &kubeadmExternalEtcd{
-			Endpoints: eps,
-			CAFile:    path.Join(etcdDir, "ca.crt"),
-			CertFile:  path.Join(c.Certificates.Dir, "apiserver-etcd-client.crt"),
-			KeyFile:   path.Join(c.Certificates.Dir, "apiserver-etcd-client.key"),
-		}
+}
+
+// kubeadmCluster builds the cluster-wide ClusterConfiguration of the
+// control-plane nodes. Stacked etcd.local carries only the data folder: no
+// member name, URLs or initial cluster (kubeadm derives them per node), and
+// no cert SANs: haplane issues the etcd certificates and kubeadm keeps
+// existing ones as they are (v1.37.1 does not compare their SANs with the
+// config), and kubeadm's own defaults (node name, localhost, the advertise
+// address, 127.0.0.1, ::1) are what haplane's certificates carry anyway.
+func kubeadmCluster(c *config.Cluster) kubeadmClusterConfiguration {
+	cc := kubeadmClusterBase(c)
+	if c.Etcd.Topology == config.TopologyStacked {
+		cc.Etcd.Local = &kubeadmLocalEtcd{DataDir: c.Etcd.DataDir}
+		return cc
+	}
+	var eps []string
+	for _, m := range c.EtcdMembers() {
+		eps = append(eps, etcdURL(m.Address, c.Etcd.ClientPort))
+	}
+	cc.Etcd.External = &kubeadmExternalEtcd{
+		Endpoints: eps,
+		CAFile:    path.Join(c.Certificates.Dir, "etcd", "ca.crt"),
+		CertFile:  path.Join(c.Certificates.Dir, "apiserver-etcd-client.crt"),
+		KeyFile:   path.Join(c.Certificates.Dir, "apiserver-etcd-client.key"),
+	}
+	return cc
+}
+
+// kubeadmEtcdHost builds the ClusterConfiguration of one external etcd host,
+// for `kubeadm init phase etcd local --config` as in kubeadm's HA etcd
+// guide: each host gets its own file (nothing is shared through a
+// ConfigMap), and all members start together as one new cluster, so the
+// member's name, URLs and the full initial cluster belong here.
+func kubeadmEtcdHost(c *config.Cluster, name, addr string) kubeadmClusterConfiguration {
+	cc := kubeadmClusterBase(c)
+	var initial []string
+	for _, m := range c.EtcdMembers() {
+		initial = append(initial, m.Name+"="+etcdURL(m.Address, c.Etcd.PeerPort))
+	}
+	cc.Etcd.Local = &kubeadmLocalEtcd{
+		DataDir: c.Etcd.DataDir,
+		ExtraArgs: []kubeadmArg{
+			{Name: "name", Value: name},
+			{Name: "initial-cluster", Value: strings.Join(initial, ",")},
+			{Name: "initial-cluster-state", Value: "new"},
+			{Name: "initial-cluster-token", Value: c.Name + "-etcd"},
+			{Name: "listen-client-urls", Value: "https://127.0.0.1:" + strconv.Itoa(c.Etcd.ClientPort) + "," + etcdURL(addr, c.Etcd.ClientPort)},
+			{Name: "advertise-client-urls", Value: etcdURL(addr, c.Etcd.ClientPort)},
+			{Name: "listen-peer-urls", Value: etcdURL(addr, c.Etcd.PeerPort)},
+			{Name: "initial-advertise-peer-urls", Value: etcdURL(addr, c.Etcd.PeerPort)},
+		},
+		ServerCertSANs: []string{name, addr},
+		PeerCertSANs:   []string{name, addr},
 	}
 	return cc
 }
