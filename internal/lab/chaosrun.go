@@ -411,11 +411,32 @@ func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) err
 	if werr != nil {
 		return fmt.Errorf("observer: %v: %s", werr, strings.TrimSpace(stderr.String()))
 	}
-	if s.lease != "" {
-		res.LeaseTakeover = map[string]time.Duration{s.lease: takeover(res.Observed.Leases[s.lease], faultAt)}
-	}
+	res.LeaseTakeover = leaseTakeovers(res.Observed.Leases, faultAt, s.lease)
 	judge(res, s)
 	return nil
+}
+
+// leaseTakeovers reports every Lease that changed hands after the fault
+// (a partition or a VIP move can move a leader too), and own, the
+// scenario's Lease, always (0 when it did not change hands); nil when
+// there is nothing to report.
+func leaseTakeovers(leases map[string][]Mark, fault time.Duration, own string) map[string]time.Duration {
+	var out map[string]time.Duration
+	set := func(name string, d time.Duration) {
+		if out == nil {
+			out = map[string]time.Duration{}
+		}
+		out[name] = d
+	}
+	for name, marks := range leases {
+		if d := takeover(marks, fault); d > 0 || name == own {
+			set(name, d)
+		}
+	}
+	if _, ok := out[own]; own != "" && !ok {
+		set(own, 0)
+	}
+	return out
 }
 
 // takeover is how long after the fault a holder other than the one of

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +58,31 @@ func TestSummarizeGapToWindowEdges(t *testing.T) {
 	// stretch without an answer is the last one, 1080ms.
 	if o.Requests != 3 || o.Failed != 1 || o.Slow != 1 || o.MaxGap != 1080*ms {
 		t.Fatalf("got %d requests, %d failed, %d slow, gap %s", o.Requests, o.Failed, o.Slow, o.MaxGap)
+	}
+}
+
+func TestLeaseTakeovers(t *testing.T) {
+	s := time.Second
+	leases := map[string][]Mark{
+		"kube-scheduler":          {{At: 0, Value: "cp1"}, {At: 3 * s, Value: "cp2"}},
+		"kube-controller-manager": {{At: 0, Value: "cp2"}},
+	}
+	for _, tc := range []struct {
+		name  string
+		fault time.Duration
+		own   string
+		want  map[string]time.Duration
+	}{
+		{"a Lease moved by another fault is reported", s, "", map[string]time.Duration{"kube-scheduler": 2 * s}},
+		{"the scenario's Lease is reported even unmoved", s, "kube-controller-manager", map[string]time.Duration{"kube-scheduler": 2 * s, "kube-controller-manager": 0}},
+		{"a move before the fault is not a takeover", 4 * s, "", nil},
+		{"the scenario's Lease never observed", 4 * s, "kube-scheduler", map[string]time.Duration{"kube-scheduler": 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := leaseTakeovers(leases, tc.fault, tc.own)
+			if !maps.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
