@@ -710,8 +710,14 @@ func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 		}
 		an.schedule()
 		err := s.addrs.Announce()
-		if err == nil && op.failover {
-			s.observe("announce", time.Since(op.at))
+		if err == nil {
+			// Once per burst (the later rounds are not logged): when the
+			// clients were told, which is what a takeover or a re-assert
+			// against a second master is for.
+			s.log.Info("vip announced", "rounds", len(an.rounds)+1, "after", time.Since(op.at))
+			if op.failover {
+				s.observe("announce", time.Since(op.at))
+			}
 		}
 		return err
 	}

@@ -320,6 +320,8 @@ func parseSlog(line string) (event, bool) {
 		return event{at: m.Time, state: m.State, msg: m.Msg}, true
 	case "vrrp":
 		return event{at: m.Time, state: m.State, msg: m.Event}, true
+	case "vip announced":
+		return event{at: m.Time, msg: m.Msg}, true
 	}
 	return event{}, false
 }
@@ -417,6 +419,17 @@ func (p *proc) eventsSince(t time.Time) []event {
 func (p *proc) firstState(s string, since time.Time) (time.Time, bool) {
 	for _, e := range p.eventsSince(since) {
 		if e.msg == "vrrp state" && e.state == s {
+			return e.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// firstEvent returns the first event at or after since whose message
+// contains msg.
+func (p *proc) firstEvent(msg string, since time.Time) (time.Time, bool) {
+	for _, e := range p.eventsSince(since) {
+		if strings.Contains(e.msg, msg) {
 			return e.at, true
 		}
 	}
