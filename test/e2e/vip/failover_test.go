@@ -16,7 +16,11 @@ import (
 const (
 	maxOutage   = time.Second
 	interval    = 100 * time.Millisecond
-	dualAllowed = interval + 50*time.Millisecond // one interval, plus scheduling slack on a loaded box: the advert that reveals a second master can come a full interval after the event, and the re-assert and the announcement follow it by a few ms (10 ms measured at load 20 on 2 cores)
+	// One interval, plus scheduling slack on a loaded box: the advert that
+	// reveals a second master can come a full interval after the event,
+	// and the re-assert and the announcement follow it by a few ms (10 ms
+	// measured at load 20 on 2 cores).
+	dualAllowed = interval + 50*time.Millisecond
 )
 
 // threeSpeakers starts haplane on h1..h3 (default priorities 250, 249, 248) and
