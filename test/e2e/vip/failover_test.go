@@ -14,8 +14,8 @@ import (
 
 // Targets from the issue for haplane's defaults (VRRPv3, 100 ms).
 const (
-	maxOutage   = time.Second
-	interval    = 100 * time.Millisecond
+	maxOutage = time.Second
+	interval  = 100 * time.Millisecond
 	// One interval, plus scheduling slack on a loaded box: the advert that
 	// reveals a second master can come a full interval after the event,
 	// and the re-assert and the announcement follow it by a few ms (10 ms
