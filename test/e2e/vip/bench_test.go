@@ -86,7 +86,12 @@ func TestBenchVIPFailover(t *testing.T) {
 func benchTable(results []*benchResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%-34s %-16s %5s %9s %9s %9s %10s %9s\n", "implementation", "scenario", "runs", "min", "median", "max", "dual runs", "dual max")
-	ms := func(d time.Duration) string { return fmt.Sprintf("%.0fms", float64(d)/1e6) }
+	ms := func(d time.Duration) string {
+		if d > 0 && d < 10*time.Millisecond {
+			return fmt.Sprintf("%.1fms", float64(d)/1e6) // a brief second master is not 0
+		}
+		return fmt.Sprintf("%.0fms", float64(d)/1e6)
+	}
 	for _, r := range results {
 		if len(r.vals) == 0 {
 			continue
