@@ -136,17 +136,20 @@ func (c *Config) validate() error {
 	if c.AnnounceRepeat == 0 {
 		c.AnnounceRepeat = 500 * time.Millisecond
 	}
+	if c.VRRP.AdvertInterval == 0 {
+		// vrrp.New's default, set here so the timeouts below and Status
+		// follow it.
+		c.VRRP.AdvertInterval = vrrp.DefaultAdvertInterval(c.VRRP.Version)
+	}
+	iv := c.VRRP.AdvertInterval
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = c.VRRP.AdvertInterval
-		if c.WriteTimeout <= 0 {
-			c.WriteTimeout = time.Second
-		}
+		c.WriteTimeout = iv
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 2 * time.Second
 	}
 	if c.ReleaseDelay == 0 {
-		c.ReleaseDelay = 3 * c.VRRP.AdvertInterval
+		c.ReleaseDelay = 3 * iv
 	}
 	c.ReleaseDelay = min(c.ReleaseDelay, c.ShutdownTimeout/2)
 	if c.Logger == nil {

@@ -539,3 +539,26 @@ func TestFailoverStepsAreTimed(t *testing.T) {
 		b.stop(t)
 	})
 }
+
+// With no interval set, the speaker's timeouts follow the interval the
+// state machine picks (vrrp.DefaultAdvertInterval), not a fixed 1s.
+func TestDefaultsFollowTheInterval(t *testing.T) {
+	for _, tc := range []struct {
+		version        int
+		write, release time.Duration
+	}{{0, 100 * time.Millisecond, 300 * time.Millisecond}, {3, 100 * time.Millisecond, 300 * time.Millisecond}, {2, time.Second, time.Second}} {
+		vc := vrrp.Config{Version: tc.version, VRID: 1, Priority: 100, Primary: netip.MustParseAddr("10.77.3.1"),
+			Addrs: []netip.Addr{netip.MustParseAddr("10.77.3.100")}}
+		sp, err := New(Config{VRRP: vc}, nil, nil)
+		if err != nil {
+			t.Fatalf("version %d: %v", tc.version, err)
+		}
+		// ReleaseDelay is 3 intervals, at most half the 2s ShutdownTimeout.
+		if sp.cfg.WriteTimeout != tc.write || sp.cfg.ReleaseDelay != tc.release {
+			t.Errorf("version %d: write timeout %v, release delay %v; want %v, %v", tc.version, sp.cfg.WriteTimeout, sp.cfg.ReleaseDelay, tc.write, tc.release)
+		}
+		if got := sp.Status().AdvertInterval; got != vrrp.DefaultAdvertInterval(tc.version).String() {
+			t.Errorf("version %d: status interval %q", tc.version, got)
+		}
+	}
+}
