@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/vrrp"
 	"github.com/haplane/haplane/internal/vrrp/speaker"
 )
 
@@ -37,7 +43,11 @@ peers (same virtual router ID, version and, for VRRPv2, password). While
 master it adds the address to the link and announces it with gratuitous ARP
 (IPv4) or unsolicited neighbour advertisements (IPv6). SIGTERM or SIGINT
 sends a priority-0 advertisement, so a backup takes over within
-milliseconds, and removes the address before exiting.`,
+milliseconds, and removes the address before exiting. SIGHUP reloads the
+cluster file and applies, without leaving the virtual router, this node's
+priority, the advert interval, preemption, the VRRPv2 password and the
+unicast peers (a master advertises the change at once); a change of VIP,
+VRID, version, interface or node address is logged and waits for a restart.`,
 		Example: `  haplane vip run --config haplane.yaml --node cp1`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.NoArgs(cmd, args); err != nil {
@@ -78,6 +88,7 @@ milliseconds, and removes the address before exiting.`,
 					defer srv.Close()
 				}
 			}
+			started := scfg.VRRP.Primary
 			conn, err := speaker.Listen(ifname, &scfg) // IPv6: primary becomes the link-local address
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
@@ -102,6 +113,13 @@ milliseconds, and removes the address before exiting.`,
 			log.Info("vip speaker starting", "interface", ifname, "vip", c.ControlPlaneEndpoint.VIP,
 				"vrid", scfg.VRRP.VRID, "version", scfg.VRRP.Version, "priority", scfg.VRRP.Priority,
 				"interval", scfg.VRRP.AdvertInterval)
+			// Registered before Run: an early SIGHUP must not kill the
+			// speaker (Go's default action) instead of reloading it.
+			hupCtx, stopHUP := context.WithCancel(cmd.Context())
+			defer stopHUP()
+			onSIGHUP(hupCtx, func() {
+				reloadVIP(hupCtx, vipReload{path: cfgPath, node: node, ifname: ifname, started: started, running: scfg.VRRP.Primary}, sp, log)
+			})
 			if err := sp.Run(cmd.Context()); err != nil {
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("vip: %w", err)}
 			}
@@ -117,4 +135,48 @@ milliseconds, and removes the address before exiting.`,
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9446", `Prometheus /metrics listener (haplane_vrrp_*: adverts sent, received and dropped by reason, state, priority, failover steps); "" disables it`)
 	cmd.Flags().IntVar(&nice, "nice", -10, "nice value for the speaker's threads, so a loaded CPU does not delay adverts (0 leaves it)")
 	return cmd
+}
+
+// vipReload is what a reload of `vip run` compares against: the cluster
+// file, the node, and the interface and primary address it started with.
+type vipReload struct {
+	path, node, ifname string
+	// started is the node's address in the cluster file at start, running
+	// the primary the speaker uses (the link-local address over IPv6).
+	started, running netip.Addr
+}
+
+// reloadVIP reads the cluster file again and applies it to the running
+// speaker (speaker.Speaker.Reconfigure); on any error the speaker keeps
+// its running configuration.
+func reloadVIP(ctx context.Context, r vipReload, sp *speaker.Speaker, log *slog.Logger) {
+	c, err := config.Load(r.path)
+	if err != nil {
+		log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
+		return
+	}
+	scfg, ifname, err := speaker.FromCluster(c, r.node)
+	if err != nil {
+		log.Error("reload refused; keeping the running configuration", "err", err)
+		return
+	}
+	if ifname != r.ifname {
+		log.Warn("reload: the VIP interface changes only with a restart; nothing applied", "interface", ifname, "running", r.ifname)
+		return
+	}
+	if scfg.VRRP.Primary == r.started {
+		// Unchanged node address: keep the primary Listen chose for it.
+		scfg.VRRP.Primary = r.running
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := sp.Reconfigure(rctx, scfg); err != nil {
+		if errors.Is(err, vrrp.ErrRestartNeeded) {
+			log.Warn("reload: these changes take effect when the speaker restarts; nothing applied", "err", err)
+			return
+		}
+		log.Error("reload refused; keeping the running configuration", "err", err)
+		return
+	}
+	log.Info("cluster file reloaded", "priority", scfg.VRRP.Priority, "interval", scfg.VRRP.AdvertInterval, "preempt", scfg.VRRP.Preempt, "peers", len(scfg.Peers))
 }

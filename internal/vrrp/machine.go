@@ -47,8 +47,13 @@ type Config struct {
 	VRID uint8
 	// Priority is the base priority: 1..254, or 255 for the address owner.
 	Priority uint8
-	// AdvertInterval is the advertisement interval (default 1s): whole
-	// seconds in version 2, whole centiseconds in version 3.
+	// AdvertInterval is the advertisement interval: whole seconds in
+	// version 2, whole centiseconds in version 3. The default is the
+	// cluster file's (config.DefaultAdvertInterval and
+	// DefaultVRRPVersion2Advert): 100ms in version 3, for sub-second
+	// failover, and 1s in version 2, the smallest it can carry. (The RFCs
+	// default to 1s, RFC 5798 §5.2.7 and RFC 3768 §5.3.7; a library default
+	// that differed from the product's would only surprise.)
 	AdvertInterval time.Duration
 	// Preempt lets a higher-priority backup take over from a lower-priority
 	// master (RFC 5798 §6.1 Preempt_Mode, default true there; the zero
@@ -69,12 +74,21 @@ type Config struct {
 	AuthData [authDataLen]byte
 }
 
+// DefaultAdvertInterval is the interval a Config of version gets when it
+// sets none (see Config.AdvertInterval).
+func DefaultAdvertInterval(version int) time.Duration {
+	if version == 2 {
+		return time.Second
+	}
+	return 100 * time.Millisecond
+}
+
 func (c *Config) validate() error {
 	if c.Version == 0 {
 		c.Version = 3
 	}
 	if c.AdvertInterval == 0 {
-		c.AdvertInterval = time.Second
+		c.AdvertInterval = DefaultAdvertInterval(c.Version)
 	}
 	var errs []error
 	if c.Version != 2 && c.Version != 3 {

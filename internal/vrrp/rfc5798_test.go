@@ -353,7 +353,16 @@ func TestConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.cfg.Version != 3 || m.cfg.AdvertInterval != time.Second {
-		t.Errorf("defaults: version %d interval %v", m.cfg.Version, m.cfg.AdvertInterval)
+	// The cluster file's defaults (config.DefaultAdvertInterval,
+	// DefaultVRRPVersion2Advert), not the RFCs' 1s for both.
+	if m.cfg.Version != 3 || m.cfg.AdvertInterval != 100*ms {
+		t.Errorf("defaults: version %d interval %v, want 3, 100ms", m.cfg.Version, m.cfg.AdvertInterval)
+	}
+	c.Version = 2
+	if m, err = New(c); err != nil {
+		t.Fatalf("v2 with the default interval: %v", err)
+	}
+	if m.cfg.AdvertInterval != time.Second {
+		t.Errorf("v2 default interval %v, want 1s (whole seconds only)", m.cfg.AdvertInterval)
 	}
 }

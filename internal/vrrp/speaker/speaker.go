@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,17 +136,20 @@ func (c *Config) validate() error {
 	if c.AnnounceRepeat == 0 {
 		c.AnnounceRepeat = 500 * time.Millisecond
 	}
+	if c.VRRP.AdvertInterval == 0 {
+		// vrrp.New's default, set here so the timeouts below and Status
+		// follow it.
+		c.VRRP.AdvertInterval = vrrp.DefaultAdvertInterval(c.VRRP.Version)
+	}
+	iv := c.VRRP.AdvertInterval
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = c.VRRP.AdvertInterval
-		if c.WriteTimeout <= 0 {
-			c.WriteTimeout = time.Second
-		}
+		c.WriteTimeout = iv
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 2 * time.Second
 	}
 	if c.ReleaseDelay == 0 {
-		c.ReleaseDelay = 3 * c.VRRP.AdvertInterval
+		c.ReleaseDelay = 3 * iv
 	}
 	c.ReleaseDelay = min(c.ReleaseDelay, c.ShutdownTimeout/2)
 	if c.Logger == nil {
@@ -290,7 +294,8 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 	// Outgoing adverts: a small queue drained by its own goroutine.
 	tx := make(chan advert, 4)
-	wg.Go(func() { s.sendLoop(tx) })
+	sendDone := make(chan struct{})
+	wg.Go(func() { defer close(sendDone); s.sendLoop(tx) })
 
 	// Address operations, in order, off the loop.
 	ops := newOpQueue()
@@ -358,9 +363,9 @@ func (s *Speaker) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return s.shutdown(tx, ops, addrDone, &gen, stopWork)
+			return s.shutdown(tx, sendDone, ops, addrDone, &gen, stopWork)
 		case err := <-readErr:
-			s.shutdown(tx, ops, addrDone, &gen, stopWork)
+			s.shutdown(tx, sendDone, ops, addrDone, &gen, stopWork)
 			return fmt.Errorf("speaker: read adverts: %w", err)
 		case now := <-timer.C:
 			apply(s.m.Tick(now))
@@ -369,6 +374,14 @@ func (s *Speaker) Run(ctx context.Context) error {
 			if err != nil {
 				s.cfg.Metrics.AdvertDropped(DropReason(err))
 				s.log.Debug("malformed advert dropped", "src", p.src, "err", err)
+				continue
+			}
+			if len(s.cfg.Peers) > 0 && !slices.Contains(s.cfg.Peers, p.src) {
+				// Unicast mode names the routers of this link: an advert
+				// from anyone else (a stray router, a spoofer) must not
+				// make this node yield or preempt.
+				s.cfg.Metrics.AdvertDropped(DropUnknownPeer)
+				s.log.Debug("advert from an unknown peer dropped", "src", p.src)
 				continue
 			}
 			s.cfg.Metrics.AdvertReceived()
@@ -410,11 +423,30 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 // shutdown sends the priority-0 advert (if master) and releases the
 // addresses, each bounded by ShutdownTimeout, then stops the workers.
-func (s *Speaker) shutdown(tx chan advert, ops *opQueue, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
+// sendDone is closed when the send goroutine has exited.
+func (s *Speaker) shutdown(tx chan advert, sendDone <-chan struct{}, ops *opQueue, addrDone chan struct{}, gen *genCounter, stopWork func()) error {
 	from := s.m.State()
 	o := s.m.Shutdown(time.Now())
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
 	var errs []error
+	// The priority-0 advert must be the last one out: a backup that hears
+	// a normal advert after it restarts its timer at Master_Down_Interval
+	// instead of Skew_Time (RFC 5798 §6.4.2). The adverts still queued are
+	// superseded by it, so they are dropped; the one being written is
+	// waited for.
+	for drained := false; !drained; {
+		select {
+		case <-tx:
+		default:
+			drained = true
+		}
+	}
+	close(tx)
+	select {
+	case <-sendDone:
+	case <-time.After(time.Until(deadline)):
+		s.log.Warn("advert write still running at shutdown")
+	}
 	for _, a := range o.Actions {
 		if a.Kind == vrrp.SendAdvert {
 			// Written here, synchronously, so it leaves before the address
@@ -427,7 +459,6 @@ func (s *Speaker) shutdown(tx chan advert, ops *opQueue, addrDone chan struct{},
 			}
 		}
 	}
-	close(tx)
 	stopWork()
 	// No announcement may follow: bump the generation, let the address
 	// goroutine finish what is queued, then release.
@@ -682,8 +713,14 @@ func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 		}
 		an.schedule()
 		err := s.addrs.Announce()
-		if err == nil && op.failover {
-			s.observe("announce", time.Since(op.at))
+		if err == nil {
+			// Once per burst (the later rounds are not logged): when the
+			// clients were told, which is what a takeover or a re-assert
+			// against a second master is for.
+			s.log.Info("vip announced", "rounds", len(an.rounds)+1, "after", time.Since(op.at))
+			if op.failover {
+				s.observe("announce", time.Since(op.at))
+			}
 		}
 		return err
 	}
@@ -709,6 +746,10 @@ func (s *Speaker) checkLoop(ctx context.Context, i int, t Track, out chan<- chec
 		}
 	}
 }
+
+// DropUnknownPeer is the drop reason of an advert whose source is not one
+// of the configured unicast peers.
+const DropUnknownPeer = "unknown_peer"
 
 // DropReason names the reason a packet was dropped, for metrics labels.
 func DropReason(err error) string {

@@ -3,6 +3,7 @@ package speaker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -24,8 +25,8 @@ type hub struct {
 }
 
 type memPkt struct {
-	b   []byte
-	src netip.Addr
+	b        []byte
+	src, dst netip.Addr
 }
 
 type memConn struct {
@@ -37,6 +38,9 @@ type memConn struct {
 	// writeBlock, when set, makes WriteTo wait until its deadline (a
 	// stuck link).
 	writeBlock atomic.Bool
+	// writeDelay, when set, makes every write take that long before it
+	// goes out (a slow link: adverts queue up behind it).
+	writeDelay atomic.Int64
 
 	mu   sync.Mutex // protects sent
 	sent []sentAdvert
@@ -58,7 +62,7 @@ func (h *hub) conn(a netip.Addr) *memConn {
 func (c *memConn) ReadFrom(b []byte) (int, netip.Addr, netip.Addr, int, error) {
 	select {
 	case p := <-c.in:
-		return copy(b, p.b), p.src, vrrp.GroupV4, vrrp.TTL, nil
+		return copy(b, p.b), p.src, p.dst, vrrp.TTL, nil
 	case <-c.closed:
 		return 0, netip.Addr{}, netip.Addr{}, 0, errors.New("closed")
 	}
@@ -69,6 +73,7 @@ func (c *memConn) WriteTo(b []byte, dst netip.Addr, deadline time.Time) error {
 		time.Sleep(time.Until(deadline))
 		return errors.New("write timeout")
 	}
+	time.Sleep(time.Duration(c.writeDelay.Load()))
 	c.mu.Lock()
 	c.sent = append(c.sent, sentAdvert{at: time.Now(), prio: b[2]})
 	c.mu.Unlock()
@@ -78,11 +83,12 @@ func (c *memConn) WriteTo(b []byte, dst netip.Addr, deadline time.Time) error {
 		return nil
 	}
 	for _, o := range c.h.conns {
-		if o == c || c.h.cut[o.addr] {
+		// A unicast advert reaches its destination only.
+		if o == c || c.h.cut[o.addr] || (!dst.IsMulticast() && o.addr != dst) {
 			continue
 		}
 		select {
-		case o.in <- memPkt{b: append([]byte(nil), b...), src: c.addr}:
+		case o.in <- memPkt{b: append([]byte(nil), b...), src: c.addr, dst: dst}:
 		case <-o.closed:
 		default:
 		}
@@ -237,6 +243,106 @@ func TestElectionShutdownAndTakeover(t *testing.T) {
 	})
 }
 
+// RFC 5798 §6.4.2: the priority-0 advert must be the last a leaving master
+// sends. A normal advert after it (one queued behind a slow link) would
+// make the backups wait Master_Down_Interval again instead of Skew_Time.
+func TestPriorityZeroIsTheLastAdvert(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &hub{}
+		a := startNode(t, h, 1, 150, nil)
+		b := startNode(t, h, 2, 149, nil)
+		time.Sleep(time.Second)
+		if st := a.sp.Status(); st.State != vrrp.Master {
+			t.Fatalf("a is %v, want master", st.State)
+		}
+		// Each write now takes 2.5 intervals: the send queue fills.
+		a.conn.writeDelay.Store(int64(250 * time.Millisecond))
+		time.Sleep(time.Second)
+		stopped := time.Now()
+		a.stop(t)
+		ads := a.conn.adverts()
+		zero := slices.IndexFunc(ads, func(x sentAdvert) bool { return x.prio == 0 })
+		if zero < 0 {
+			t.Fatal("no priority-0 advert sent on shutdown")
+		}
+		if after := ads[zero+1:]; len(after) > 0 {
+			t.Errorf("%d adverts after the priority-0 one (priorities %v), want none", len(after), prios(after))
+		}
+		// Only the write in flight may delay it: not the whole queue.
+		if d := ads[zero].at.Sub(stopped); d > 2*250*time.Millisecond {
+			t.Errorf("priority-0 advert went out %v after the stop, want ≤ 2 slow writes", d)
+		}
+		time.Sleep(time.Second)
+		if got := holders(a, b); !slices.Equal(got, []int{1}) {
+			t.Errorf("holders %v, want [1]", got)
+		}
+		b.stop(t)
+	})
+}
+
+func prios(ads []sentAdvert) []uint8 {
+	var out []uint8
+	for _, a := range ads {
+		out = append(out, a.prio)
+	}
+	return out
+}
+
+// dropMetrics counts dropped adverts by reason.
+type dropMetrics struct {
+	nopMetrics
+	mu      sync.Mutex // protects dropped
+	dropped map[string]int
+}
+
+func (m *dropMetrics) AdvertDropped(r string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dropped == nil {
+		m.dropped = map[string]int{}
+	}
+	m.dropped[r]++
+}
+
+func (m *dropMetrics) count(r string) int { m.mu.Lock(); defer m.mu.Unlock(); return m.dropped[r] }
+
+// In unicast mode only the configured peers are routers of this link: a
+// third router's adverts (here a better one, heard on the same hub) are
+// dropped and counted, and neither peer yields to it.
+func TestUnicastIgnoresUnknownSources(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &hub{}
+		ma, mb := &dropMetrics{}, &dropMetrics{}
+		pa, pb := netip.AddrFrom4([4]byte{10, 77, 3, 1}), netip.AddrFrom4([4]byte{10, 77, 3, 2})
+		a := startNode(t, h, 1, 150, func(c *Config) { c.Peers, c.Metrics = []netip.Addr{pb}, ma })
+		b := startNode(t, h, 2, 149, func(c *Config) { c.Peers, c.Metrics = []netip.Addr{pa}, mb })
+		time.Sleep(time.Second)
+		stranger := startNode(t, h, 9, 254, nil)
+		time.Sleep(time.Second)
+		if st := a.sp.Status(); st.State != vrrp.Master {
+			t.Errorf("a is %v behind a router that is not its peer, want master", st.State)
+		}
+		if st := b.sp.Status(); st.State != vrrp.Backup || st.Master != pa {
+			t.Errorf("b status %+v, want backup of its peer %v", st, pa)
+		}
+		// ~10 adverts a second from the stranger.
+		if n := ma.count("unknown_peer"); n < 5 {
+			t.Errorf("a counted %d adverts from an unknown peer, want ≥ 5", n)
+		}
+		if n := mb.count("unknown_peer"); n < 5 {
+			t.Errorf("b counted %d adverts from an unknown peer, want ≥ 5", n)
+		}
+		stranger.stop(t)
+		// The peers still hear each other: a's shutdown hands over to b.
+		a.stop(t)
+		time.Sleep(500 * time.Millisecond)
+		if st := b.sp.Status(); st.State != vrrp.Master {
+			t.Errorf("b is %v after its peer left, want master", st.State)
+		}
+		b.stop(t)
+	})
+}
+
 func TestAnnounceRoundsAndCancellation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hub{}
@@ -381,7 +487,9 @@ func TestFromClusterAndValidation(t *testing.T) {
 func TestDropReason(t *testing.T) {
 	for err, want := range map[error]string{
 		vrrp.ErrTTL: "ttl", vrrp.ErrAuth: "auth", vrrp.ErrVRID: "vrid", vrrp.ErrVersion: "version",
-		vrrp.ErrChecksum: "checksum", vrrp.ErrShort: "short", errors.New("x"): "other",
+		vrrp.ErrChecksum: "checksum", vrrp.ErrShort: "short", vrrp.ErrCount: "count", vrrp.ErrType: "type",
+		vrrp.ErrInterval: "interval", vrrp.ErrIntervalMismatch: "interval_mismatch", vrrp.ErrFamily: "family",
+		fmt.Errorf("decode: %w", vrrp.ErrIntervalMismatch): "interval_mismatch", errors.New("x"): "other",
 	} {
 		if got := DropReason(err); got != want {
 			t.Errorf("DropReason(%v) = %q, want %q", err, got, want)
@@ -430,4 +538,27 @@ func TestFailoverStepsAreTimed(t *testing.T) {
 		}
 		b.stop(t)
 	})
+}
+
+// With no interval set, the speaker's timeouts follow the interval the
+// state machine picks (vrrp.DefaultAdvertInterval), not a fixed 1s.
+func TestDefaultsFollowTheInterval(t *testing.T) {
+	for _, tc := range []struct {
+		version        int
+		write, release time.Duration
+	}{{0, 100 * time.Millisecond, 300 * time.Millisecond}, {3, 100 * time.Millisecond, 300 * time.Millisecond}, {2, time.Second, time.Second}} {
+		vc := vrrp.Config{Version: tc.version, VRID: 1, Priority: 100, Primary: netip.MustParseAddr("10.77.3.1"),
+			Addrs: []netip.Addr{netip.MustParseAddr("10.77.3.100")}}
+		sp, err := New(Config{VRRP: vc}, nil, nil)
+		if err != nil {
+			t.Fatalf("version %d: %v", tc.version, err)
+		}
+		// ReleaseDelay is 3 intervals, at most half the 2s ShutdownTimeout.
+		if sp.cfg.WriteTimeout != tc.write || sp.cfg.ReleaseDelay != tc.release {
+			t.Errorf("version %d: write timeout %v, release delay %v; want %v, %v", tc.version, sp.cfg.WriteTimeout, sp.cfg.ReleaseDelay, tc.write, tc.release)
+		}
+		if got := sp.Status().AdvertInterval; got != vrrp.DefaultAdvertInterval(tc.version).String() {
+			t.Errorf("version %d: status interval %q", tc.version, got)
+		}
+	}
 }

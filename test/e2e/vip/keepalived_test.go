@@ -3,6 +3,7 @@ package vip
 import (
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -42,14 +43,14 @@ type kaOpts struct {
 // keepalived is a running keepalived (VRRP only) in a host namespace.
 type keepalived struct {
 	*proc
+	h       *host
+	conf    string // its configuration file
 	vrrpPID string // file holding the VRRP child's PID
 }
 
-// startKeepalived runs keepalived in h's namespace in the foreground with
-// unique config and PID files, as the kubeadm HA guide configures it.
-func (l *lab) startKeepalived(h *host, o kaOpts) *keepalived {
-	bin := requireKeepalived(l.t)
-	dir := l.t.TempDir()
+// kaConf is keepalived's configuration for h, as the kubeadm HA guide
+// writes it.
+func kaConf(h *host, o kaOpts) string {
 	auth := ""
 	if o.auth != "" {
 		auth = fmt.Sprintf("    authentication {\n        auth_type PASS\n        auth_pass %s\n    }\n", o.auth)
@@ -74,11 +75,21 @@ vrrp_instance VI_1 {
 	if o.vip != "" {
 		conf = strings.Replace(conf, vipAddr+"/32", o.vip+"/128", 1)
 	}
+	return conf
+}
+
+// startKeepalived runs keepalived in h's namespace in the foreground with
+// unique config and PID files, as the kubeadm HA guide configures it.
+func (l *lab) startKeepalived(h *host, o kaOpts) *keepalived {
+	bin := requireKeepalived(l.t)
+	dir := l.t.TempDir()
 	cf := filepath.Join(dir, "keepalived.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(cf, []byte(kaConf(h, o)), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
-	k := &keepalived{vrrpPID: filepath.Join(dir, "vrrp.pid")}
+	k := &keepalived{h: h, conf: cf, vrrpPID: filepath.Join(dir, "vrrp.pid")}
+	// `ip netns exec` execs keepalived: the process started is
+	// keepalived's parent (-n: it stays in the foreground).
 	cmd := exec.Command("ip", "netns", "exec", h.ns, bin, "-n", "-l", "-D", "-P", "-f", cf,
 		"-p", filepath.Join(dir, "keepalived.pid"), "-r", k.vrrpPID)
 	k.proc = l.start("keepalived-"+h.name, cmd, parseKeepalived)
@@ -86,6 +97,16 @@ vrrp_instance VI_1 {
 	// parent; registered after start, so it runs before the parent's kill.
 	l.t.Cleanup(func() { k.killChild(syscall.SIGKILL) })
 	return k
+}
+
+// reload rewrites keepalived's configuration and sends SIGHUP to the
+// parent, as `systemctl reload keepalived` does.
+func (k *keepalived) reload(t *testing.T, o kaOpts) {
+	t.Helper()
+	if err := os.WriteFile(k.conf, []byte(kaConf(k.h, o)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k.signal(syscall.SIGHUP)
 }
 
 func parseKeepalived(line string) (event, bool) {
@@ -184,11 +205,12 @@ type interopCase struct {
 	ka       string // keepalived advert_int
 	auth     string
 	takeover time.Duration // bound for a backup to take over a dead master
+	interval time.Duration // the advert interval of both
 }
 
 var interopCases = []interopCase{
-	{"v2-pass-1s", 2, "1s", "1", "secret12", 5 * time.Second},
-	{"v3-100ms", 3, "100ms", "0.1", "", 2 * time.Second},
+	{"v2-pass-1s", 2, "1s", "1", "secret12", 5 * time.Second, time.Second},
+	{"v3-100ms", 3, "100ms", "0.1", "", 2 * time.Second, 100 * time.Millisecond},
 }
 
 // haplane on h1 (150) is master; keepalived on h2 (149) follows it, takes
@@ -314,4 +336,195 @@ func TestKeepalivedIPv6(t *testing.T) {
 	})
 	waitFor(t, "h1 alone holds the VIP", 2*time.Second, func() bool { return slices.Equal(l.holders6(), []string{"h1"}) })
 	l.servedAt(svc, "h1", 2*time.Second)
+}
+
+// interopPair is haplane and keepalived on h1 and h2 at priorities 150 and
+// 149, the master on h1.
+type interopPair struct {
+	l      *lab
+	tc     interopCase
+	hp     *proc
+	ka     *keepalived
+	cfg    string // haplane's cluster file
+	kaOpts kaOpts
+}
+
+// startPair starts the pair, haplane on h1 (master) and keepalived on h2
+// or the reverse, and waits until the master alone holds the VIP and
+// serves the client.
+func startPair(t *testing.T, tc interopCase, haplaneMaster bool) *interopPair {
+	l := newLab(t, 2)
+	h1, h2 := l.host("h1"), l.host("h2")
+	p := &interopPair{l: l, tc: tc,
+		cfg:    l.writeConfig(clusterOpts{version: tc.version, interval: tc.haplane, auth: tc.auth, prios: map[string]int{"h1": 150, "h2": 149}}),
+		kaOpts: kaOpts{version: tc.version, interval: tc.ka, prio: 149, auth: tc.auth}}
+	if haplaneMaster {
+		p.hp = l.startHaplane(h1, p.cfg)
+		waitFor(t, "haplane master", 3*tc.takeover, func() bool { return p.hp.state() == "master" })
+		p.ka = l.startKeepalived(h2, p.kaOpts)
+		waitFor(t, "keepalived backup", tc.takeover, func() bool { return p.ka.state() == "backup" })
+	} else {
+		p.kaOpts.prio = 150
+		p.ka = l.startKeepalived(h1, p.kaOpts)
+		waitFor(t, "keepalived master", 3*tc.takeover, func() bool { return p.ka.state() == "master" })
+		p.hp = l.startHaplane(h2, p.cfg)
+		waitFor(t, "haplane backup", tc.takeover, func() bool { return p.hp.state() == "backup" })
+	}
+	waitFor(t, "h1 alone holds the VIP", tc.takeover, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
+	l.servedBy("h1", 2*time.Second)
+	return p
+}
+
+// move runs the client around act until done holds (within bound), then
+// half a second more, and returns the longest client gap and when act
+// happened.
+func (l *lab) move(t *testing.T, what string, bound time.Duration, act func(), done func() bool) (time.Duration, time.Time) {
+	t.Helper()
+	p := l.startProbe(bound + 5*time.Second)
+	time.Sleep(300*time.Millisecond + rand.N(interval))
+	from := time.Now()
+	act()
+	waitFor(t, what, bound, done)
+	time.Sleep(500 * time.Millisecond)
+	to := time.Now()
+	p.halt()
+	t.Logf("%s: %s", what, p.gapAround(from, to))
+	return p.maxGap(from, to), from
+}
+
+// skew is Skew_Time of priority prio at interval iv (RFC 5798 §6.1; the
+// same in RFC 3768 with whole seconds).
+func skew(prio int, iv time.Duration) time.Duration { return time.Duration(256-prio) * iv / 256 }
+
+// Hand-overs between haplane and keepalived that are not a crash: SIGTERM
+// of the master (its priority-0 advert makes the backup take over after
+// its Skew_Time, not Master_Down_Interval), and a priority change at run
+// time (haplane's cluster file, or keepalived's configuration, reloaded
+// with SIGHUP), which the other side follows both ways.
+func TestKeepalivedHandover(t *testing.T) {
+	requireRoot(t)
+	requireKeepalived(t)
+	t.Parallel()
+	for _, tc := range interopCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// A backup told by priority 0 takes over after its skew time
+			// (plus log and scheduling latency); a silent master would cost
+			// it 3 intervals more.
+			sigtermBound := skew(149, tc.interval) + tc.interval/2 + 50*time.Millisecond
+			// A backup preempting a master whose priority dropped below its
+			// own waits Master_Down_Interval from the last advert it
+			// accepted.
+			preemptBound := 3*tc.interval + skew(150, tc.interval) + tc.interval + 300*time.Millisecond
+			// A yielding haplane keeps the VIP for its release delay (3
+			// intervals, at most 1s) while the new master announces itself.
+			settled := preemptBound + min(3*tc.interval, time.Second) + 500*time.Millisecond
+
+			t.Run("sigterm-haplane-master", func(t *testing.T) {
+				p := startPair(t, tc, true)
+				gap, acted := p.l.move(t, "keepalived master alone", 3*time.Second, func() { p.hp.signal(syscall.SIGTERM) }, func() bool {
+					return p.ka.state() == "master" && !p.hp.alive() && slices.Equal(p.l.holders(), []string{"h2"})
+				})
+				took, _ := p.ka.firstState("master", acted)
+				t.Logf("keepalived master %v after haplane's SIGTERM (skew %v, bound %v); longest client gap %v",
+					took.Sub(acted), skew(149, tc.interval), sigtermBound, gap)
+				if d := took.Sub(acted); d > sigtermBound {
+					t.Errorf("keepalived took over %v after the SIGTERM, want ≤ %v (priority 0 → Skew_Time)", d, sigtermBound)
+				}
+				if c := p.hp.cmd.ProcessState.ExitCode(); c != 0 {
+					t.Errorf("haplane exited %d on SIGTERM, want 0", c)
+				}
+				if gap > maxOutage {
+					t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+				}
+				p.l.servedBy("h2", 2*time.Second)
+			})
+
+			t.Run("sigterm-keepalived-master", func(t *testing.T) {
+				p := startPair(t, tc, false)
+				gap, acted := p.l.move(t, "haplane master alone", 3*time.Second, func() { p.ka.signal(syscall.SIGTERM) }, func() bool {
+					return p.hp.state() == "master" && slices.Equal(p.l.holders(), []string{"h2"})
+				})
+				took, _ := p.hp.firstState("master", acted)
+				t.Logf("haplane master %v after keepalived's SIGTERM (skew %v, bound %v); longest client gap %v",
+					took.Sub(acted), skew(149, tc.interval), sigtermBound, gap)
+				if d := took.Sub(acted); d > sigtermBound {
+					t.Errorf("haplane took over %v after the SIGTERM, want ≤ %v (priority 0 → Skew_Time)", d, sigtermBound)
+				}
+				if !p.ka.exited(3 * time.Second) {
+					t.Error("keepalived did not exit on SIGTERM")
+				}
+				if gap > maxOutage {
+					t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+				}
+				p.l.servedBy("h2", 2*time.Second)
+			})
+
+			// haplane's priority moves below keepalived's and back, by a
+			// SIGHUP reload of its cluster file: keepalived preempts, then
+			// yields again.
+			t.Run("priority-haplane-reload", func(t *testing.T) {
+				p := startPair(t, tc, true)
+				for _, step := range []struct {
+					prio   int
+					master string // who must end up master: "haplane" or "keepalived"
+				}{{100, "keepalived"}, {150, "haplane"}} {
+					winner, loser, holder := p.ka.proc, p.hp, "h2"
+					if step.master == "haplane" {
+						winner, loser, holder = p.hp, p.ka.proc, "h1"
+					}
+					gap, acted := p.l.move(t, step.master+" master alone", settled, func() {
+						p.l.rewriteConfig(p.cfg, clusterOpts{version: tc.version, interval: tc.haplane, auth: tc.auth, prios: map[string]int{"h1": step.prio, "h2": 149}})
+						p.hp.signal(syscall.SIGHUP)
+					}, func() bool {
+						return winner.state() == "master" && loser.state() == "backup" && slices.Equal(p.l.holders(), []string{holder})
+					})
+					took, _ := winner.firstState("master", acted)
+					t.Logf("haplane at priority %d: %s master %v after the reload (bound %v); longest client gap %v",
+						step.prio, step.master, took.Sub(acted), preemptBound, gap)
+					if d := took.Sub(acted); d > preemptBound {
+						t.Errorf("%s master %v after the reload, want ≤ %v (Master_Down_Interval)", step.master, d, preemptBound)
+					}
+					if !p.hp.alive() {
+						t.Fatal("haplane exited on SIGHUP")
+					}
+					if gap > maxOutage {
+						t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+					}
+					p.l.servedBy(holder, 2*time.Second)
+				}
+			})
+
+			// keepalived's priority moves below haplane's and back, by a
+			// SIGHUP reload of its configuration: haplane preempts, then
+			// yields again.
+			t.Run("priority-keepalived-reload", func(t *testing.T) {
+				p := startPair(t, tc, false)
+				for _, step := range []struct {
+					prio   int
+					master string
+				}{{100, "haplane"}, {200, "keepalived"}} {
+					winner, loser, holder := p.ka.proc, p.hp, "h1"
+					if step.master == "haplane" {
+						winner, loser, holder = p.hp, p.ka.proc, "h2"
+					}
+					o := p.kaOpts
+					o.prio = step.prio
+					gap, acted := p.l.move(t, step.master+" master alone", settled, func() { p.ka.reload(t, o) }, func() bool {
+						return winner.state() == "master" && loser.state() == "backup" && slices.Equal(p.l.holders(), []string{holder})
+					})
+					took, _ := winner.firstState("master", acted)
+					t.Logf("keepalived at priority %d: %s master %v after the reload (bound %v); longest client gap %v",
+						step.prio, step.master, took.Sub(acted), preemptBound, gap)
+					if d := took.Sub(acted); d > preemptBound {
+						t.Errorf("%s master %v after the reload, want ≤ %v (Master_Down_Interval)", step.master, d, preemptBound)
+					}
+					if gap > maxOutage {
+						t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+					}
+					p.l.servedBy(holder, 2*time.Second)
+				}
+			})
+		})
+	}
 }

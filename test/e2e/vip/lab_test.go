@@ -99,7 +99,9 @@ func newLab(t *testing.T, n int) *lab {
 	requireRoot(t)
 	var rb [3]byte
 	rand.Read(rb[:])
-	l := &lab{t: t, prefix: "hv" + hex.EncodeToString(rb[:])}
+	// The PID and random bytes keep names unique across test processes
+	// and labs.
+	l := &lab{t: t, prefix: fmt.Sprintf("hv%d%s", os.Getpid(), hex.EncodeToString(rb[:]))}
 	l.br = l.prefix + "br"
 	mkns := func(ns string) {
 		run(t, "ip", "netns", "add", ns)
@@ -230,6 +232,13 @@ func (l *lab) addIPv6() {
 
 // writeConfig writes a cluster file for the lab's hosts.
 func (l *lab) writeConfig(o clusterOpts) string {
+	p := filepath.Join(l.t.TempDir(), "haplane.yaml")
+	l.rewriteConfig(p, o)
+	return p
+}
+
+// rewriteConfig replaces the cluster file at p (for a reload).
+func (l *lab) rewriteConfig(p string, o clusterOpts) {
 	var nodes []config.Node
 	vip := vipAddr
 	for i, h := range l.hosts {
@@ -266,11 +275,9 @@ func (l *lab) writeConfig(o clusterOpts) string {
 			y = strings.Replace(y, "address: "+h.addr+"\n", fmt.Sprintf("address: %s\n    priority: %d\n", h.addr, o.prios[h.name]), 1)
 		}
 	}
-	p := filepath.Join(l.t.TempDir(), "haplane.yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
-	return p
 }
 
 // event is a state change a speaker logged.
@@ -313,6 +320,8 @@ func parseSlog(line string) (event, bool) {
 		return event{at: m.Time, state: m.State, msg: m.Msg}, true
 	case "vrrp":
 		return event{at: m.Time, state: m.State, msg: m.Event}, true
+	case "vip announced":
+		return event{at: m.Time, msg: m.Msg}, true
 	}
 	return event{}, false
 }
@@ -410,6 +419,17 @@ func (p *proc) eventsSince(t time.Time) []event {
 func (p *proc) firstState(s string, since time.Time) (time.Time, bool) {
 	for _, e := range p.eventsSince(since) {
 		if e.msg == "vrrp state" && e.state == s {
+			return e.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// firstEvent returns the first event at or after since whose message
+// contains msg.
+func (p *proc) firstEvent(msg string, since time.Time) (time.Time, bool) {
+	for _, e := range p.eventsSince(since) {
+		if strings.Contains(e.msg, msg) {
 			return e.at, true
 		}
 	}
@@ -553,6 +573,28 @@ func (p *probe) maxGap(from, to time.Time) time.Duration {
 		last = s.at
 	}
 	return max(gap, to.Sub(last))
+}
+
+// gapAround describes the longest gap in [from, to]: who served the
+// client before and after it, and when, relative to from.
+func (p *probe) gapAround(from, to time.Time) string {
+	last := sample{at: from}
+	var before, after sample
+	var gap time.Duration
+	for _, s := range p.sorted() {
+		if s.at.Before(from) || s.at.After(to) || !s.ok {
+			continue
+		}
+		if d := s.at.Sub(last.at); d > gap {
+			gap, before, after = d, last, s
+		}
+		last = s
+	}
+	if d := to.Sub(last.at); d > gap {
+		gap, before, after = d, last, sample{at: to, server: "(end)"}
+	}
+	return fmt.Sprintf("%v gap from +%v (%s) to +%v (%s)", gap, before.at.Sub(from).Round(time.Millisecond), before.server,
+		after.at.Sub(from).Round(time.Millisecond), after.server)
 }
 
 // servers lists who served the successful connections in [from, to], in
