@@ -51,8 +51,9 @@ func ReadTree(root string) (map[string][]byte, error) {
 }
 
 // WriteTree writes files under root. Each file that changed is written to a
-// temporary file in its folder, synced and renamed into place, so a reader
-// never sees half a key; unchanged files are left alone. Modes are applied
+// temporary file in its folder, synced and renamed into place, and the
+// folder synced, so a reader never sees half a key and a crash cannot undo
+// the rename; unchanged files are left alone. Modes are applied
 // to every file, changed or not.
 func WriteTree(root string, files map[string]File) (written []string, err error) {
 	paths := make([]string, 0, len(files))
