@@ -143,8 +143,9 @@ func (a *app) validateCmd() *cobra.Command {
 	return cmd
 }
 
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it into place, so a reader never sees half a file.
+// writeFileAtomic writes data to a temporary file beside path, syncs it,
+// renames it into place and syncs the folder, so a reader never sees half a
+// file and the new one survives a crash.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
@@ -170,6 +171,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// The rename lives in the folder: sync it too, or a crash can leave
+	// the old file (or none) after the new one was reported written.
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write %s: sync folder: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write %s: sync folder: %w", path, err)
 	}
 	return nil
 }

@@ -62,7 +62,11 @@ type pkiGenerateResult struct {
 	Out     string       `json:"out"`
 	Hosts   []string     `json:"hosts"`
 	Written int          `json:"filesWritten"`
+	Removed []string     `json:"filesRemoved"`
 	Actions []pki.Action `json:"actions"`
+	// Warnings repeat the actions' warnings: what generate kept although it
+	// differs from the cluster file, for the operator to act on.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (a *app) pkiGenerateCmd() *cobra.Command {
@@ -75,7 +79,12 @@ func (a *app) pkiGenerateCmd() *cobra.Command {
 the kubeconfigs of a control-plane node. OUT/_ca holds every CA key: keep it
 offline. Re-running keeps the CAs and every leaf that is valid, chains, matches
 the cluster file and does not expire within certificates.renewBefore; the rest
-is re-issued, and each action is listed.`,
+is re-issued, and each action is listed. Files of kubeadm's set that a host's
+folder holds but its plan no longer has (etcd member certificates and the etcd
+CA key after a move to external etcd, say) are removed; other files are never
+touched. A CA or service-account key of another algorithm than
+certificates.keyAlgorithm is kept with a warning: replacing it would break
+every certificate and token in use, so that rotation is left to you.`,
 		Example: `  haplane pki generate --config haplane.yaml --out ./hosts
   # then copy hosts/cp1/* to cp1:/etc/kubernetes/ (or use haplane join)`,
 		Args: cobra.NoArgs,
@@ -100,28 +109,44 @@ is re-issued, and each action is listed.`,
 			if err != nil {
 				return err
 			}
-			res := pkiGenerateResult{Out: out, Written: len(written), Actions: actions}
+			removed, err := pki.RemoveStale(out, actions)
+			if err != nil {
+				return err
+			}
+			res := pkiGenerateResult{Out: out, Written: len(written), Removed: removed, Actions: actions}
+			if res.Removed == nil {
+				res.Removed = []string{}
+			}
 			for _, h := range plan.Hosts {
 				res.Hosts = append(res.Hosts, h.Name)
 			}
 			for _, act := range actions {
 				switch act.Verb {
-				case "reissued":
+				case pki.Reissued:
 					a.logger().Info("certificate reissued", "path", act.Path, "why", act.Why)
-				case "created":
+				case pki.Removed:
+					a.logger().Info("stale file removed", "path", act.Path, "why", act.Why)
+				case pki.Created:
 					a.logger().Debug("certificate created", "path", act.Path)
+				}
+				if act.Warning != "" {
+					a.logger().Warn("kept although it differs from the cluster file", "path", act.Path, "warning", act.Warning)
+					res.Warnings = append(res.Warnings, act.Path+": "+act.Warning)
 				}
 			}
 			return a.print(res, func(w io.Writer) error {
 				counts := map[string]int{}
 				for _, act := range actions {
 					counts[act.Verb]++
-					if act.Verb == "reissued" {
-						fmt.Fprintf(w, "reissued %s: %s\n", act.Path, act.Why)
+					switch {
+					case act.Verb == pki.Reissued || act.Verb == pki.Removed:
+						fmt.Fprintf(w, "%s %s: %s\n", act.Verb, act.Path, act.Why)
+					case act.Warning != "":
+						fmt.Fprintf(w, "warning: kept %s: %s\n", act.Path, act.Warning)
 					}
 				}
-				_, err := fmt.Fprintf(w, "%s: PKI for %s (%d created, %d reissued, %d kept; %d files written)\n",
-					out, strings.Join(res.Hosts, ", "), counts["created"], counts["reissued"], counts["kept"], len(written))
+				_, err := fmt.Fprintf(w, "%s: PKI for %s (%d created, %d reissued, %d kept, %d removed; %d files written)\n",
+					out, strings.Join(res.Hosts, ", "), counts[pki.Created], counts[pki.Reissued], counts[pki.Kept], len(removed), len(written))
 				return err
 			})
 		},
@@ -130,6 +155,10 @@ is re-issued, and each action is listed.`,
 	cmd.Flags().StringVar(&out, "out", "", "folder to write the hosts' trees into (required)")
 	return cmd
 }
+
+// defaultConfigFile is the cluster file commands read from the working
+// folder when --config is not given.
+const defaultConfigFile = "haplane.yaml"
 
 type pkiCheckResult struct {
 	Dir   string           `json:"dir"`
@@ -145,16 +174,28 @@ func (a *app) pkiCheckCmd() *cobra.Command {
 		Short: "Report expiry, chain and SAN drift of a host's certificates",
 		Long: `check reads a host's PKI folder (like /etc/kubernetes/pki; the kubeconfigs are
 read from its parent folder, as kubeadm lays them out) and prints, for every
-certificate, when it expires, the CA that signed it, whether it chains and,
-with --config, whether its names drifted from the cluster file. It exits 1
-when a certificate is expired, expires within --warn, drifted, is missing or
-does not chain.`,
+certificate, when it expires, the CA that signed it, whether it chains and
+whether its names drifted from the cluster file (SAN DRIFT: "-" when not
+checked). The cluster file is --config, by default haplane.yaml when the
+working folder has one; --config "" checks expiry and chains only. With a
+cluster file each leaf must be signed by its own CA of the plan, and a CA key
+or kubeadm certificate the plan does not give this host is reported as
+unexpected. It exits 1 when a certificate is expired, expires within --warn,
+drifted, is missing, unexpected or does not chain.`,
 		Example: `  haplane pki check --dir /etc/kubernetes/pki --config /etc/haplane/haplane.yaml
   haplane pki check --dir hosts/cp1/pki --warn 90d --output json`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlag("dir", dir); err != nil {
 				return err
+			}
+			// The cluster file is used by default only when it is there:
+			// check must work on a host that has just its PKI folder.
+			implicit := !cmd.Flags().Changed("config")
+			if implicit {
+				if _, err := os.Stat(defaultConfigFile); err == nil {
+					cfgPath = defaultConfigFile
+				}
 			}
 			warn, err := config.ParseDuration(warnS)
 			if err != nil || warn < 0 {
@@ -171,11 +212,23 @@ does not chain.`,
 				}
 				plan = pkiPlan(c)
 				if node == "" {
-					// The generated layout is OUT/<host>/pki.
+					// The generated layout is OUT/<host>/pki; on a host
+					// (/etc/kubernetes/pki) the node is this machine.
 					node = filepath.Base(filepath.Dir(filepath.Clean(dir)))
+					if _, ok := plan.Host(node); !ok {
+						if hn, err := os.Hostname(); err == nil {
+							if _, ok := plan.Host(hn); ok {
+								node = hn
+							}
+						}
+					}
 				}
 				if _, ok := plan.Host(node); !ok {
-					return usageError{fmt.Errorf("--node: %q is not a host of %s (set --node)", node, cfgPath)}
+					hint := "set --node"
+					if implicit {
+						hint = "set --node, or --config \"\" to check without the cluster file"
+					}
+					return usageError{fmt.Errorf("--node: %q is not a host of %s (%s)", node, cfgPath, hint)}
 				}
 			}
 			parent := filepath.Dir(filepath.Clean(dir))
@@ -212,7 +265,7 @@ does not chain.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "/etc/kubernetes/pki", "the host's PKI folder")
-	f.StringVarP(&cfgPath, "config", "c", "", "cluster file, to check names against it")
+	f.StringVarP(&cfgPath, "config", "c", "", `cluster file, to check names, signers and the file set against it (default: `+defaultConfigFile+` when it exists in the working folder; "" for none)`)
 	f.StringVar(&node, "node", "", "the host's name in the cluster file (default: the folder above --dir)")
 	f.StringVar(&warnS, "warn", "30d", "fail when a certificate expires within this")
 	return cmd
@@ -220,25 +273,33 @@ does not chain.`,
 
 func printCertTable(w io.Writer, statuses []pki.CertStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCA\tCHAIN\tSTATUS")
+	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCA\tSAN DRIFT\tCHAIN\tSTATUS")
 	for _, s := range statuses {
 		exp, res := "-", "-"
 		if !s.Expires.IsZero() {
 			exp = s.Expires.UTC().Format("Jan 02, 2006 15:04 MST")
 			res = humanDuration(s.Residual)
 		}
+		ca := s.CA
+		if ca == "" {
+			ca = "-"
+		}
+		drift := s.SANDrift
+		if drift == "" {
+			drift = pki.DriftNotChecked
+		}
 		chain := "ok"
-		if !s.ChainOK {
+		switch {
+		case s.Expires.IsZero() && !s.ChainOK:
+			chain = "-" // missing, unreadable, or a key: nothing to chain
+		case !s.ChainOK:
 			chain = "BROKEN"
 		}
 		status := "ok"
 		if !s.OK() {
 			status = strings.Join(s.Problems, "; ")
 		}
-		if s.Drift != "" {
-			status += " (" + s.Drift + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, exp, res, s.CA, chain, status)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, exp, res, ca, drift, chain, status)
 	}
 	return tw.Flush()
 }

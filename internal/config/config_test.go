@@ -185,6 +185,24 @@ certificates:
 		{"external etcd", minimal + "etcd:\n  topology: external\n  nodes:\n    - name: e1\n      address: 10.77.0.100\n", []string{
 			"haplane.yaml:20: etcd.nodes[0].address: 10.77.0.100 is the VIP; an etcd host needs its own address",
 		}},
+		{"external etcd shares control-plane names and addresses", minimal + `etcd:
+  topology: external
+  nodes:
+    - name: cp1
+      address: 10.77.0.12
+    - name: e2
+      address: 10.77.0.22
+    - name: e2
+      address: 10.77.0.22
+    - name: cp3
+      address: 10.77.0.23
+`, []string{
+			"haplane.yaml:19: etcd.nodes[0].name: \"cp1\" is already used by nodes[0]",
+			"haplane.yaml:20: etcd.nodes[0].address: 10.77.0.12 is already used by nodes[1]",
+			"haplane.yaml:23: etcd.nodes[2].name: \"e2\" is already used by etcd.nodes[1]",
+			"haplane.yaml:24: etcd.nodes[2].address: 10.77.0.22 is already used by etcd.nodes[1]",
+			"haplane.yaml:25: etcd.nodes[3].name: \"cp3\" is already used by nodes[2]",
+		}},
 		{"stacked with etcd nodes", minimal + "etcd:\n  nodes:\n    - name: e1\n      address: 10.77.0.21\n", []string{
 			"haplane.yaml:17: etcd.nodes: only used with topology: external; stacked members run on the control-plane nodes",
 		}},

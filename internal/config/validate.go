@@ -215,8 +215,13 @@ func (c *Cluster) validate() []FieldError {
 
 	c.validateVIP(k, vip, vipOK)
 	c.validateLB(k)
-	c.validateNodes(k, vip, vipOK)
-	c.validateEtcd(k, vip, vipOK)
+	// One name set and one address set for every host of the cluster: an
+	// external etcd host that shares a control-plane node's name would get
+	// the same certificate folder, one that shares its address the same
+	// SANs and ports.
+	hosts := hostSets{names: map[string]string{}, addrs: map[netip.Addr]string{}}
+	c.validateNodes(k, vip, vipOK, hosts)
+	c.validateEtcd(k, vip, vipOK, hosts)
 	c.validateNetworking(k, vip, vipOK)
 	c.validateCertificates(k)
 	return k.errs
@@ -296,13 +301,36 @@ func (c *Cluster) validateLB(k *checker) {
 	}
 }
 
-func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool) {
-	addrs := map[netip.Addr]string{}
+// hostSets records each host name and address already taken, with the field
+// path that took it ("nodes[0]", "etcd.nodes[2]").
+type hostSets struct {
+	names map[string]string
+	addrs map[netip.Addr]string
+}
+
+// name reports a name already taken, or takes it for path.
+func (h hostSets) name(k *checker, path, name string) {
+	if other, dup := h.names[name]; dup {
+		k.add(path+".name", "%q is already used by %s", name, other)
+	} else {
+		h.names[name] = path
+	}
+}
+
+// addr reports an address already taken, or takes it for path.
+func (h hostSets) addr(k *checker, path string, a netip.Addr) {
+	if other, dup := h.addrs[a]; dup {
+		k.add(path+".address", "%s is already used by %s", a, other)
+	} else {
+		h.addrs[a] = path
+	}
+}
+
+func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool, hosts hostSets) {
 	if len(c.Nodes) == 0 {
 		k.add("nodes", "at least one control-plane node is required (three for high availability)")
 		return
 	}
-	names := map[string]int{}
 	prios := map[int]int{}
 	setCount := 0
 	for i, n := range c.Nodes {
@@ -313,11 +341,7 @@ func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool) {
 		case !dnsRE.MatchString(n.Name) || len(n.Name) > 253:
 			k.add(p+".name", "%q must be a lower-case DNS name (it becomes the Kubernetes node name)", n.Name)
 		default:
-			if j, dup := names[n.Name]; dup {
-				k.add(p+".name", "%q is already used by nodes[%d]", n.Name, j)
-			} else {
-				names[n.Name] = i
-			}
+			hosts.name(k, p, n.Name)
 		}
 		if a, ok := k.addr(p+".address", n.Address); ok {
 			switch {
@@ -326,11 +350,7 @@ func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool) {
 			case vipOK && a.Is4() != vip.Is4():
 				k.add(p+".address", "%s and the VIP %s are of different IP families", a, vip)
 			default:
-				if other, dup := addrs[a]; dup {
-					k.add(p+".address", "%s is already used by %s", a, other)
-				} else {
-					addrs[a] = p
-				}
+				hosts.addr(k, p, a)
 			}
 		}
 		if n.Interface != "" {
@@ -356,7 +376,7 @@ func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool) {
 	}
 }
 
-func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool) {
+func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool, hosts hostSets) {
 	e := c.Etcd
 	k.port("etcd.clientPort", e.ClientPort)
 	k.port("etcd.peerPort", e.PeerPort)
@@ -380,8 +400,8 @@ func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool) {
 		if len(e.Nodes) == 0 {
 			k.add("etcd.nodes", "topology external needs its etcd hosts (three for high availability)")
 		}
-		names := map[string]int{}
-		addrs := map[netip.Addr]int{}
+		// External etcd hosts are machines of their own: their names and
+		// addresses are checked against the control-plane nodes' too.
 		for i, n := range e.Nodes {
 			p := fmt.Sprintf("etcd.nodes[%d]", i)
 			switch {
@@ -390,22 +410,14 @@ func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool) {
 			case !dnsRE.MatchString(n.Name) || len(n.Name) > 253:
 				k.add(p+".name", "%q must be a lower-case DNS name", n.Name)
 			default:
-				if j, dup := names[n.Name]; dup {
-					k.add(p+".name", "%q is already used by etcd.nodes[%d]", n.Name, j)
-				} else {
-					names[n.Name] = i
-				}
+				hosts.name(k, p, n.Name)
 			}
 			if a, ok := k.addr(p+".address", n.Address); ok {
 				switch {
 				case vipOK && a == vip:
 					k.add(p+".address", "%s is the VIP; an etcd host needs its own address", a)
 				default:
-					if j, dup := addrs[a]; dup {
-						k.add(p+".address", "%s is already used by etcd.nodes[%d]", a, j)
-					} else {
-						addrs[a] = i
-					}
+					hosts.addr(k, p, a)
 				}
 			}
 		}

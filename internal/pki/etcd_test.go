@@ -32,9 +32,37 @@ func freePort(t *testing.T, ip string) int {
 // generated set: three etcd members in-process on 127.0.0.1-3 with their
 // server and peer certificates and client-certificate auth on both ports;
 // the healthcheck-client and apiserver-etcd-client certificates can write
-// and read, a certificate from a foreign CA is refused.
+// and read, a certificate from a foreign CA is refused. It runs with the
+// defaults (rsa2048, stacked members on the control-plane hosts) and with
+// ecdsa-p256 on external etcd hosts, so both key algorithms and both
+// topologies' member folders meet a real etcd.
 func TestEtcdClusterWithGeneratedCertificates(t *testing.T) {
-	p := labPlan(ECDSAP256)
+	for _, tc := range []struct {
+		alg      string
+		external bool
+	}{
+		{RSA2048, false},
+		{ECDSAP256, true},
+	} {
+		name := tc.alg + "/stacked"
+		if tc.external {
+			name = tc.alg + "/external"
+		}
+		t.Run(name, func(t *testing.T) { testEtcdCluster(t, tc.alg, tc.external) })
+	}
+}
+
+func testEtcdCluster(t *testing.T, alg string, external bool) {
+	p := labPlan(alg)
+	if external {
+		p = externalPlan(alg)
+	}
+	var members []*Host
+	for i := range p.Hosts {
+		if (p.Hosts[i].Role == RoleEtcd) == external {
+			members = append(members, &p.Hosts[i])
+		}
+	}
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	for _, ip := range ips[1:] {
 		if ln, err := net.Listen("tcp", ip+":0"); err != nil {
@@ -43,8 +71,8 @@ func TestEtcdClusterWithGeneratedCertificates(t *testing.T) {
 			ln.Close()
 		}
 	}
-	for i := range p.Hosts {
-		p.Hosts[i].Address = netip.MustParseAddr(ips[i])
+	for i, h := range members {
+		h.Address = netip.MustParseAddr(ips[i])
 	}
 	dir := t.TempDir()
 	files, _, err := Generate(p, nil, time.Now())
@@ -56,14 +84,14 @@ func TestEtcdClusterWithGeneratedCertificates(t *testing.T) {
 	}
 	clientPorts, peerPorts := make([]int, 3), make([]int, 3)
 	var initial []string
-	for i, h := range p.Hosts {
+	for i, h := range members {
 		clientPorts[i], peerPorts[i] = freePort(t, ips[i]), freePort(t, ips[i])
 		initial = append(initial, fmt.Sprintf("%s=https://%s:%d", h.Name, ips[i], peerPorts[i]))
 	}
 	var endpoints []string
 	started := make(chan *embed.Etcd, 3)
 	errs := make(chan error, 3)
-	for i, h := range p.Hosts {
+	for i, h := range members {
 		pkiDir := filepath.Join(dir, h.Name, "pki")
 		cfg := embed.NewConfig()
 		cfg.Name = h.Name
@@ -124,7 +152,7 @@ func TestEtcdClusterWithGeneratedCertificates(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	health := client(filepath.Join(dir, "cp2/pki/etcd"), "healthcheck-client")
+	health := client(filepath.Join(dir, members[1].Name, "pki/etcd"), "healthcheck-client")
 	api := client(filepath.Join(dir, "cp3/pki"), "apiserver-etcd-client")
 	if _, err := api.Put(ctx, "/registry/test", "written by the apiserver client"); err != nil {
 		t.Fatalf("put with apiserver-etcd-client: %v", err)
@@ -137,17 +165,45 @@ func TestEtcdClusterWithGeneratedCertificates(t *testing.T) {
 		t.Fatalf("status: %v %v", st, err)
 	}
 
-	// A client certificate from another cluster's etcd CA is refused.
-	foreign, _, err := Generate(labPlan(ECDSAP256), nil, time.Now())
+	// A client certificate from another cluster's etcd CA is refused. Only
+	// a CA and one client are made for it: a whole foreign tree would
+	// cost some 37 RSA keys.
+	foreignKey, err := NewKey(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignCA, err := NewCA(CASpec{Name: EtcdCA, CN: "etcd-ca"}, foreignKey, time.Now(), DefaultCAValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientKey, err := NewKey(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, _ := p.Leaves("cp1")
+	var spec LeafSpec
+	for _, l := range leaves {
+		if l.Name == "apiserver-etcd-client" {
+			spec = l
+		}
+	}
+	clientCert, err := Sign(spec, clientKey.Public(), KeyPair{Cert: foreignCA, Key: foreignKey}, time.Now(), DefaultValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientKeyPEM, err := KeyPEM(clientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fdir := t.TempDir()
-	if _, err := WriteTree(fdir, foreign); err != nil {
+	if _, err := WriteTree(fdir, map[string]File{
+		"client.crt": {Data: CertPEM(clientCert), Mode: 0o644},
+		"client.key": {Data: clientKeyPEM, Mode: 0o600},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	ftc, err := transport.TLSInfo{
-		CertFile: filepath.Join(fdir, "cp1/pki/apiserver-etcd-client.crt"), KeyFile: filepath.Join(fdir, "cp1/pki/apiserver-etcd-client.key"),
+		CertFile: filepath.Join(fdir, "client.crt"), KeyFile: filepath.Join(fdir, "client.key"),
 		TrustedCAFile: filepath.Join(dir, "cp1/pki/etcd/ca.crt"),
 	}.ClientConfig()
 	if err != nil {

@@ -29,17 +29,33 @@ type File struct {
 	Mode fs.FileMode
 }
 
-// Action says what Generate did with one certificate.
+// Action says what Generate did with one file.
 type Action struct {
 	Path string `json:"path"`
-	Verb string `json:"action"` // created, kept, reissued
+	Verb string `json:"action"` // created, kept, reissued, removed
 	Why  string `json:"why,omitempty"`
+	// Warning is set on something kept that no longer matches the cluster
+	// file and that Generate will not change by itself (a CA or the
+	// service-account key of another key algorithm): the operator decides.
+	Warning string `json:"warning,omitempty"`
 }
+
+// Verbs of an Action.
+const (
+	Created  = "created"
+	Kept     = "kept"
+	Reissued = "reissued"
+	Removed  = "removed"
+)
 
 // Generate produces the whole tree for p. existing holds what is already
 // there (path -> contents, as read by ReadTree): CAs, the service-account key
-// and leaves that are valid, chain to their CA, match the plan and do not
-// expire within RenewBefore are kept; the rest are (re)issued.
+// and leaves that are valid, chain to their CA, match the plan (names, key
+// usages, key algorithm) and do not expire within RenewBefore are kept; the
+// rest are (re)issued. Files of kubeadm's set that sit in a plan host's
+// folder but are no longer in its plan (etcd member certificates after a
+// move to external etcd, say) get a "removed" action: the caller deletes
+// them (RemoveStale). Files haplane does not know are never touched.
 func Generate(p *Plan, existing map[string][]byte, now time.Time) (map[string]File, []Action, error) {
 	if err := p.Validate(); err != nil {
 		return nil, nil, err
@@ -58,6 +74,7 @@ func Generate(p *Plan, existing map[string][]byte, now time.Time) (map[string]Fi
 			return nil, nil, err
 		}
 	}
+	g.stale()
 	sort.Slice(g.actions, func(i, j int) bool { return g.actions[i].Path < g.actions[j].Path })
 	return g.out, g.actions, nil
 }
@@ -103,7 +120,16 @@ func (g *generator) ca(spec CASpec) error {
 			return fmt.Errorf("pki: CA %s expired on %s; renewing a CA means re-issuing every certificate: move the old tree away first", spec.Name, kp.Cert.NotAfter.Format(time.DateOnly))
 		}
 		g.cas[spec.Name] = kp
-		g.act(path.Join(CADir, spec.Name+".crt"), "kept", "")
+		g.act(path.Join(CADir, spec.Name+".crt"), Kept, "")
+		// A CA of another algorithm than the cluster file's is kept, and
+		// said so: replacing it would silently invalidate every certificate
+		// and kubeconfig in use (kubelets, etcd members, admins), which is
+		// a CA rotation, done on purpose and in steps, not by a re-run. The
+		// leaves get keys of the new algorithm, signed by the old CA, which
+		// TLS accepts.
+		if have, want := KeyAlgorithmOf(kp.Cert.PublicKey), g.p.keyAlgorithm(); have != want {
+			g.actions[len(g.actions)-1].Warning = fmt.Sprintf("CA key is %s, the cluster file says %s; CAs are never replaced by generate: rotate the CA deliberately (new CA trusted next to the old one, re-issue, then drop the old) to change it", have, want)
+		}
 		g.put(path.Join(CADir, spec.Name+".crt"), c, 0o644)
 		g.put(path.Join(CADir, spec.Name+".key"), k, 0o600)
 		return nil
@@ -121,7 +147,7 @@ func (g *generator) ca(spec CASpec) error {
 		return err
 	}
 	g.cas[spec.Name] = KeyPair{Cert: cert, Key: key}
-	g.act(path.Join(CADir, spec.Name+".crt"), "created", "")
+	g.act(path.Join(CADir, spec.Name+".crt"), Created, "")
 	g.put(path.Join(CADir, spec.Name+".crt"), CertPEM(cert), 0o644)
 	g.put(path.Join(CADir, spec.Name+".key"), keyPEM, 0o600)
 	return nil
@@ -146,7 +172,12 @@ func (g *generator) serviceAccount() error {
 			return err
 		}
 		g.saKey, g.saPub = k, pub
-		g.act(path.Join(CADir, "sa.key"), "kept", "")
+		g.act(path.Join(CADir, "sa.key"), Kept, "")
+		// Same reasoning as for the CAs: a new service-account key
+		// invalidates every service-account token in the cluster.
+		if have, want := KeyAlgorithmOf(key.Public()), g.p.keyAlgorithm(); have != want {
+			g.actions[len(g.actions)-1].Warning = fmt.Sprintf("service-account key is %s, the cluster file says %s; it is never replaced by generate (every service-account token is signed with it): rotate it deliberately to change it", have, want)
+		}
 		break
 	}
 	if g.saKey == nil {
@@ -160,7 +191,7 @@ func (g *generator) serviceAccount() error {
 		if g.saPub, err = PublicKeyPEM(key.Public()); err != nil {
 			return err
 		}
-		g.act(path.Join(CADir, "sa.key"), "created", "")
+		g.act(path.Join(CADir, "sa.key"), Created, "")
 	}
 	g.put(path.Join(CADir, "sa.key"), g.saKey, 0o600)
 	g.put(path.Join(CADir, "sa.pub"), g.saPub, 0o600)
@@ -196,6 +227,41 @@ func (g *generator) host(h Host) error {
 	return nil
 }
 
+// KnownHostFiles is every file Generate can put in a host's folder, for any
+// role and topology, relative to the host's folder: kubeadm's certificate,
+// key and kubeconfig set. Only these are ever removed as stale.
+var KnownHostFiles = func() []string {
+	var out []string
+	for _, ca := range CAs {
+		out = append(out, "pki/"+ca.Name+".crt", "pki/"+ca.Name+".key")
+	}
+	out = append(out, "pki/sa.key", "pki/sa.pub")
+	for _, leaf := range []string{"apiserver", "apiserver-kubelet-client", "front-proxy-client", "etcd/server", "etcd/peer", "etcd/healthcheck-client", "apiserver-etcd-client"} {
+		out = append(out, "pki/"+leaf+".crt", "pki/"+leaf+".key")
+	}
+	// kubelet.conf is kubeadm's too, but haplane never writes it: an
+	// operator's copy is not ours to remove.
+	return append(out, "admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf")
+}()
+
+// stale marks for removal the known files of each plan host that the plan
+// no longer has: left in place they look valid to a reader (and to `pki
+// check` without a plan), e.g. an etcd CA key on a control-plane host after
+// a move to external etcd.
+func (g *generator) stale() {
+	for _, h := range g.p.Hosts {
+		for _, f := range KnownHostFiles {
+			p := path.Join(h.Name, f)
+			if _, had := g.old[p]; !had {
+				continue
+			}
+			if _, planned := g.out[p]; !planned {
+				g.act(p, Removed, "not in the plan for "+h.Name+" ("+h.Role+")")
+			}
+		}
+	}
+}
+
 // leaf keeps or issues one leaf certificate.
 func (g *generator) leaf(dir string, spec LeafSpec) error {
 	certPath, keyPath := path.Join(dir, spec.Name+".crt"), path.Join(dir, spec.Name+".key")
@@ -203,14 +269,14 @@ func (g *generator) leaf(dir string, spec LeafSpec) error {
 	if c, k := g.old[certPath], g.old[keyPath]; c != nil && k != nil {
 		why := g.reasonToReissue(c, k, spec, ca)
 		if why == "" {
-			g.act(certPath, "kept", "")
+			g.act(certPath, Kept, "")
 			g.put(certPath, c, 0o644)
 			g.put(keyPath, k, 0o600)
 			return nil
 		}
-		g.act(certPath, "reissued", why)
+		g.act(certPath, Reissued, why)
 	} else {
-		g.act(certPath, "created", "")
+		g.act(certPath, Created, "")
 	}
 	key, err := NewKey(g.p.keyAlgorithm())
 	if err != nil {
@@ -238,6 +304,9 @@ func (g *generator) reasonToReissue(certPEM, keyPEM []byte, spec LeafSpec, ca Ke
 	if err := kp.Cert.CheckSignatureFrom(ca.Cert); err != nil {
 		return "not signed by the current " + spec.CA
 	}
+	if have, want := KeyAlgorithmOf(kp.Cert.PublicKey), g.p.keyAlgorithm(); have != want {
+		return fmt.Sprintf("key algorithm %s, the cluster file says %s", have, want)
+	}
 	if d := Drift(kp.Cert, spec); d != "" {
 		return "drifted from the cluster file: " + d
 	}
@@ -247,8 +316,9 @@ func (g *generator) reasonToReissue(certPEM, keyPEM []byte, spec LeafSpec, ca Ke
 	return ""
 }
 
-// Drift describes how cert differs from spec in subject, SANs or usages;
-// "" when it matches.
+// Drift describes how cert differs from spec in subject, SANs, key usage or
+// extended key usages; "" when it matches. The key algorithm is not part of
+// it (see KeyAlgorithmOf).
 func Drift(cert *x509.Certificate, spec LeafSpec) string {
 	var d []string
 	if cert.Subject.CommonName != spec.CN {
@@ -272,10 +342,54 @@ func Drift(cert *x509.Certificate, spec LeafSpec) string {
 	if !sameSet(have, want) {
 		d = append(d, fmt.Sprintf("IP SANs %v, want %v", have, want))
 	}
-	if !slices.Equal(cert.ExtKeyUsage, spec.Usages) {
-		d = append(d, "extended key usages differ")
+	// kubeadm sets the same key usage on every leaf whatever the key type.
+	if cert.KeyUsage != keyUsage {
+		d = append(d, fmt.Sprintf("key usage %s, want %s", keyUsageString(cert.KeyUsage), keyUsageString(keyUsage)))
+	}
+	if !sameSet(ekuStrings(cert.ExtKeyUsage), ekuStrings(spec.Usages)) {
+		d = append(d, fmt.Sprintf("extended key usages %v, want %v", ekuStrings(cert.ExtKeyUsage), ekuStrings(spec.Usages)))
 	}
 	return strings.Join(d, "; ")
+}
+
+var keyUsageNames = []struct {
+	bit  x509.KeyUsage
+	name string
+}{
+	{x509.KeyUsageDigitalSignature, "DigitalSignature"}, {x509.KeyUsageContentCommitment, "ContentCommitment"},
+	{x509.KeyUsageKeyEncipherment, "KeyEncipherment"}, {x509.KeyUsageDataEncipherment, "DataEncipherment"},
+	{x509.KeyUsageKeyAgreement, "KeyAgreement"}, {x509.KeyUsageCertSign, "CertSign"}, {x509.KeyUsageCRLSign, "CRLSign"},
+	{x509.KeyUsageEncipherOnly, "EncipherOnly"}, {x509.KeyUsageDecipherOnly, "DecipherOnly"},
+}
+
+func keyUsageString(ku x509.KeyUsage) string {
+	var names []string
+	for _, k := range keyUsageNames {
+		if ku&k.bit != 0 {
+			names = append(names, k.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+func ekuStrings(ekus []x509.ExtKeyUsage) []string {
+	out := make([]string, 0, len(ekus))
+	for _, e := range ekus {
+		switch e {
+		case x509.ExtKeyUsageServerAuth:
+			out = append(out, "ServerAuth")
+		case x509.ExtKeyUsageClientAuth:
+			out = append(out, "ClientAuth")
+		case x509.ExtKeyUsageAny:
+			out = append(out, "Any")
+		default:
+			out = append(out, fmt.Sprintf("EKU(%d)", e))
+		}
+	}
+	return out
 }
 
 func sameSet(a, b []string) bool {
@@ -295,22 +409,22 @@ func (g *generator) kubeconfig(host string, kc KubeconfigSpec) error {
 		k, err := ParseKubeconfig(old)
 		switch {
 		case err != nil:
-			g.act(p, "reissued", "unreadable: "+err.Error())
+			g.act(p, Reissued, "unreadable: "+err.Error())
 		case k.Server != kc.Server:
-			g.act(p, "reissued", fmt.Sprintf("server %s, want %s", k.Server, kc.Server))
+			g.act(p, Reissued, fmt.Sprintf("server %s, want %s", k.Server, kc.Server))
 		case string(k.CA) != string(CertPEM(ca.Cert)):
-			g.act(p, "reissued", "embeds another cluster CA")
+			g.act(p, Reissued, "embeds another cluster CA")
 		default:
 			if why := g.reasonToReissue(k.ClientCert, k.ClientKey, spec, ca); why != "" {
-				g.act(p, "reissued", why)
+				g.act(p, Reissued, why)
 			} else {
-				g.act(p, "kept", "")
+				g.act(p, Kept, "")
 				g.put(p, old, 0o600)
 				return nil
 			}
 		}
 	} else {
-		g.act(p, "created", "")
+		g.act(p, Created, "")
 	}
 	key, err := NewKey(g.p.keyAlgorithm())
 	if err != nil {

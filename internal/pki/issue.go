@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -14,6 +15,7 @@ import (
 	"math"
 	"math/big"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -32,6 +34,22 @@ func NewKey(alg string) (crypto.Signer, error) {
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
 	return nil, fmt.Errorf("pki: unknown key algorithm %q", alg)
+}
+
+// KeyAlgorithmOf names a public key's algorithm as the cluster file does
+// (rsa2048, ecdsa-p256), or describes it ("rsa4096", "ecdsa-p384",
+// "ed25519") when the cluster file has no name for it.
+func KeyAlgorithmOf(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("rsa%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		// Curve names are "P-256", "P-384": ecdsa-p256, ecdsa-p384.
+		return "ecdsa-" + strings.ToLower(strings.ReplaceAll(k.Curve.Params().Name, "-", ""))
+	case ed25519.PublicKey:
+		return "ed25519"
+	}
+	return fmt.Sprintf("%T", pub)
 }
 
 // serial is a random positive 63-bit serial number, as kubeadm's.

@@ -51,8 +51,9 @@ func ReadTree(root string) (map[string][]byte, error) {
 }
 
 // WriteTree writes files under root. Each file that changed is written to a
-// temporary file in its folder, synced and renamed into place, so a reader
-// never sees half a key; unchanged files are left alone. Modes are applied
+// temporary file in its folder, synced and renamed into place, and the
+// folder synced, so a reader never sees half a key and a crash cannot undo
+// the rename; unchanged files are left alone. Modes are applied
 // to every file, changed or not.
 func WriteTree(root string, files map[string]File) (written []string, err error) {
 	paths := make([]string, 0, len(files))
@@ -105,6 +106,46 @@ func writeAtomic(path string, data []byte, mode fs.FileMode) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("pki: write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// RemoveStale deletes, under root, the files Generate marked "removed", and
+// returns those it deleted; a file already gone is no error.
+func RemoveStale(root string, actions []Action) (removed []string, err error) {
+	dirs := map[string]bool{}
+	for _, a := range actions {
+		if a.Verb != Removed {
+			continue
+		}
+		full := filepath.Join(root, filepath.FromSlash(a.Path))
+		if err := os.Remove(full); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return removed, fmt.Errorf("pki: remove stale %s: %w", a.Path, err)
+		}
+		removed = append(removed, a.Path)
+		dirs[filepath.Dir(full)] = true
+	}
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// syncDir flushes a folder's entries (a rename or removal in it) to disk:
+// without it, a crash right after the rename can bring the old file back.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("pki: sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("pki: sync %s: %w", dir, err)
 	}
 	return nil
 }
