@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -168,8 +169,13 @@ func (p *LBPart) Ready() bool { return len(p.lb.Addrs()) > 0 }
 type VIPPart struct {
 	sp     *speaker.Speaker
 	ifname string
-	cancel context.CancelFunc
-	done   chan error
+	// started is the node's address in the cluster file at start, running
+	// the primary the speaker uses: over IPv6 Listen swaps in the
+	// interface's link-local address (RFC 5798 §5.1.2.2), which a reload
+	// must keep or it would look like a primary address change.
+	started, running netip.Addr
+	cancel           context.CancelFunc
+	done             chan error
 }
 
 // Tracked-check weights. The first node's default priority is 250 and the
@@ -207,6 +213,7 @@ func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Regi
 			{Name: "local-apiserver", Check: speaker.CheckFunc(lbp.LocalAPIServerHealthy), Weight: WeightLocalAPIServer, Fall: 1, Rise: 2, Interval: interval},
 		}
 	}
+	started := scfg.VRRP.Primary
 	conn, err := speaker.Listen(ifname, &scfg) // IPv6: the primary becomes the link-local address
 	if err != nil {
 		return nil, err
@@ -221,7 +228,7 @@ func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Regi
 		conn.Close()
 		return nil, err
 	}
-	return &VIPPart{sp: sp, ifname: ifname}, nil
+	return &VIPPart{sp: sp, ifname: ifname, started: started, running: scfg.VRRP.Primary}, nil
 }
 
 // Name implements Part.

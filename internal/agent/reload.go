@@ -76,12 +76,9 @@ func (p *LBPart) Reload(c *config.Cluster, node string) error {
 // node address waits for a restart (ErrRestartNeeded); nothing else is
 // applied then.
 func (p *VIPPart) Reload(ctx context.Context, c *config.Cluster, node string) error {
-	scfg, ifname, err := speaker.FromCluster(c, node)
+	scfg, err := p.next(c, node)
 	if err != nil {
 		return err
-	}
-	if ifname != p.ifname {
-		return fmt.Errorf("%w: VIP interface %s (running on %s)", ErrRestartNeeded, ifname, p.ifname)
 	}
 	if err := p.sp.Reconfigure(ctx, scfg); err != nil {
 		if errors.Is(err, vrrp.ErrRestartNeeded) {
@@ -90,6 +87,23 @@ func (p *VIPPart) Reload(ctx context.Context, c *config.Cluster, node string) er
 		return err
 	}
 	return nil
+}
+
+// next is the speaker configuration c gives node, for the running speaker:
+// the same interface, and the primary it runs with when the node's
+// address did not change.
+func (p *VIPPart) next(c *config.Cluster, node string) (speaker.Config, error) {
+	scfg, ifname, err := speaker.FromCluster(c, node)
+	if err != nil {
+		return speaker.Config{}, err
+	}
+	if ifname != p.ifname {
+		return speaker.Config{}, fmt.Errorf("%w: VIP interface %s (running on %s)", ErrRestartNeeded, ifname, p.ifname)
+	}
+	if scfg.VRRP.Primary == p.started {
+		scfg.VRRP.Primary = p.running
+	}
+	return scfg, nil
 }
 
 // Reloading tells systemd (Type=notify) that a reload started; call the
