@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -89,6 +90,35 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("refused while the member runs", func(t *testing.T) {
+		o := tc.node("m0").Member
+		token := RestoreToken("test", info.SHA256)
+		// The running member holds the lock of its database.
+		_, err := Restore(RestoreOptions{Snapshot: path, Name: "m0", Members: o.InitialCluster, DataDir: o.DataDir, Token: token}, time.Now(), nil)
+		if !errors.Is(err, ErrMemberRunning) || !strings.Contains(err.Error(), "stop etcd on this node first") {
+			t.Fatalf("restore into a running member's data dir: %v, want ErrMemberRunning", err)
+		}
+		t.Logf("refusal: %v", err)
+		// A data dir elsewhere, but the member answers on the client URL.
+		other := filepath.Join(t.TempDir(), "data")
+		_, err = Restore(RestoreOptions{Snapshot: path, Name: "m0", Members: o.InitialCluster, DataDir: other, Token: token, ClientURL: o.ClientURL()}, time.Now(), nil)
+		if !errors.Is(err, ErrMemberRunning) || !strings.Contains(err.Error(), o.ClientURL()) {
+			t.Fatalf("restore with the member answering: %v, want ErrMemberRunning", err)
+		}
+		if _, err := os.Stat(other); !os.IsNotExist(err) {
+			t.Errorf("refused restore created %s", other)
+		}
+		if m, _ := filepath.Glob(o.DataDir + ".pre-restore-*"); len(m) != 0 || !HasData(o.DataDir) {
+			t.Errorf("refused restore touched the data dir: moved %v, has data %v", m, HasData(o.DataDir))
+		}
+	})
+
+	memberList, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldClusterID := memberList.Header.ClusterId
+
 	// Writes after the snapshot are lost by the restore, by design.
 	if _, err := cli.Put(ctx, "k/after", "x"); err != nil {
 		t.Fatal(err)
@@ -97,6 +127,9 @@ func TestSnapshotRestore(t *testing.T) {
 		tc.stopInProcess(n)
 	}
 	token := RestoreToken("test", info.SHA256)
+	if again := RestoreToken("test", info.SHA256); again == token || !strings.HasPrefix(again, "test-restore-"+info.SHA256[:12]+"-") {
+		t.Fatalf("two restores of one snapshot: tokens %q and %q, want different ones of the same stem", token, again)
+	}
 	now := time.Date(2026, 11, 22, 20, 0, 0, 0, time.UTC)
 	for _, n := range []string{"m0", "m1", "m2"} {
 		o := tc.node(n).Member
@@ -118,6 +151,14 @@ func TestSnapshotRestore(t *testing.T) {
 	if rev < info.Revision+DefaultRevisionBump {
 		t.Fatalf("revision %d after restore, want at least %d + %d", rev, info.Revision, DefaultRevisionBump)
 	}
+	memberList, err = cli2.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if memberList.Header.ClusterId == oldClusterID {
+		t.Fatalf("cluster ID %x unchanged by the restore", oldClusterID)
+	}
+	t.Logf("cluster ID %x -> %x (token %s)", oldClusterID, memberList.Header.ClusterId, token)
 	// A watcher resuming at its old revision is told it was compacted.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
