@@ -270,7 +270,8 @@ func Restore(o RestoreOptions, now time.Time, log *slog.Logger) (string, error) 
 }
 
 // Scheduler takes periodic snapshots on the one node that is elected and
-// keeps the newest Retain of them in Dir.
+// keeps the newest Retain of them in Dir: every node prunes its own Dir on
+// every tick, elected or not.
 type Scheduler struct {
 	Dir      string
 	Interval time.Duration
@@ -289,9 +290,20 @@ type Scheduler struct {
 
 const snapshotPrefix, snapshotSuffix = "etcd-snapshot-", ".db"
 
-// Once takes one snapshot if elected and prunes old ones. It returns the
-// path written, "" when not elected.
+// Once takes one snapshot if elected, then prunes old ones whether it
+// was elected or not: leadership moves, and a node that took snapshots
+// while it led must still drop the old ones (say after Retain was
+// lowered) when it no longer does. It returns the path written, "" when
+// not elected.
 func (s *Scheduler) Once(ctx context.Context) (string, error) {
+	path, err := s.take(ctx)
+	if perr := s.prune(); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	return path, err
+}
+
+func (s *Scheduler) take(ctx context.Context) (string, error) {
 	ok, err := s.Elected(ctx)
 	if err != nil {
 		return "", fmt.Errorf("etcdnode: scheduled snapshot: election check: %w", err)
@@ -310,30 +322,44 @@ func (s *Scheduler) Once(ctx context.Context) (string, error) {
 	if err := s.Save(ctx, path); err != nil {
 		return "", fmt.Errorf("etcdnode: scheduled snapshot: %w", err)
 	}
-	return path, s.prune()
+	return path, nil
 }
 
-// prune deletes all but the newest Retain snapshots (names sort by time).
+// prune deletes all but the newest Retain snapshots (names sort by time),
+// and the partial files of saves that were killed midway (no save of this
+// scheduler runs while it prunes). A missing Dir has nothing to prune.
 func (s *Scheduler) prune() error {
 	if s.Retain <= 0 {
 		return nil
 	}
 	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("etcdnode: prune snapshots: %w", err)
 	}
-	var names []string
+	var names, drop []string
 	for _, e := range ents {
-		if n := e.Name(); e.Type().IsRegular() && strings.HasPrefix(n, snapshotPrefix) && strings.HasSuffix(n, snapshotSuffix) {
+		n := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(n, snapshotPrefix) {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(n, snapshotSuffix):
 			names = append(names, n)
+		case strings.HasSuffix(n, snapshotSuffix+".part"):
+			drop = append(drop, n)
 		}
 	}
 	sort.Strings(names)
-	for len(names) > s.Retain {
-		if err := os.Remove(filepath.Join(s.Dir, names[0])); err != nil {
+	if len(names) > s.Retain {
+		drop = append(drop, names[:len(names)-s.Retain]...)
+	}
+	for _, n := range drop {
+		if err := os.Remove(filepath.Join(s.Dir, n)); err != nil {
 			return fmt.Errorf("etcdnode: prune snapshots: %w", err)
 		}
-		names = names[1:]
 	}
 	return nil
 }
