@@ -201,8 +201,11 @@ func (a *app) etcdStatusCmd() *cobra.Command {
 		Short: "Health of every etcd member; exit 1 when the cluster has lost fault tolerance",
 		Long: `Probe every member: reachable, linearizable read latency, leader, raft term,
 index and lag behind the leader, learner, database size against the quota,
-and alarms. A member is healthy as "etcdctl endpoint health" says: a read of
-key "health" succeeds (serializable on learners) and no alarm is raised.
+and alarms. A member is healthy as "etcdctl endpoint health" says: a
+linearizable read of key "health" succeeds and no alarm is raised. A learner
+is therefore never healthy (it refuses linearizable reads, and etcdctl calls
+it unhealthy too); its "serving" field and read latency come from a
+serializable read of its own copy.
 
 Exit status: 0 when the cluster is fault tolerant, that is the healthy voting
 members are at least a quorum plus one (it survives losing one more member)
