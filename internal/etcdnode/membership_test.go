@@ -41,7 +41,8 @@ func TestMembership(t *testing.T) {
 				t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
 			}
 		}
-		// Client cert auth: a TLS client without a certificate is refused.
+		// haplane builds no client without a certificate (that the
+		// member refuses one is TestClientCertAuthEnforced).
 		cfg, _ := ClientTLS{CertFile: "", KeyFile: "", CAFile: tc.pki.CAFile}.Config()
 		if cfg != nil {
 			t.Fatal("client TLS without a certificate accepted")
