@@ -201,8 +201,11 @@ func (a *app) etcdStatusCmd() *cobra.Command {
 		Short: "Health of every etcd member; exit 1 when the cluster has lost fault tolerance",
 		Long: `Probe every member: reachable, linearizable read latency, leader, raft term,
 index and lag behind the leader, learner, database size against the quota,
-and alarms. A member is healthy as "etcdctl endpoint health" says: a read of
-key "health" succeeds (serializable on learners) and no alarm is raised.
+and alarms. A member is healthy as "etcdctl endpoint health" says: a
+linearizable read of key "health" succeeds and no alarm is raised. A learner
+is therefore never healthy (it refuses linearizable reads, and etcdctl calls
+it unhealthy too); its "serving" field and read latency come from a
+serializable read of its own copy.
 
 Exit status: 0 when the cluster is fault tolerant, that is the healthy voting
 members are at least a quorum plus one (it survives losing one more member)
@@ -535,10 +538,13 @@ func (a *app) etcdRestoreCmd() *cobra.Command {
 		Use:   "restore FILE --node NAME",
 		Short: "Rebuild this node's member from a snapshot (run on every member, same file)",
 		Long: `Rebuild NAME's data dir from FILE for a new cluster of every member in the
-cluster file. Stop etcd on every member first, then run this on each of them
-with the same FILE; the new cluster token is derived from the cluster name and
-the snapshot's hash, so every member agrees on it. The old data dir is moved
-aside, never deleted. The revision is bumped (--bump-revision) and marked
+cluster file. Stop etcd on every member first (a restore refuses while a
+member runs on the data dir or answers on the node's client URL), then run
+this on each of them with the same FILE. The first run makes a new cluster
+token (the cluster name, the snapshot's hash and a random nonce, so two
+restores of one snapshot never make the same cluster) and prints it; pass
+it with --token on every other member. The old data dir is moved aside,
+never deleted. The revision is bumped (--bump-revision) and marked
 compacted so Kubernetes watchers relist. Then start every member again with
 "haplane etcd run".`,
 		Args: cobra.ExactArgs(1),
@@ -550,7 +556,8 @@ compacted so Kubernetes watchers relist. Then start every member again with
 			if err != nil {
 				return err
 			}
-			if _, err := etcdMember(c, node); err != nil {
+			self, err := etcdMember(c, node)
+			if err != nil {
 				return err
 			}
 			info, err := etcdnode.VerifySnapshot(args[0])
@@ -560,23 +567,34 @@ compacted so Kubernetes watchers relist. Then start every member again with
 			if dataDir == "" {
 				dataDir = c.Etcd.DataDir
 			}
-			if token == "" {
+			first := token == ""
+			if first {
 				token = etcdnode.RestoreToken(c.Name, info.SHA256)
 			}
 			peers, _ := etcdPeers(c)
 			moved, err := etcdnode.Restore(etcdnode.RestoreOptions{
 				Snapshot: args[0], Name: node, Members: peers, DataDir: dataDir, Token: token, RevisionBump: bump,
+				ClientURL: etcdnode.ClientURLFor(self.Address, c.Etcd.ClientPort),
 			}, time.Now(), a.logger())
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
-			out := map[string]any{"dataDir": dataDir, "movedAside": moved, "token": token, "revision": info.Revision}
+			var others []string
+			for _, p := range peers {
+				if p.Name != node {
+					others = append(others, p.Name)
+				}
+			}
+			out := map[string]any{"dataDir": dataDir, "movedAside": moved, "token": token, "revision": info.Revision, "newToken": first}
 			return a.print(out, func(w io.Writer) error {
 				if moved != "" {
 					fmt.Fprintf(w, "old data dir moved to %s\n", moved)
 				}
-				_, err := fmt.Fprintf(w, "restored %s into %s (snapshot revision %d, cluster token %s); start it with haplane etcd run\n", node, dataDir, info.Revision, token)
-				return err
+				fmt.Fprintf(w, "restored %s into %s (snapshot revision %d, cluster token %s); start it with haplane etcd run\n", node, dataDir, info.Revision, token)
+				if first && len(others) > 0 {
+					fmt.Fprintf(w, "new cluster token: restore %s with the same file and --token %s\n", strings.Join(others, ", "), token)
+				}
+				return nil
 			})
 		},
 	}
@@ -584,7 +602,7 @@ compacted so Kubernetes watchers relist. Then start every member again with
 	fl.StringVarP(&cfgPath, "config", "c", "haplane.yaml", "cluster file")
 	fl.StringVar(&node, "node", "", "this node's name (required)")
 	fl.StringVar(&dataDir, "data-dir", "", "data dir (default: etcd.dataDir of the cluster file)")
-	fl.StringVar(&token, "token", "", "new cluster token (default: derived from the cluster name and the snapshot hash)")
+	fl.StringVar(&token, "token", "", "the cluster token printed by the first member's restore (default: a new one, for the first member)")
 	fl.Uint64Var(&bump, "bump-revision", etcdnode.DefaultRevisionBump, "revisions to add, so watchers see their revision compacted")
 	return cmd
 }

@@ -34,6 +34,11 @@ const (
 	// DefaultLogLevel keeps etcd's own zap logs to warnings and errors;
 	// haplane logs what it does itself.
 	DefaultLogLevel = "warn"
+	// WatchProgressNotifyInterval is kubeadm's
+	// --watch-progress-notify-interval.
+	WatchProgressNotifyInterval = 5 * time.Second
+	// FeatureGates is kubeadm's --feature-gates.
+	FeatureGates = "InitialCorruptCheck=true"
 )
 
 // Cluster states, as etcd's --initial-cluster-state.

@@ -56,7 +56,8 @@ func runChild(spec string) int {
 }
 
 // Test members live on 127.0.5.x (this package's loopback /24), each with
-// free ports, so they never collide with other packages' tests.
+// free ports, so they never collide with other packages' tests; or, for
+// the tests that call asHosts, on separate hosts (hosts_test.go).
 const testNet = "127.0.5."
 
 func freePort(t testing.TB, ip string) int {
@@ -90,17 +91,21 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 	var peers []Peer
 	var targets []Target
 	for i := range n {
-		ip := fmt.Sprintf("%s%d", testNet, i+1)
 		name := fmt.Sprintf("m%d", i)
-		cfg := Config{
-			Name: name, DataDir: filepath.Join(t.TempDir(), "etcd"), Address: ip,
-			ClientPort: freePort(t, ip), PeerPort: freePort(t, ip),
-			ClusterToken: tc.token, TLS: tc.pki.member(t, name, ip),
-			MetricsURL:      fmt.Sprintf("http://127.0.0.1:%d", freePort(t, "127.0.0.1")),
-			Heartbeat:       50 * time.Millisecond,
-			ElectionTimeout: 500 * time.Millisecond,
-			LogLevel:        "fatal",
+		var cfg Config
+		if ns := hostNS(name); ns != "" {
+			// A host of its own: etcd's and kubeadm's default ports.
+			ip := hostAddr(i)
+			cfg = Config{Address: ip, TLS: tc.pki.member(t, name, ip)}
+		} else {
+			ip := fmt.Sprintf("%s%d", testNet, i+1)
+			cfg = Config{Address: ip, ClientPort: freePort(t, ip), PeerPort: freePort(t, ip),
+				TLS:        tc.pki.member(t, name, ip),
+				MetricsURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t, "127.0.0.1"))}
 		}
+		cfg.Name, cfg.DataDir, cfg.ClusterToken = name, filepath.Join(t.TempDir(), "etcd"), tc.token
+		cfg.Heartbeat, cfg.ElectionTimeout = 50*time.Millisecond, 500*time.Millisecond
+		cfg.LogLevel = "fatal"
 		peers = append(peers, Peer{Name: name, PeerURL: cfg.PeerURL()})
 		targets = append(targets, Target{Name: name, Endpoint: cfg.ClientURL()})
 		tc.nodes = append(tc.nodes, NodeOptions{Member: cfg, Client: tc.client, ProbeTimeout: time.Second,
@@ -136,6 +141,9 @@ func (tc *testCluster) endpoints() []string {
 // needs a quorum started before any is ready).
 func (tc *testCluster) startInProcess(names ...string) {
 	tc.t.Helper()
+	if os.Getenv(hostsEnv) != "" {
+		tc.t.Fatal("in-process members cannot be separate hosts: use startProcess")
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
 	for i, name := range names {
@@ -182,6 +190,10 @@ func (tc *testCluster) startProcess(names ...string) {
 			tc.t.Fatal(err)
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		if ns := hostNS(name); ns != "" {
+			// ip netns exec execs the binary: cmd's PID is the member's.
+			cmd = exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
+		}
 		cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
 		cmd.Stderr = &prefixWriter{t: tc.t, prefix: name}
 		out, err := cmd.StdoutPipe()
@@ -226,6 +238,32 @@ func (tc *testCluster) startProcess(names ...string) {
 		if err != nil {
 			tc.t.Fatal(err)
 		}
+	}
+	if hostNS(names[0]) != "" {
+		tc.checkSeparateHosts()
+	}
+}
+
+// checkSeparateHosts fails the test unless every member process runs in a
+// network namespace of its own, none of them the test's.
+func (tc *testCluster) checkSeparateHosts() {
+	tc.t.Helper()
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	seen := map[string]string{self: "the test"}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for name, cmd := range tc.procs {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid))
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+		if other, ok := seen[ns]; ok {
+			tc.t.Fatalf("member %s shares network namespace %s with %s", name, ns, other)
+		}
+		seen[ns] = name
 	}
 }
 
@@ -340,6 +378,13 @@ type prefixWriter struct {
 	prefix string
 	mu     sync.Mutex
 	buf    []byte
+	log    strings.Builder // every line written
+}
+
+func (w *prefixWriter) all() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.log.String()
 }
 
 func (w *prefixWriter) Write(b []byte) (int, error) {
@@ -352,6 +397,7 @@ func (w *prefixWriter) Write(b []byte) (int, error) {
 			return len(b), nil
 		}
 		w.t.Logf("[%s] %s", w.prefix, w.buf[:i])
+		w.log.Write(w.buf[:i+1])
 		w.buf = w.buf[i+1:]
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/pkg/v3/featuregate"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -85,6 +86,15 @@ func (m *Member) embedConfig() *embed.Config {
 	ec.InitialClusterToken = c.ClusterToken
 	ec.StrictReconfigCheck = true
 	ec.PreVote = true
+	// kubeadm's --watch-progress-notify-interval: the apiserver's watch
+	// cache relies on progress notifications to serve consistent reads
+	// from cache and to move its resource version on quiet resources.
+	ec.WatchProgressNotifyInterval = WatchProgressNotifyInterval
+	// kubeadm's --feature-gates=InitialCorruptCheck=true: a member whose
+	// data disagrees with its peers' refuses to serve instead of joining.
+	if err := ec.ServerFeatureGate.(featuregate.MutableFeatureGate).Set(FeatureGates); err != nil {
+		panic(fmt.Sprintf("etcdnode: feature gates %q: %v", FeatureGates, err))
+	}
 	if c.MetricsURL != "none" {
 		ec.ListenMetricsUrls = []url.URL{mustURL(c.MetricsURL)}
 		ec.Metrics = "basic"

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestMembership runs one 3-member TLS cluster in-process through the
@@ -39,7 +41,8 @@ func TestMembership(t *testing.T) {
 				t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
 			}
 		}
-		// Client cert auth: a TLS client without a certificate is refused.
+		// haplane builds no client without a certificate (that the
+		// member refuses one is TestClientCertAuthEnforced).
 		cfg, _ := ClientTLS{CertFile: "", KeyFile: "", CAFile: tc.pki.CAFile}.Config()
 		if cfg != nil {
 			t.Fatal("client TLS without a certificate accepted")
@@ -175,4 +178,92 @@ func TestMembership(t *testing.T) {
 			t.Fatalf("after remove: %v %v", resp, err)
 		}
 	})
+}
+
+// TestReplaceDeadMember runs three members as processes (separate hosts
+// when root). A member dies (kill -9) and the operator replaces it on the
+// same name and address (Ops.Replace, what `haplane etcd replace` does);
+// the rebuilt node starts on an empty data dir and the cluster is back to
+// three voting members with no etcdctl step. Then another member is
+// rebuilt without any operator step at all: it cleans up its own stale
+// entry, joins as a learner and is promoted.
+func TestReplaceDeadMember(t *testing.T) {
+	if asHosts(t, 3) {
+		return
+	}
+	tc := newTestCluster(t, 3)
+	tc.startProcess("m0", "m1", "m2")
+	tc.waitHealthy(3, 30*time.Second)
+	ctx := context.Background()
+	cli := tc.newClient()
+	if _, err := cli.Put(ctx, "before", "x"); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() map[string]uint64 {
+		t.Helper()
+		resp, err := cli.MemberList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]uint64{}
+		for _, m := range resp.Members {
+			if m.IsLearner {
+				t.Fatalf("member %s %x is still a learner", m.Name, m.ID)
+			}
+			out[m.Name] = m.ID
+		}
+		if len(out) != 3 {
+			t.Fatalf("members %v, want m0 m1 m2", out)
+		}
+		return out
+	}
+	hasData := func(name string) {
+		t.Helper()
+		r, err := tc.newClient(tc.node(name).Member.ClientURL()).Get(ctx, "before", clientv3.WithSerializable())
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("%s lacks the data: %v %v", name, r, err)
+		}
+	}
+	old := ids()
+
+	tc.kill9("m1")
+	ops := tc.ops()
+	var removed []LiveMember
+	var added uint64
+	waitFor(t, 10*time.Second, "replace of the dead m1", func() error {
+		var err error
+		removed, added, err = ops.Replace(ctx, "m1", tc.node("m1").Member.PeerURL())
+		return err
+	})
+	if len(removed) != 1 || removed[0].ID != old["m1"] || added == 0 || added == old["m1"] {
+		t.Fatalf("replace: removed %+v added %x (old m1 %x)", removed, added, old["m1"])
+	}
+	if err := os.RemoveAll(tc.node("m1").Member.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tc.startProcess("m1")
+	if rep := tc.waitHealthy(3, 30*time.Second); rep.Verdict != VerdictHealthy {
+		t.Fatalf("after replace: verdict %s", rep.Verdict)
+	}
+	t.Logf("replaced m1 back as a voting member in %v", time.Since(start).Round(time.Millisecond))
+	if now := ids(); now["m1"] != added {
+		t.Fatalf("m1 is %x, replace added %x", now["m1"], added)
+	}
+	hasData("m1")
+
+	tc.kill9("m2")
+	if err := os.RemoveAll(tc.node("m2").Member.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	tc.startProcess("m2")
+	if rep := tc.waitHealthy(3, 30*time.Second); rep.Verdict != VerdictHealthy {
+		t.Fatalf("after rebuild: verdict %s", rep.Verdict)
+	}
+	t.Logf("rebuilt m2 rejoined by itself in %v", time.Since(start).Round(time.Millisecond))
+	if now := ids(); now["m2"] == old["m2"] {
+		t.Fatalf("m2 kept its old ID %x: the stale entry was not replaced", old["m2"])
+	}
+	hasData("m2")
 }

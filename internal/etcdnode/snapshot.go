@@ -3,12 +3,15 @@ package etcdnode
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // SnapshotInfo describes a verified snapshot file.
@@ -135,26 +139,74 @@ type RestoreOptions struct {
 	Name    string
 	Members []Peer
 	DataDir string
-	// Token is the new cluster token; every member must get the same one.
-	// Empty: RestoreToken(clusterName, snapshot hash).
+	// Token is the new cluster token; every member must get the same one
+	// (see RestoreToken).
 	Token string
+	// ClientURL, when set, is where this node's member serves clients:
+	// a member answering there is still running, and the restore refuses.
+	ClientURL string
 	// RevisionBump (default DefaultRevisionBump) and the compaction mark
 	// make Kubernetes watchers see their revision compacted and relist.
 	RevisionBump uint64
 }
 
-// RestoreToken derives the new cluster token from the cluster name and the
-// snapshot's hash, so every member restored from the same file agrees on it
-// without talking, and it differs from the token of the old cluster.
+// RestoreToken makes a new cluster token from the cluster name, the
+// snapshot's hash and a random nonce. Every call gives another token, so
+// two restores of the same snapshot make clusters of different IDs (etcd
+// derives member and cluster IDs from the token and the peer URLs): a
+// member left over from the first can never rejoin the second. The token
+// is made once, on the first member restored, and given to the others.
 func RestoreToken(cluster, sha string) string {
 	if len(sha) > 12 {
 		sha = sha[:12]
 	}
-	return cluster + "-restore-" + sha
+	var nonce [4]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		panic(fmt.Sprintf("etcdnode: random nonce: %v", err)) // crypto/rand does not fail on Linux
+	}
+	return cluster + "-restore-" + sha + "-" + hex.EncodeToString(nonce[:])
+}
+
+// ErrMemberRunning is wrapped by a restore refused because a member still
+// runs on the data dir.
+var ErrMemberRunning = errors.New("an etcd member is still running on it")
+
+// checkNotRunning refuses a data dir whose database a running member holds
+// (etcd keeps an exclusive flock on member/snap/db while it runs), or
+// whose member still answers on its client URL.
+func checkNotRunning(dataDir, clientURL string) error {
+	db := filepath.Join(dataDir, "member", "snap", "db")
+	f, err := os.Open(db)
+	switch {
+	case err == nil:
+		defer f.Close()
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return fmt.Errorf("etcdnode: restore: refusing to restore into %s: %s is locked: %w; stop etcd on this node first", dataDir, db, ErrMemberRunning)
+			}
+			return fmt.Errorf("etcdnode: restore: lock %s: %w", db, err)
+		}
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("etcdnode: restore: %w", err)
+	}
+	if clientURL != "" {
+		u, err := url.Parse(clientURL)
+		if err != nil {
+			return fmt.Errorf("etcdnode: restore: client URL %q: %w", clientURL, err)
+		}
+		c, err := net.DialTimeout("tcp", u.Host, time.Second)
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("etcdnode: restore: refusing to restore into %s: a member answers on %s: %w; stop etcd on this node first", dataDir, clientURL, ErrMemberRunning)
+		}
+	}
+	return nil
 }
 
 // Restore verifies the snapshot and writes a fresh data dir for one member.
-// An existing data dir is moved aside to DataDir.pre-restore-<time>, never
+// It refuses while a member runs on the data dir (see checkNotRunning). An
+// existing data dir is moved aside to DataDir.pre-restore-<time>, never
 // deleted. It returns where the old data went ("" if there was none).
 func Restore(o RestoreOptions, now time.Time, log *slog.Logger) (string, error) {
 	if log == nil {
@@ -181,6 +233,9 @@ func Restore(o RestoreOptions, now time.Time, log *slog.Logger) (string, error) 
 	}
 	if o.RevisionBump == 0 {
 		o.RevisionBump = DefaultRevisionBump
+	}
+	if err := checkNotRunning(o.DataDir, o.ClientURL); err != nil {
+		return "", err
 	}
 	moved := ""
 	if _, err := os.Stat(o.DataDir); err == nil {
@@ -215,7 +270,8 @@ func Restore(o RestoreOptions, now time.Time, log *slog.Logger) (string, error) 
 }
 
 // Scheduler takes periodic snapshots on the one node that is elected and
-// keeps the newest Retain of them in Dir.
+// keeps the newest Retain of them in Dir: every node prunes its own Dir on
+// every tick, elected or not.
 type Scheduler struct {
 	Dir      string
 	Interval time.Duration
@@ -234,9 +290,20 @@ type Scheduler struct {
 
 const snapshotPrefix, snapshotSuffix = "etcd-snapshot-", ".db"
 
-// Once takes one snapshot if elected and prunes old ones. It returns the
-// path written, "" when not elected.
+// Once takes one snapshot if elected, then prunes old ones whether it
+// was elected or not: leadership moves, and a node that took snapshots
+// while it led must still drop the old ones (say after Retain was
+// lowered) when it no longer does. It returns the path written, "" when
+// not elected.
 func (s *Scheduler) Once(ctx context.Context) (string, error) {
+	path, err := s.take(ctx)
+	if perr := s.prune(); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	return path, err
+}
+
+func (s *Scheduler) take(ctx context.Context) (string, error) {
 	ok, err := s.Elected(ctx)
 	if err != nil {
 		return "", fmt.Errorf("etcdnode: scheduled snapshot: election check: %w", err)
@@ -255,30 +322,44 @@ func (s *Scheduler) Once(ctx context.Context) (string, error) {
 	if err := s.Save(ctx, path); err != nil {
 		return "", fmt.Errorf("etcdnode: scheduled snapshot: %w", err)
 	}
-	return path, s.prune()
+	return path, nil
 }
 
-// prune deletes all but the newest Retain snapshots (names sort by time).
+// prune deletes all but the newest Retain snapshots (names sort by time),
+// and the partial files of saves that were killed midway (no save of this
+// scheduler runs while it prunes). A missing Dir has nothing to prune.
 func (s *Scheduler) prune() error {
 	if s.Retain <= 0 {
 		return nil
 	}
 	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("etcdnode: prune snapshots: %w", err)
 	}
-	var names []string
+	var names, drop []string
 	for _, e := range ents {
-		if n := e.Name(); e.Type().IsRegular() && strings.HasPrefix(n, snapshotPrefix) && strings.HasSuffix(n, snapshotSuffix) {
+		n := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(n, snapshotPrefix) {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(n, snapshotSuffix):
 			names = append(names, n)
+		case strings.HasSuffix(n, snapshotSuffix+".part"):
+			drop = append(drop, n)
 		}
 	}
 	sort.Strings(names)
-	for len(names) > s.Retain {
-		if err := os.Remove(filepath.Join(s.Dir, names[0])); err != nil {
+	if len(names) > s.Retain {
+		drop = append(drop, names[:len(names)-s.Retain]...)
+	}
+	for _, n := range drop {
+		if err := os.Remove(filepath.Join(s.Dir, n)); err != nil {
 			return fmt.Errorf("etcdnode: prune snapshots: %w", err)
 		}
-		names = names[1:]
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -89,6 +91,35 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("refused while the member runs", func(t *testing.T) {
+		o := tc.node("m0").Member
+		token := RestoreToken("test", info.SHA256)
+		// The running member holds the lock of its database.
+		_, err := Restore(RestoreOptions{Snapshot: path, Name: "m0", Members: o.InitialCluster, DataDir: o.DataDir, Token: token}, time.Now(), nil)
+		if !errors.Is(err, ErrMemberRunning) || !strings.Contains(err.Error(), "stop etcd on this node first") {
+			t.Fatalf("restore into a running member's data dir: %v, want ErrMemberRunning", err)
+		}
+		t.Logf("refusal: %v", err)
+		// A data dir elsewhere, but the member answers on the client URL.
+		other := filepath.Join(t.TempDir(), "data")
+		_, err = Restore(RestoreOptions{Snapshot: path, Name: "m0", Members: o.InitialCluster, DataDir: other, Token: token, ClientURL: o.ClientURL()}, time.Now(), nil)
+		if !errors.Is(err, ErrMemberRunning) || !strings.Contains(err.Error(), o.ClientURL()) {
+			t.Fatalf("restore with the member answering: %v, want ErrMemberRunning", err)
+		}
+		if _, err := os.Stat(other); !os.IsNotExist(err) {
+			t.Errorf("refused restore created %s", other)
+		}
+		if m, _ := filepath.Glob(o.DataDir + ".pre-restore-*"); len(m) != 0 || !HasData(o.DataDir) {
+			t.Errorf("refused restore touched the data dir: moved %v, has data %v", m, HasData(o.DataDir))
+		}
+	})
+
+	memberList, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldClusterID := memberList.Header.ClusterId
+
 	// Writes after the snapshot are lost by the restore, by design.
 	if _, err := cli.Put(ctx, "k/after", "x"); err != nil {
 		t.Fatal(err)
@@ -97,6 +128,9 @@ func TestSnapshotRestore(t *testing.T) {
 		tc.stopInProcess(n)
 	}
 	token := RestoreToken("test", info.SHA256)
+	if again := RestoreToken("test", info.SHA256); again == token || !strings.HasPrefix(again, "test-restore-"+info.SHA256[:12]+"-") {
+		t.Fatalf("two restores of one snapshot: tokens %q and %q, want different ones of the same stem", token, again)
+	}
 	now := time.Date(2026, 11, 22, 20, 0, 0, 0, time.UTC)
 	for _, n := range []string{"m0", "m1", "m2"} {
 		o := tc.node(n).Member
@@ -118,6 +152,14 @@ func TestSnapshotRestore(t *testing.T) {
 	if rev < info.Revision+DefaultRevisionBump {
 		t.Fatalf("revision %d after restore, want at least %d + %d", rev, info.Revision, DefaultRevisionBump)
 	}
+	memberList, err = cli2.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if memberList.Header.ClusterId == oldClusterID {
+		t.Fatalf("cluster ID %x unchanged by the restore", oldClusterID)
+	}
+	t.Logf("cluster ID %x -> %x (token %s)", oldClusterID, memberList.Header.ClusterId, token)
 	// A watcher resuming at its old revision is told it was compacted.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -170,6 +212,71 @@ func TestSchedulerOnlyElectedTakesAndRetains(t *testing.T) {
 		// The newest are kept: fake time started at 2000-01-01 00:00 UTC.
 		if a[0].Name() != "etcd-snapshot-20000101T000300.000Z.db" || a[2].Name() != "etcd-snapshot-20000101T000500.000Z.db" {
 			t.Errorf("kept %v", []string{a[0].Name(), a[1].Name(), a[2].Name()})
+		}
+	})
+}
+
+// TestSchedulerPrunesOnEveryNode: leadership moves from a to b after
+// three ticks. Both dirs start with old snapshots (more than Retain, as
+// after Retain was lowered) and a partial file of a killed save. The node
+// that is not elected prunes too, from the first tick on, and after the
+// move each node keeps only its own newest Retain.
+func TestSchedulerPrunesOnEveryNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		var leader atomic.Value
+		leader.Store("a")
+		seed := func(name string) {
+			d := filepath.Join(dir, name)
+			for i := range 5 {
+				writeFile(t, filepath.Join(d, fmt.Sprintf("etcd-snapshot-19991231T23590%d.000Z.db", i)), []byte("old"))
+			}
+			writeFile(t, filepath.Join(d, "etcd-snapshot-19991231T235959.000Z.db.part"), []byte("partial"))
+			writeFile(t, filepath.Join(d, "notes.txt"), []byte("not a snapshot: kept"))
+		}
+		ls := func(name string) []string {
+			ents, err := os.ReadDir(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, e := range ents {
+				out = append(out, e.Name())
+			}
+			return out
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		for _, name := range []string{"a", "b"} {
+			seed(name)
+			s := &Scheduler{Dir: filepath.Join(dir, name), Interval: time.Minute, Retain: 2,
+				Elected: func(context.Context) (bool, error) { return leader.Load() == name, nil },
+				Save:    func(_ context.Context, path string) error { return os.WriteFile(path, []byte(name), 0o600) },
+			}
+			go s.Run(ctx)
+		}
+		time.Sleep(time.Minute + time.Second)
+		synctest.Wait()
+		wantB := []string{"etcd-snapshot-19991231T235903.000Z.db", "etcd-snapshot-19991231T235904.000Z.db", "notes.txt"}
+		if got := ls("b"); !slices.Equal(got, wantB) {
+			t.Fatalf("not elected b after one tick: %v, want %v (pruned, partial gone)", got, wantB)
+		}
+		if got := ls("a"); len(got) != 3 || got[1] != "etcd-snapshot-20000101T000100.000Z.db" {
+			t.Fatalf("elected a after one tick: %v", got)
+		}
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		leader.Store("b")
+		time.Sleep(3 * time.Minute)
+		synctest.Wait()
+		cancel()
+		wantA := []string{"etcd-snapshot-20000101T000200.000Z.db", "etcd-snapshot-20000101T000300.000Z.db", "notes.txt"}
+		wantB = []string{"etcd-snapshot-20000101T000500.000Z.db", "etcd-snapshot-20000101T000600.000Z.db", "notes.txt"}
+		if got := ls("a"); !slices.Equal(got, wantA) {
+			t.Errorf("former leader a: %v, want %v", got, wantA)
+		}
+		if got := ls("b"); !slices.Equal(got, wantB) {
+			t.Errorf("leader b: %v, want %v", got, wantB)
 		}
 	})
 }

@@ -27,16 +27,20 @@ type MemberStatus struct {
 	Learner bool `json:"learner"`
 	// Reachable: the member answered its status RPC.
 	Reachable bool `json:"reachable"`
-	// Healthy is etcdctl endpoint health's verdict: a read of key
-	// "health" (linearizable, serializable for learners, which cannot serve
-	// linearizable reads) succeeded and the cluster has no alarm.
+	// Healthy is etcdctl endpoint health's verdict: a linearizable read
+	// of key "health" succeeded and the cluster has no alarm. A learner
+	// is never healthy, as etcdctl says too: it refuses linearizable
+	// reads. Serving tells whether it answers.
 	Healthy bool `json:"healthy"`
-	// Serving: that read succeeded, alarms aside. Under the NOSPACE alarm
-	// every member is unhealthy yet serving: the cluster keeps its quorum
-	// (reads, deletes and compaction go on) and only refuses new data.
+	// Serving: that read succeeded, alarms aside; for a learner, a
+	// serializable read from its own copy succeeded. Under the NOSPACE
+	// alarm every member is unhealthy yet serving: the cluster keeps its
+	// quorum (reads, deletes and compaction go on) and only refuses new
+	// data.
 	Serving bool   `json:"serving"`
 	Error   string `json:"error,omitempty"`
-	// ReadLatency is the time of that read, in seconds.
+	// ReadLatency is the time of that read (the serializable one for a
+	// learner), in seconds.
 	ReadLatency float64 `json:"readLatencySeconds"`
 	Leader      bool    `json:"leader"`
 	LeaderID    string  `json:"leaderID,omitempty"`
@@ -113,7 +117,10 @@ func (r Report) Live() []LiveMember {
 		}
 		var id uint64
 		fmt.Sscanf(m.ID, "%x", &id)
-		out = append(out, LiveMember{ID: id, Name: m.Name, PeerURLs: m.PeerURLs, Learner: m.Learner, Healthy: m.Healthy, Started: m.Started})
+		// To the plan a learner that serves is alive: it must not be
+		// removed as stale. Learners never count towards the quorum.
+		alive := m.Healthy || m.Learner && m.Serving
+		out = append(out, LiveMember{ID: id, Name: m.Name, PeerURLs: m.PeerURLs, Learner: m.Learner, Healthy: alive, Started: m.Started})
 	}
 	if !any {
 		return nil
@@ -320,18 +327,28 @@ func (p *Prober) probeOne(ctx context.Context, r *MemberStatus) {
 	var errs []string
 	errs = append(errs, st.Errors...)
 
-	var opts []clientv3.OpOption
-	if r.Learner {
-		opts = append(opts, clientv3.WithSerializable())
-	}
+	// etcdctl endpoint health's read: linearizable, so it goes through the
+	// leader. A learner refuses it (rpc not supported for learner), which
+	// makes it unhealthy to etcdctl, and to this verdict too.
 	start := time.Now()
-	_, err = c.Get(ctx, "health", opts...)
+	_, err = c.Get(ctx, "health")
 	r.ReadLatency = time.Since(start).Seconds()
 	healthy := err == nil || errors.Is(err, rpctypes.ErrPermissionDenied)
 	if !healthy {
 		errs = append(errs, fmt.Sprintf("read: %v", err))
 	}
 	r.Serving = healthy
+	if r.Learner {
+		// What a learner can do is serve serializable reads from its own
+		// copy: that read gives its latency and whether it serves.
+		start := time.Now()
+		_, err := c.Get(ctx, "health", clientv3.WithSerializable())
+		r.ReadLatency = time.Since(start).Seconds()
+		r.Serving = err == nil || errors.Is(err, rpctypes.ErrPermissionDenied)
+		if !r.Serving {
+			errs = append(errs, fmt.Sprintf("serializable read: %v", err))
+		}
+	}
 	if healthy {
 		al, err := c.AlarmList(ctx)
 		if err != nil {
