@@ -134,8 +134,32 @@ func (n *Net) Hosts() []*Host {
 
 // Command returns a command that runs inside the host's namespace. The
 // caller starts it and owns the process (stop it by its PID).
+//
+// The process carries LabEnv=h.NS in its environment (its children too),
+// which is how Sweep tells the lab's processes from others that happen to
+// be in the namespace, such as a test whose main thread entered it.
 func (h *Host) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	cmd.Env = append(os.Environ(), LabEnv+"="+h.NS)
+	return cmd
+}
+
+// LabEnv marks the processes the lab runs in its namespaces.
+const LabEnv = "HAPLANE_LAB_NS"
+
+// labProcess reports whether pid carries the lab's mark for namespace ns.
+func labProcess(pid int, ns string) bool {
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	mark := LabEnv + "=" + ns
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		if string(kv) == mark {
+			return true
+		}
+	}
+	return false
 }
 
 // SetLink takes the host's link down or up. It acts on the bridge side of
@@ -187,10 +211,11 @@ func (n *Net) Close() error {
 }
 
 // Sweep deletes every namespace named prefix-*: what a lab of that prefix
-// made, including a crashed one's leftovers. The processes still running
-// in them are stopped first (SIGTERM, SIGKILL after grace): without its
-// state file a lab no longer knows their PIDs, and a namespace that is
-// deleted under a live process only loses its name, not the process.
+// made, including a crashed one's leftovers. The lab's processes still
+// running in them (those with its LabEnv mark) are stopped first (SIGTERM,
+// SIGKILL after grace): without its state file a lab no longer knows their
+// PIDs, and a namespace that is deleted under a live process only loses
+// its name, not the process. Other processes in them are left alone.
 func Sweep(prefix string) error {
 	return sweep(prefix, 3*time.Second)
 }
@@ -210,7 +235,7 @@ func sweep(prefix string, grace time.Duration) error {
 		names = append(names, f[0])
 		pids, _ := exec.Command("ip", "netns", "pids", f[0]).Output()
 		for _, p := range strings.Fields(string(pids)) {
-			if pid, err := strconv.Atoi(p); err == nil && pid != os.Getpid() {
+			if pid, err := strconv.Atoi(p); err == nil && pid != os.Getpid() && labProcess(pid, f[0]) {
 				procs = append(procs, Proc{PID: pid})
 			}
 		}

@@ -104,6 +104,15 @@ func TestSweepStopsProcessesLeftInNamespaces(t *testing.T) {
 	for _, c := range cmds {
 		go func() { waited <- c.Wait() }()
 	}
+	// Not the lab's (no mark): in the namespace, but Sweep must leave it
+	// alone, as it would a test whose main thread entered the namespace.
+	other := exec.Command("ip", "netns", "exec", h.NS, "sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	otherDone := make(chan error, 1)
+	go func() { otherDone <- other.Wait() }()
+	t.Cleanup(func() { _ = other.Process.Kill(); <-otherDone })
 	time.Sleep(200 * time.Millisecond) // let ip netns exec become the shells
 	start := time.Now()
 	if err := sweep(n.Prefix, time.Second); err != nil {
@@ -117,6 +126,12 @@ func TestSweepStopsProcessesLeftInNamespaces(t *testing.T) {
 		}
 	}
 	t.Logf("swept in %s", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-otherDone:
+		otherDone <- err
+		t.Fatalf("Sweep stopped a process that is not the lab's: %v", err)
+	default:
+	}
 	list, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(list), n.Prefix+"-") {
 		t.Fatalf("namespaces left after Sweep:\n%s", list)
