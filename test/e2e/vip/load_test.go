@@ -197,6 +197,26 @@ func (ac *advertCapture) stop() []time.Time {
 	return out
 }
 
+// cpuTimes returns the machine's idle time and the time the hypervisor
+// stole from it so far (/proc/stat), summed over CPUs.
+func cpuTimes(t *testing.T) (idle, steal time.Duration) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal
+	if len(f) < 9 {
+		t.Fatalf("/proc/stat: %q", line)
+	}
+	ticks := func(s string) time.Duration {
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return time.Duration(n) * time.Second / 100 // USER_HZ
+	}
+	return ticks(f[4]) + ticks(f[5]), ticks(f[8])
+}
+
 // maxAdvertGap is the longest time in [from, to] without an advert,
 // counting the edges of the window, and the number of adverts in it.
 func maxAdvertGap(at []time.Time, from, to time.Time) (time.Duration, int) {
@@ -230,24 +250,34 @@ func TestLoadedMasterKeepsAdverts(t *testing.T) {
 
 	const hogFor = 6 * time.Second
 	n := 2 * runtime.NumCPU()
+	idle0, steal0 := cpuTimes(t)
 	hogStart := time.Now()
 	g := l.startHogs(h1, n, hogFor, 0)
 	cpu := g.wait()
 	hogEnd := time.Now()
+	idle1, steal1 := cpuTimes(t)
+	idle, steal := idle1-idle0, steal1-steal0
 	time.Sleep(500 * time.Millisecond) // longer than Master_Down_Interval
 	at := capture.stop()
 
 	base, nBase := maxAdvertGap(at, hogStart.Add(-time.Second), hogStart)
 	gap, nLoaded := maxAdvertGap(at, hogStart, hogEnd)
-	t.Logf("%d hogs on %d CPUs for %v used %v of CPU (%.0f%% of the machine)", n, runtime.NumCPU(), hogEnd.Sub(hogStart).Round(time.Millisecond),
-		cpu.Round(time.Millisecond), 100*cpu.Seconds()/(hogEnd.Sub(hogStart).Seconds()*float64(runtime.NumCPU())))
+	machine := hogEnd.Sub(hogStart) * time.Duration(runtime.NumCPU())
+	t.Logf("%d hogs on %d CPUs for %v: they used %v of CPU; the machine was idle %.1f%% of the time, the hypervisor stole %v",
+		n, runtime.NumCPU(), hogEnd.Sub(hogStart).Round(time.Millisecond), cpu.Round(time.Millisecond), 100*idle.Seconds()/machine.Seconds(), steal)
 	t.Logf("adverts from h1 at h2: baseline %d in 1s, longest gap %v; under load %d, longest gap %v",
 		nBase, base.Round(time.Microsecond), nLoaded, gap.Round(time.Microsecond))
-	// The hogs must have loaded the machine, or the test proves nothing.
-	if min := hogFor * time.Duration(runtime.NumCPU()) / 4; cpu < min {
-		t.Errorf("hogs used %v of CPU, want ≥ %v: the load was not real", cpu, min)
+	// The CPUs must have been saturated, or the test proves nothing (the
+	// hogs' own share depends on what else runs on the machine).
+	if idle > machine/10 {
+		t.Errorf("the machine was idle %v of %v under the hogs, want ≤ 10%%: the load was not real", idle, machine)
 	}
-	if limit := 2*interval + 50*time.Millisecond; gap > limit {
+	// h2 takes over after Master_Down_Interval, 3 intervals and its skew
+	// (302.7 ms at 100 ms and priority 249): a gap of two intervals means
+	// one advert late by up to a whole interval, and the slack covers the
+	// delays no priority inside the machine can prevent (hypervisor steal,
+	// other tests on a shared runner).
+	if limit := 2*interval + 100*time.Millisecond; gap > limit {
 		t.Errorf("longest gap between h1's adverts at h2 under load %v, want ≤ %v", gap, limit)
 	}
 	if want := int(hogEnd.Sub(hogStart) / interval * 9 / 10); nLoaded < want {
