@@ -217,6 +217,21 @@ func cpuTimes(t *testing.T) (idle, steal time.Duration) {
 	return ticks(f[4]) + ticks(f[5]), ticks(f[8])
 }
 
+// majorFaults is the number of page faults of pid that needed I/O: a
+// speaker whose pages were reclaimed waits on the disk, whatever its
+// scheduling priority.
+func majorFaults(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// majflt is field 12 of stat, the 10th after the command name.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	n, _ := strconv.Atoi(f[9])
+	return n
+}
+
 // maxAdvertGap is the longest time in [from, to] without an advert,
 // counting the edges of the window, and the number of adverts in it.
 func maxAdvertGap(at []time.Time, from, to time.Time) (time.Duration, int) {
@@ -251,12 +266,14 @@ func TestLoadedMasterKeepsAdverts(t *testing.T) {
 	const hogFor = 6 * time.Second
 	n := 2 * runtime.NumCPU()
 	idle0, steal0 := cpuTimes(t)
+	faults0 := majorFaults(t, ps[0].cmd.Process.Pid)
 	hogStart := time.Now()
 	g := l.startHogs(h1, n, hogFor, 0)
 	cpu := g.wait()
 	hogEnd := time.Now()
 	idle1, steal1 := cpuTimes(t)
 	idle, steal := idle1-idle0, steal1-steal0
+	faults := majorFaults(t, ps[0].cmd.Process.Pid) - faults0
 	time.Sleep(500 * time.Millisecond) // longer than Master_Down_Interval
 	at := capture.stop()
 
@@ -265,6 +282,7 @@ func TestLoadedMasterKeepsAdverts(t *testing.T) {
 	machine := hogEnd.Sub(hogStart) * time.Duration(runtime.NumCPU())
 	t.Logf("%d hogs on %d CPUs for %v: they used %v of CPU; the machine was idle %.1f%% of the time, the hypervisor stole %v",
 		n, runtime.NumCPU(), hogEnd.Sub(hogStart).Round(time.Millisecond), cpu.Round(time.Millisecond), 100*idle.Seconds()/machine.Seconds(), steal)
+	t.Logf("h1's speaker took %d major page faults under load", faults)
 	t.Logf("adverts from h1 at h2: baseline %d in 1s, longest gap %v; under load %d, longest gap %v",
 		nBase, base.Round(time.Microsecond), nLoaded, gap.Round(time.Microsecond))
 	// The CPUs must have been saturated, or the test proves nothing (the
