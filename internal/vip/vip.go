@@ -7,10 +7,13 @@
 package vip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -70,15 +73,65 @@ func (l *Link) Take() error {
 	return nil
 }
 
-// Release removes the addresses; one already absent is not an error.
+// Release removes the addresses; one already absent is not an error. It
+// removes every copy of each address on the link whatever its prefix
+// length, not only the host address Take adds: a copy configured by hand
+// or left by another tool (10.0.0.100/24, say) answers for the VIP just
+// the same. Addresses that merely share the VIP's subnet stay.
 func (l *Link) Release() error {
 	link, err := l.link()
 	if err != nil {
 		return err
 	}
+	present, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("vip: list addresses of %s: %w", l.ifname, err)
+	}
 	for _, a := range l.addrs {
-		if err := netlink.AddrDel(link, l.nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("vip: remove %v from %s: %w", a, l.ifname, err)
+		// The host address first, even if the listing missed it (it may
+		// have been added since).
+		del := []*netlink.Addr{l.nlAddr(a)}
+		for _, p := range present {
+			if ip, ok := netip.AddrFromSlice(p.IP); !ok || ip != a || isHost(p.IPNet) {
+				continue
+			}
+			if err := l.safeToDelete(p, present); err != nil {
+				return err
+			}
+			del = append(del, &netlink.Addr{IPNet: &net.IPNet{IP: p.IP, Mask: p.Mask}})
+		}
+		for _, d := range del {
+			if err := netlink.AddrDel(link, d); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("vip: remove %v from %s: %w", d.IPNet, l.ifname, err)
+			}
+		}
+	}
+	return nil
+}
+
+func isHost(n *net.IPNet) bool {
+	ones, bits := n.Mask.Size()
+	return ones == bits
+}
+
+// safeToDelete refuses to remove an IPv4 copy of the VIP that is the
+// primary address of its subnet while the node has secondary addresses in
+// it: unless promote_secondaries is set, the kernel would remove those
+// with it, and one of them is likely the node's own address.
+func (l *Link) safeToDelete(p netlink.Addr, present []netlink.Addr) error {
+	if p.IP.To4() == nil || p.Flags&unix.IFA_F_SECONDARY != 0 {
+		return nil
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/promote_secondaries", l.ifname)); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	for _, o := range present {
+		// The kernel removes the secondaries of the same subnet and
+		// prefix length with their primary.
+		if o.Flags&unix.IFA_F_SECONDARY != 0 && o.IP.To4() != nil && !o.IP.Equal(p.IP) &&
+			bytes.Equal(o.Mask, p.Mask) && p.IPNet.Contains(o.IP) {
+			return fmt.Errorf("vip: stale %v on %s is the primary address of its subnet: removing it would also remove %v "+
+				"(net.ipv4.conf.%s.promote_secondaries is off); remove it by hand", p.IPNet, l.ifname, o.IPNet, l.ifname)
 		}
 	}
 	return nil

@@ -73,10 +73,16 @@ func advert(t *testing.T, p vrrp.Packet) []byte {
 	return b
 }
 
+// sender sends a VRRP message to the group with the given TTL (hop
+// limit over IPv6): the IPv4 injector or the IPv6 one.
+type sender interface {
+	send(payload []byte, ttl int)
+}
+
 // hostile sends every packet of each kind n times, spread over about a
-// second, then checks nothing changed: h1 still master and sole holder,
-// every speaker alive, no state change logged.
-func hostile(t *testing.T, l *lab, ps []*proc, in *injector, kinds map[string]struct {
+// second, then checks nothing changed: h1 still master and sole holder
+// (as holders reports), every speaker alive, no state change logged.
+func hostile(t *testing.T, ps []*proc, in sender, holders func() []string, kinds map[string]struct {
 	b   []byte
 	ttl int
 }) {
@@ -110,14 +116,14 @@ func hostile(t *testing.T, l *lab, ps []*proc, in *injector, kinds map[string]st
 			}
 		}
 	}
-	if h := l.holders(); !slices.Equal(h, []string{"h1"}) {
+	if h := holders(); !slices.Equal(h, []string{"h1"}) {
 		t.Errorf("VIP holders %v after hostile packets, want [h1]", h)
 	}
 }
 
 // positiveControl proves the injection path reaches the speakers: a valid
 // priority-254 advert makes the master yield.
-func positiveControl(t *testing.T, ps []*proc, in *injector, valid []byte) {
+func positiveControl(t *testing.T, ps []*proc, in sender, valid []byte) {
 	t.Helper()
 	start := time.Now()
 	for range 5 {
@@ -158,7 +164,7 @@ func TestHostilePacketsV3(t *testing.T) {
 		"trailing garbage":   {append(append([]byte(nil), good...), 1, 2, 3, 4), 255},
 		"type 2":             {append([]byte{0x32}, good[1:]...), 255},
 	}
-	hostile(t, l, ps, in, kinds)
+	hostile(t, ps, in, l.holders, kinds)
 	// Dropped, and counted by reason on vip run's /metrics.
 	drops := dropCounts(t, l.host("h1"))
 	t.Logf("h1's drops by reason: %v", drops)
@@ -233,7 +239,7 @@ func TestHostilePacketsV2Auth(t *testing.T) {
 		"right password TTL 64":     {v2(254, vrrp.AuthSimple, "secret12"), 64},
 		"interval mismatch":         {advert(t, vrrp.Packet{Version: 2, Priority: 254, AdvertInterval: 2 * time.Second, AuthType: vrrp.AuthSimple, AuthData: pw("secret12")}), 255},
 	}
-	hostile(t, l, ps, in, kinds)
+	hostile(t, ps, in, l.holders, kinds)
 	drops := dropCounts(t, l.host("h1"))
 	for _, reason := range []string{"auth", "ttl", "interval_mismatch"} {
 		if drops[reason] == 0 {
