@@ -341,7 +341,15 @@ func maxAdvertGap(at []time.Time, from, to time.Time) (time.Duration, int) {
 // against nice-0 hogs. Measured on 2 CPUs: with vip run --nice 0 against
 // these hogs, adverts left up to 420 ms apart and a backup took over in
 // 3 runs of 4; at -10, 120-180 ms and no state change.
+//
+// It runs only with HAPLANE_E2E_LOAD=1, which .ci/run sets in a step of its
+// own after the other tests: nice -10 hogs saturating every CPU for 6 s
+// would starve the packages `go test ./...` runs beside it (etcd elections,
+// the lab's failover bounds) and make them fail instead of this one.
 func TestLoadedMasterKeepsAdverts(t *testing.T) {
+	if os.Getenv("HAPLANE_E2E_LOAD") != "1" {
+		t.Skip("skipping: set HAPLANE_E2E_LOAD=1 to run it (.ci/run does, alone): it saturates every CPU at nice -10 for 6s, which would starve tests running beside it")
+	}
 	l, ps := threeSpeakers(t)
 	h1, h2 := l.host("h1"), l.host("h2")
 	capture := l.captureAdverts(h2, h1.addr)
