@@ -1,0 +1,467 @@
+package lb
+
+import (
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The copy phase of a session can run in a few raw epoll event loops
+// instead of two goroutines in the runtime poller. After the handshake
+// phase the session's two descriptors are taken out of the runtime poller
+// (duplicated, and the *os.File closed, which removes it from the
+// runtime's epoll) and registered once, edge-triggered, with one loop.
+// The loop reads into its own buffer and writes to the peer; only a
+// write that the peer cannot take whole leaves bytes with the session.
+//
+// What the raw events give that the runtime poller hides is EPOLLRDHUP:
+// a short read on an event without it means the socket is drained and
+// any later byte or FIN brings a new edge, so the read that would only
+// return EAGAIN is skipped.
+
+// useLoops selects the event loops for the copy phase; HAPLANE_LB_LOOP=0
+// keeps the two goroutines per session.
+var useLoops = os.Getenv("HAPLANE_LB_LOOP") != "0"
+
+const (
+	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	evHup   = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	evFlags = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	// maxBurst bounds the full-buffer reads of one direction before the
+	// loop serves other sessions (a bulk transfer goes on afterwards).
+	maxBurst = 16
+)
+
+// evloop is one event loop: an epoll instance served by one goroutine
+// locked to its thread.
+type evloop struct {
+	epfd, efd int // epoll, and an eventfd that wakes it for new sessions
+	buf       []byte
+	conns     map[uint32]*lsess // loop goroutine only
+	nextID    uint32
+	again     []*lsess // directions cut short by maxBurst; loop only
+	scanned   time.Time
+	idleN     int           // sessions with an idle timeout
+	idleMin   time.Duration // the shortest of their timeouts (since idleN was last 0)
+
+	mu       sync.Mutex
+	queue    []*lsess // adopted, not yet registered; protected by mu
+	sleeping atomic.Bool
+}
+
+var (
+	loopsOnce sync.Once
+	loops     []*evloop
+	loopsErr  error
+	loopNext  atomic.Uint32
+)
+
+// pickLoop returns a loop for a new session, starting them on first use
+// (one per GOMAXPROCS, for the life of the process, like the runtime's
+// own poller).
+func pickLoop() *evloop {
+	loopsOnce.Do(func() {
+		for range max(runtime.GOMAXPROCS(0), 1) {
+			lp, err := newLoop()
+			if err != nil {
+				loopsErr = err
+				return
+			}
+			loops = append(loops, lp)
+			go lp.run()
+		}
+	})
+	if len(loops) == 0 {
+		return nil
+	}
+	return loops[int(loopNext.Add(1))%len(loops)]
+}
+
+func newLoop() (*evloop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return &evloop{epfd: epfd, efd: efd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}}, nil
+}
+
+// lsess is a session in the copy phase of a loop. Direction 0 is client
+// to backend, 1 backend to client; fd[0] is the client, fd[1] the backend,
+// so direction d reads fd[d] and writes fd[1-d].
+type lsess struct {
+	s       *session
+	l       *LB
+	id      uint32
+	idle    time.Duration
+	counter [2]*atomic.Uint64
+	// Loop goroutine only:
+	pend     [2][]byte // bytes read in direction d the peer did not take yet
+	readable [2]bool   // fd[d] may have bytes (an edge not drained yet)
+	rdhup    [2]bool   // fd[d] has its FIN (or an error) pending
+	eof      [2]bool   // direction d ended
+	burst    [2]bool   // direction d is on the again list
+	done     bool
+
+	// mu protects fd against the shutdown of a drain or Shutdown racing
+	// the loop's close (a closed number may be reused by then).
+	mu      sync.Mutex
+	fd      [2]int
+	closing atomic.Bool
+}
+
+// shutdown ends the session from outside the loop: both sockets are shut
+// down, which wakes the loop with EPOLLHUP, and the loop closes them.
+func (ls *lsess) shutdown() {
+	ls.closing.Store(true)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, fd := range ls.fd {
+		if fd >= 0 {
+			unix.Shutdown(fd, unix.SHUT_RDWR)
+		}
+	}
+}
+
+// adopt hands ls to the loop; the loop registers its descriptors.
+func (lp *evloop) adopt(ls *lsess) {
+	lp.mu.Lock()
+	lp.queue = append(lp.queue, ls)
+	lp.mu.Unlock()
+	if lp.sleeping.CompareAndSwap(true, false) {
+		var one = [8]byte{1}
+		unix.Write(lp.efd, one[:])
+	}
+}
+
+func (lp *evloop) run() {
+	runtime.LockOSThread()
+	events := make([]unix.EpollEvent, 256)
+	var pending []*lsess
+	for {
+		lp.mu.Lock()
+		pending, lp.queue = lp.queue, pending[:0]
+		lp.mu.Unlock()
+		for _, ls := range pending {
+			lp.register(ls)
+		}
+		clear(pending)
+		timeout := -1
+		if len(lp.again) > 0 {
+			timeout = 0
+		} else if iv := lp.scanInterval(); iv > 0 {
+			timeout = int(iv / time.Millisecond)
+		}
+		if timeout != 0 {
+			lp.sleeping.Store(true)
+			lp.mu.Lock()
+			queued := len(lp.queue) > 0
+			lp.mu.Unlock()
+			if queued {
+				lp.sleeping.Store(false)
+				continue
+			}
+		}
+		n, err := unix.EpollWait(lp.epfd, events, timeout)
+		lp.sleeping.Store(false)
+		if err != nil && err != unix.EINTR {
+			panic("lb: epoll_wait: " + err.Error())
+		}
+		for i := range max(n, 0) {
+			ev := &events[i]
+			if ev.Fd == -1 {
+				var b [8]byte
+				unix.Read(lp.efd, b[:])
+				continue
+			}
+			ls := lp.conns[uint32(ev.Fd)]
+			if ls == nil || ls.done {
+				continue
+			}
+			lp.event(ls, int(ev.Pad), ev.Events)
+		}
+		if len(lp.again) > 0 {
+			again := lp.again
+			lp.again = nil
+			for _, ls := range again {
+				for d := range 2 {
+					if ls.burst[d] && !ls.done {
+						ls.burst[d] = false
+						lp.step(ls, d)
+					}
+				}
+			}
+		}
+		if iv := lp.scanInterval(); iv > 0 && time.Since(lp.scanned) >= iv {
+			lp.scan()
+		}
+	}
+}
+
+// scanInterval is how often the idle timeouts are checked: a quarter of
+// the shortest idle timeout among the loop's sessions, at most a second;
+// zero when none has one.
+func (lp *evloop) scanInterval() time.Duration {
+	if lp.idleN == 0 {
+		return 0
+	}
+	return min(max(lp.idleMin/4, 10*time.Millisecond), time.Second)
+}
+
+// scan closes sessions idle for their idle timeout: the kernel knows when
+// the client's socket last sent or received data.
+func (lp *evloop) scan() {
+	lp.scanned = time.Now()
+	for _, ls := range lp.conns {
+		if ls.idle <= 0 || ls.done {
+			continue
+		}
+		ms := uint32(1<<32 - 1)
+		if ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			ms = min(ti.Last_data_recv, ti.Last_data_sent)
+		}
+		if time.Duration(ms)*time.Millisecond >= ls.idle {
+			lp.abort(ls)
+		}
+	}
+}
+
+func (lp *evloop) register(ls *lsess) {
+	for {
+		lp.nextID++
+		if lp.nextID != 0 && lp.conns[lp.nextID] == nil {
+			break
+		}
+	}
+	ls.id = lp.nextID
+	lp.conns[ls.id] = ls
+	if ls.idle > 0 {
+		if lp.idleN == 0 || ls.idle < lp.idleMin {
+			lp.idleMin = ls.idle
+		}
+		lp.idleN++
+	}
+	for side := range 2 {
+		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(side)}
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ls.fd[side], &ev); err != nil {
+			lp.abort(ls)
+			return
+		}
+	}
+	if ls.closing.Load() {
+		// Shut down before its sockets were registered: the events of the
+		// shutdown may have come and gone.
+		lp.abort(ls)
+	}
+}
+
+// event handles the events of one socket of ls.
+func (lp *evloop) event(ls *lsess, side int, evs uint32) {
+	if ls.closing.Load() {
+		lp.abort(ls)
+		return
+	}
+	if evs&evIn != 0 {
+		ls.readable[side] = true
+		if evs&evHup != 0 {
+			ls.rdhup[side] = true
+		}
+		if ls.pend[side] == nil || evs&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			// (With bytes pending this direction waits for EPOLLOUT on
+			// the peer; the edge is remembered in readable.)
+			lp.step(ls, side)
+		}
+	}
+	// The socket can take more: the direction writing to it goes on.
+	if !ls.done && ls.pend[1-side] != nil && evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		lp.step(ls, 1-side)
+	}
+}
+
+// step moves what direction d has: bytes pending for its peer first, then
+// what its source has queued, until the source is drained, the peer is
+// full, or the source ended.
+func (lp *evloop) step(ls *lsess, d int) {
+	src, dst := ls.fd[d], ls.fd[1-d]
+	if p := ls.pend[d]; p != nil {
+		n, ok := lp.send(ls, d, dst, p)
+		if !ok {
+			return
+		}
+		if n < len(p) {
+			ls.pend[d] = p[n:]
+			return
+		}
+		ls.pend[d] = nil
+	}
+	for burst := 0; ls.readable[d] && !ls.eof[d]; burst++ {
+		if burst == maxBurst {
+			if !ls.burst[d] {
+				ls.burst[d] = true
+				lp.again = append(lp.again, ls)
+			}
+			return
+		}
+		n, err := rawRead(uintptr(src), lp.buf)
+		switch err {
+		case nil:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			ls.readable[d] = false
+			return
+		default:
+			lp.abort(ls)
+			return
+		}
+		if n == 0 {
+			lp.ended(ls, d)
+			return
+		}
+		w, ok := lp.send(ls, d, dst, lp.buf[:n])
+		if !ok {
+			return
+		}
+		if w < n {
+			// The peer is full: keep the rest and stop reading this way
+			// until EPOLLOUT on the peer.
+			ls.pend[d] = append([]byte(nil), lp.buf[w:n]...)
+			return
+		}
+		if n < len(lp.buf) && !ls.rdhup[d] {
+			// Drained, and no FIN queued: the next byte or FIN is a new
+			// edge, so the read that would say EAGAIN is not made.
+			ls.readable[d] = false
+			return
+		}
+	}
+}
+
+// send writes b to fd and counts what went; it reports false when the
+// session was aborted (a write error).
+func (lp *evloop) send(ls *lsess, d, fd int, b []byte) (int, bool) {
+	n := 0
+	for n < len(b) {
+		m, e := rawSend(uintptr(fd), b[n:])
+		switch e {
+		case 0:
+			n += m
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			ls.counter[d].Add(uint64(n))
+			lp.abort(ls)
+			return n, false
+		}
+		break
+	}
+	ls.counter[d].Add(uint64(n))
+	return n, true
+}
+
+// ended: direction d's source sent its FIN, and everything before it
+// reached the peer. The FIN is passed on (a half-close); when both
+// directions ended the session is over.
+func (lp *evloop) ended(ls *lsess, d int) {
+	ls.eof[d] = true
+	ls.readable[d] = false
+	if ls.eof[1-d] {
+		lp.abort(ls)
+		return
+	}
+	unix.Shutdown(ls.fd[1-d], unix.SHUT_WR)
+}
+
+// abort closes both sockets of ls and ends its session.
+func (lp *evloop) abort(ls *lsess) {
+	if ls.done {
+		return
+	}
+	ls.done = true
+	ls.pend = [2][]byte{}
+	delete(lp.conns, ls.id)
+	if ls.idle > 0 {
+		lp.idleN--
+	}
+	ls.mu.Lock()
+	for i, fd := range ls.fd {
+		if fd >= 0 {
+			unix.Close(fd) // leaves the epoll set with its last descriptor
+			ls.fd[i] = -1
+		}
+	}
+	ls.mu.Unlock()
+	ls.l.endSession(ls.s)
+}
+
+// toLoop moves the copy phase of s to an event loop. It reports false
+// when it cannot (the caller copies with goroutines then); when s was
+// closed meanwhile it ends s and reports true.
+func (l *LB) toLoop(s *session) bool {
+	lp := pickLoop()
+	if lp == nil {
+		return false
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.endSession(s)
+		return true
+	}
+	cfd, err := dupFd(s.client)
+	if err != nil {
+		s.mu.Unlock()
+		return false
+	}
+	bfd, err := dupFd(s.backend)
+	if err != nil {
+		s.mu.Unlock()
+		unix.Close(cfd)
+		return false
+	}
+	ls := &lsess{s: s, l: l, idle: l.tun.Load().idle, fd: [2]int{cfd, bfd},
+		counter: [2]*atomic.Uint64{s.up.counter, s.down.counter}}
+	s.ls = ls
+	s.mu.Unlock()
+	// Out of the runtime poller: closing the *os.File removes the
+	// descriptor from the runtime's epoll set; the duplicates stay open.
+	s.client.Close()
+	s.backend.Close()
+	lp.adopt(ls)
+	return true
+}
+
+func dupFd(c *sock) (int, error) {
+	nfd := -1
+	var derr error
+	if err := c.rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("fcntl", derr)
+	}
+	return nfd, nil
+}
+
+// endSession is release for a session whose copy phase ran in a loop.
+func (l *LB) endSession(s *session) {
+	s.close()
+	l.detach(s)
+	l.sessions.Done()
+}
