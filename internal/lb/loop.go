@@ -5,7 +5,9 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,39 +38,42 @@ const (
 	maxBurst = 16
 )
 
-// evloop is one event loop: an epoll instance served by one goroutine
-// locked to its thread.
+// evloop is one event loop: an epoll instance served by one goroutine.
+// By default the goroutine waits for the epoll descriptor in the runtime
+// poller (an epoll set is itself pollable), so the loops are scheduled
+// like any goroutine; HAPLANE_LB_LOOP=thread has each locked to a thread
+// blocking in epoll_wait instead.
 type evloop struct {
-	epfd, efd int // epoll, and an eventfd that wakes it for new sessions
-	buf       []byte
-	conns     map[uint32]*lsess // loop goroutine only
-	nextID    uint32
-	again     []*lsess // directions cut short by maxBurst; loop only
-	scanned   time.Time
-	idleN     int           // sessions with an idle timeout
-	idleMin   time.Duration // the shortest of their timeouts (since idleN was last 0)
+	epfd    int
+	ep      *os.File // epfd in the runtime poller (not in thread mode)
+	buf     []byte   // loop goroutine only
+	again   []*lsess // directions cut short by maxBurst; loop goroutine only
+	scanned time.Time
 
-	mu       sync.Mutex
-	queue    []*lsess // adopted, not yet registered; protected by mu
-	sleeping atomic.Bool
+	// mu protects conns, nextID, idleN and idleMin: sessions are
+	// registered by their handler's goroutine.
+	mu      sync.Mutex
+	conns   map[uint32]*lsess
+	nextID  uint32
+	idleN   int           // sessions with an idle timeout
+	idleMin time.Duration // the shortest of their timeouts (since idleN was last 0)
 }
 
 var (
+	loopMode  = os.Getenv("HAPLANE_LB_LOOP")
 	loopsOnce sync.Once
 	loops     []*evloop
-	loopsErr  error
 	loopNext  atomic.Uint32
 )
 
 // pickLoop returns a loop for a new session, starting them on first use
 // (one per GOMAXPROCS, for the life of the process, like the runtime's
-// own poller).
+// own poller); nil when none could be made.
 func pickLoop() *evloop {
 	loopsOnce.Do(func() {
 		for range max(runtime.GOMAXPROCS(0), 1) {
-			lp, err := newLoop()
+			lp, err := newLoop(loopMode == "thread")
 			if err != nil {
-				loopsErr = err
 				return
 			}
 			loops = append(loops, lp)
@@ -81,23 +86,20 @@ func pickLoop() *evloop {
 	return loops[int(loopNext.Add(1))%len(loops)]
 }
 
-func newLoop() (*evloop, error) {
+func newLoop(thread bool) (*evloop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("eventfd", err)
+	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}}
+	if !thread {
+		if err := unix.SetNonblock(epfd, true); err != nil {
+			unix.Close(epfd)
+			return nil, os.NewSyscallError("fcntl", err)
+		}
+		lp.ep = os.NewFile(uintptr(epfd), "epoll")
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(efd)
-		return nil, os.NewSyscallError("epoll_ctl", err)
-	}
-	return &evloop{epfd: epfd, efd: efd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}}, nil
+	return lp, nil
 }
 
 // lsess is a session in the copy phase of a loop. Direction 0 is client
@@ -137,110 +139,13 @@ func (ls *lsess) shutdown() {
 	}
 }
 
-// adopt hands ls to the loop; the loop registers its descriptors.
-func (lp *evloop) adopt(ls *lsess) {
+// adopt registers ls with the loop, on the caller's goroutine: adding a
+// socket to an epoll set reports what it has queued already (the bytes
+// and FIN that came during the handshake phase), which wakes the loop.
+// It reports false when not even the first socket could be added; ls is
+// then the caller's.
+func (lp *evloop) adopt(ls *lsess) bool {
 	lp.mu.Lock()
-	lp.queue = append(lp.queue, ls)
-	lp.mu.Unlock()
-	if lp.sleeping.CompareAndSwap(true, false) {
-		var one = [8]byte{1}
-		unix.Write(lp.efd, one[:])
-	}
-}
-
-func (lp *evloop) run() {
-	runtime.LockOSThread()
-	events := make([]unix.EpollEvent, 256)
-	var pending []*lsess
-	for {
-		lp.mu.Lock()
-		pending, lp.queue = lp.queue, pending[:0]
-		lp.mu.Unlock()
-		for _, ls := range pending {
-			lp.register(ls)
-		}
-		clear(pending)
-		timeout := -1
-		if len(lp.again) > 0 {
-			timeout = 0
-		} else if iv := lp.scanInterval(); iv > 0 {
-			timeout = int(iv / time.Millisecond)
-		}
-		if timeout != 0 {
-			lp.sleeping.Store(true)
-			lp.mu.Lock()
-			queued := len(lp.queue) > 0
-			lp.mu.Unlock()
-			if queued {
-				lp.sleeping.Store(false)
-				continue
-			}
-		}
-		n, err := unix.EpollWait(lp.epfd, events, timeout)
-		lp.sleeping.Store(false)
-		if err != nil && err != unix.EINTR {
-			panic("lb: epoll_wait: " + err.Error())
-		}
-		for i := range max(n, 0) {
-			ev := &events[i]
-			if ev.Fd == -1 {
-				var b [8]byte
-				unix.Read(lp.efd, b[:])
-				continue
-			}
-			ls := lp.conns[uint32(ev.Fd)]
-			if ls == nil || ls.done {
-				continue
-			}
-			lp.event(ls, int(ev.Pad), ev.Events)
-		}
-		if len(lp.again) > 0 {
-			again := lp.again
-			lp.again = nil
-			for _, ls := range again {
-				for d := range 2 {
-					if ls.burst[d] && !ls.done {
-						ls.burst[d] = false
-						lp.step(ls, d)
-					}
-				}
-			}
-		}
-		if iv := lp.scanInterval(); iv > 0 && time.Since(lp.scanned) >= iv {
-			lp.scan()
-		}
-	}
-}
-
-// scanInterval is how often the idle timeouts are checked: a quarter of
-// the shortest idle timeout among the loop's sessions, at most a second;
-// zero when none has one.
-func (lp *evloop) scanInterval() time.Duration {
-	if lp.idleN == 0 {
-		return 0
-	}
-	return min(max(lp.idleMin/4, 10*time.Millisecond), time.Second)
-}
-
-// scan closes sessions idle for their idle timeout: the kernel knows when
-// the client's socket last sent or received data.
-func (lp *evloop) scan() {
-	lp.scanned = time.Now()
-	for _, ls := range lp.conns {
-		if ls.idle <= 0 || ls.done {
-			continue
-		}
-		ms := uint32(1<<32 - 1)
-		if ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			ms = min(ti.Last_data_recv, ti.Last_data_sent)
-		}
-		if time.Duration(ms)*time.Millisecond >= ls.idle {
-			lp.abort(ls)
-		}
-	}
-}
-
-func (lp *evloop) register(ls *lsess) {
 	for {
 		lp.nextID++
 		if lp.nextID != 0 && lp.conns[lp.nextID] == nil {
@@ -255,17 +160,148 @@ func (lp *evloop) register(ls *lsess) {
 		}
 		lp.idleN++
 	}
+	lp.mu.Unlock()
+	// Held across both adds: once the first is in, the loop may end the
+	// session and close both descriptors (it takes ls.mu for that).
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	for side := range 2 {
 		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(side)}
 		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ls.fd[side], &ev); err != nil {
-			lp.abort(ls)
-			return
+			if side == 0 {
+				lp.forget(ls)
+				return false
+			}
+			// The client is in the set: its shutdown wakes the loop,
+			// which ends the session.
+			ls.closing.Store(true)
+			unix.Shutdown(ls.fd[0], unix.SHUT_RDWR)
 		}
 	}
-	if ls.closing.Load() {
-		// Shut down before its sockets were registered: the events of the
-		// shutdown may have come and gone.
-		lp.abort(ls)
+	return true
+}
+
+// forget removes ls from the loop's table.
+func (lp *evloop) forget(ls *lsess) {
+	lp.mu.Lock()
+	delete(lp.conns, ls.id)
+	if ls.idle > 0 {
+		lp.idleN--
+	}
+	lp.mu.Unlock()
+}
+
+func (lp *evloop) run() {
+	if lp.ep == nil {
+		runtime.LockOSThread()
+	}
+	events := make([]unix.EpollEvent, 256)
+	batch := make([]*lsess, len(events))
+	var rc syscall.RawConn
+	if lp.ep != nil {
+		rc, _ = lp.ep.SyscallConn()
+	}
+	n := 0
+	waitFn := func(fd uintptr) bool {
+		n = epollWaitNow(fd, events)
+		return n > 0
+	}
+	for {
+		iv := lp.scanInterval()
+		switch {
+		case len(lp.again) > 0:
+			n = epollWaitNow(uintptr(lp.epfd), events)
+		case lp.ep == nil:
+			ms := -1
+			if iv > 0 {
+				ms = int(iv / time.Millisecond)
+			}
+			var err error
+			if n, err = unix.EpollWait(lp.epfd, events, ms); err != nil {
+				n = 0
+			}
+		default:
+			if iv > 0 {
+				_ = lp.ep.SetReadDeadline(time.Now().Add(iv))
+			}
+			if err := rc.Read(waitFn); err != nil {
+				n = 0
+			}
+			if iv > 0 {
+				_ = lp.ep.SetReadDeadline(time.Time{})
+			}
+		}
+		lp.mu.Lock()
+		for i := range n {
+			batch[i] = lp.conns[uint32(events[i].Fd)]
+		}
+		lp.mu.Unlock()
+		for i := range n {
+			if ls := batch[i]; ls != nil && !ls.done {
+				lp.event(ls, int(events[i].Pad), events[i].Events)
+			}
+			batch[i] = nil
+		}
+		if len(lp.again) > 0 {
+			again := lp.again
+			lp.again = nil
+			for _, ls := range again {
+				for d := range 2 {
+					if ls.burst[d] && !ls.done {
+						ls.burst[d] = false
+						lp.step(ls, d)
+					}
+				}
+			}
+		}
+		if iv > 0 && time.Since(lp.scanned) >= iv {
+			lp.scan()
+		}
+	}
+}
+
+// epollWaitNow collects the ready events without waiting. A raw system
+// call: it never blocks.
+func epollWaitNow(epfd uintptr, events []unix.EpollEvent) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(r)
+}
+
+// scanInterval is how often the idle timeouts are checked: a quarter of
+// the shortest idle timeout among the loop's sessions, at most a second;
+// zero when none has one.
+func (lp *evloop) scanInterval() time.Duration {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.idleN == 0 {
+		return 0
+	}
+	return min(max(lp.idleMin/4, 10*time.Millisecond), time.Second)
+}
+
+// scan closes sessions idle for their idle timeout: the kernel knows when
+// the client's socket last sent or received data.
+func (lp *evloop) scan() {
+	lp.scanned = time.Now()
+	var idle []*lsess
+	lp.mu.Lock()
+	for _, ls := range lp.conns {
+		if ls.idle > 0 && !ls.done {
+			idle = append(idle, ls)
+		}
+	}
+	lp.mu.Unlock()
+	for _, ls := range idle {
+		ms := uint32(1<<32 - 1)
+		if ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			ms = min(ti.Last_data_recv, ti.Last_data_sent)
+		}
+		if time.Duration(ms)*time.Millisecond >= ls.idle {
+			lp.abort(ls)
+		}
 	}
 }
 
@@ -395,10 +431,7 @@ func (lp *evloop) abort(ls *lsess) {
 	}
 	ls.done = true
 	ls.pend = [2][]byte{}
-	delete(lp.conns, ls.id)
-	if ls.idle > 0 {
-		lp.idleN--
-	}
+	lp.forget(ls)
 	ls.mu.Lock()
 	for i, fd := range ls.fd {
 		if fd >= 0 {
@@ -443,7 +476,14 @@ func (l *LB) toLoop(s *session) bool {
 	// descriptor from the runtime's epoll set; the duplicates stay open.
 	s.client.Close()
 	s.backend.Close()
-	lp.adopt(ls)
+	if !lp.adopt(ls) {
+		ls.mu.Lock()
+		unix.Close(ls.fd[0])
+		unix.Close(ls.fd[1])
+		ls.fd = [2]int{-1, -1}
+		ls.mu.Unlock()
+		l.endSession(s)
+	}
 	return true
 }
 
