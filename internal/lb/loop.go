@@ -117,7 +117,12 @@ type lsess struct {
 	rdhup    [2]bool   // fd[d] has its FIN (or an error) pending
 	eof      [2]bool   // direction d ended
 	burst    [2]bool   // direction d is on the again list
-	done     bool
+	// A direction whose read filled the buffer is a bulk transfer: it
+	// splices in the kernel through a pooled pipe, held until its source
+	// is drained and the pipe empty.
+	pipe   [2]*splicePipe
+	inPipe [2]int
+	done   bool
 
 	// mu protects fd against the shutdown of a drain or Shutdown racing
 	// the loop's close (a closed number may be reused by then).
@@ -316,14 +321,14 @@ func (lp *evloop) event(ls *lsess, side int, evs uint32) {
 		if evs&evHup != 0 {
 			ls.rdhup[side] = true
 		}
-		if ls.pend[side] == nil || evs&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if !ls.pending(side) || evs&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			// (With bytes pending this direction waits for EPOLLOUT on
 			// the peer; the edge is remembered in readable.)
 			lp.step(ls, side)
 		}
 	}
 	// The socket can take more: the direction writing to it goes on.
-	if !ls.done && ls.pend[1-side] != nil && evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	if !ls.done && ls.pending(1-side) && evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		lp.step(ls, 1-side)
 	}
 }
@@ -344,6 +349,10 @@ func (lp *evloop) step(ls *lsess, d int) {
 		}
 		ls.pend[d] = nil
 	}
+	if ls.inPipe[d] > 0 && !lp.flushPipe(ls, d) {
+		return
+	}
+	moved := 0 // spliced in this step
 	for burst := 0; ls.readable[d] && !ls.eof[d]; burst++ {
 		if burst == maxBurst {
 			if !ls.burst[d] {
@@ -351,6 +360,39 @@ func (lp *evloop) step(ls *lsess, d int) {
 				lp.again = append(lp.again, ls)
 			}
 			return
+		}
+		if p := ls.pipe[d]; p != nil {
+			// A non-blocking splice returns after one pass over the
+			// receive queue, so a short one says nothing: splice until
+			// EAGAIN (the pipe is empty here, so EAGAIN is the socket's).
+			m, err := unix.Splice(src, nil, p.w, nil, pipeSize, spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				ls.readable[d] = false
+				if moved < bufSize {
+					// The transfer slowed down: back to reads into the
+					// loop's buffer, without a pipe. (A step that moved
+					// more keeps it for the next edge, which saves a
+					// copy through user space on each.)
+					lp.dropPipe(ls, d)
+				}
+				return
+			case err != nil:
+				lp.abort(ls)
+				return
+			case m == 0:
+				lp.dropPipe(ls, d)
+				lp.ended(ls, d)
+				return
+			}
+			ls.inPipe[d] = int(m)
+			moved += int(m)
+			if !lp.flushPipe(ls, d) {
+				return
+			}
+			continue
 		}
 		n, err := rawRead(uintptr(src), lp.buf)
 		switch err {
@@ -378,12 +420,53 @@ func (lp *evloop) step(ls *lsess, d int) {
 			ls.pend[d] = append([]byte(nil), lp.buf[w:n]...)
 			return
 		}
-		if n < len(lp.buf) && !ls.rdhup[d] {
+		if n == len(lp.buf) {
+			if p, _ := pipePool.Get().(*splicePipe); p != nil {
+				ls.pipe[d] = p
+			}
+			continue
+		}
+		if !ls.rdhup[d] {
 			// Drained, and no FIN queued: the next byte or FIN is a new
 			// edge, so the read that would say EAGAIN is not made.
 			ls.readable[d] = false
 			return
 		}
+	}
+}
+
+const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+
+// pending tells whether direction d has bytes its peer did not take yet.
+func (ls *lsess) pending(d int) bool { return ls.pend[d] != nil || ls.inPipe[d] > 0 }
+
+// flushPipe moves what direction d's pipe holds to the peer. It reports
+// false when bytes are left (the peer is full) or the session ended.
+func (lp *evloop) flushPipe(ls *lsess, d int) bool {
+	p := ls.pipe[d]
+	for ls.inPipe[d] > 0 {
+		m, err := unix.Splice(p.r, nil, ls.fd[1-d], nil, ls.inPipe[d], spliceFlags)
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false
+		case err != nil || m == 0:
+			lp.abort(ls)
+			return false
+		default:
+			ls.inPipe[d] -= int(m)
+			ls.counter[d].Add(uint64(m))
+		}
+	}
+	return true
+}
+
+// dropPipe gives direction d's pipe back to the pool once empty: an idle
+// session holds none.
+func (lp *evloop) dropPipe(ls *lsess, d int) {
+	if p := ls.pipe[d]; p != nil && ls.inPipe[d] == 0 {
+		pipePool.Put(p)
+		ls.pipe[d] = nil
 	}
 }
 
@@ -431,6 +514,20 @@ func (lp *evloop) abort(ls *lsess) {
 	}
 	ls.done = true
 	ls.pend = [2][]byte{}
+	for d, p := range ls.pipe {
+		if p == nil {
+			continue
+		}
+		if ls.inPipe[d] == 0 {
+			pipePool.Put(p)
+		} else {
+			// Bytes left in it belong to this broken session.
+			p.cleanup.Stop()
+			unix.Close(p.r)
+			unix.Close(p.w)
+		}
+		ls.pipe[d] = nil
+	}
 	lp.forget(ls)
 	ls.mu.Lock()
 	for i, fd := range ls.fd {
