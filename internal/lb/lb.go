@@ -603,6 +603,7 @@ type session struct {
 	b       *Backend
 	backend *sock
 	closed  bool
+	ls      *lsess // the copy phase runs in an event loop
 }
 
 // close aborts both sides; the copy goroutines then return.
@@ -610,8 +611,13 @@ func (s *session) close() {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		bc := s.backend
+		bc, ls := s.backend, s.ls
 		s.mu.Unlock()
+		if ls != nil {
+			// The loop owns the descriptors (and closes them).
+			ls.shutdown()
+			return
+		}
 		s.client.Close()
 		if bc != nil {
 			bc.Close()
@@ -680,6 +686,9 @@ func (l *LB) handle(client *sock) {
 	if hs := l.tun.Load().handshake; hs > 0 && !l.handshake(s, hs, tried) {
 		s.running.Store(1) // no direction runs: this release ends it
 		l.release(s)
+		return
+	}
+	if useLoops && l.toLoop(s) {
 		return
 	}
 	l.workers.run(task{l: l, s: s})

@@ -1,0 +1,604 @@
+package lb
+
+import (
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The copy phase of a session can run in a few raw epoll event loops
+// instead of two goroutines in the runtime poller. After the handshake
+// phase the session's two descriptors are taken out of the runtime poller
+// (duplicated, and the *os.File closed, which removes it from the
+// runtime's epoll) and registered once, edge-triggered, with one loop.
+// The loop reads into its own buffer and writes to the peer; only a
+// write that the peer cannot take whole leaves bytes with the session.
+//
+// What the raw events give that the runtime poller hides is EPOLLRDHUP:
+// a short read on an event without it means the socket is drained and
+// any later byte or FIN brings a new edge, so the read that would only
+// return EAGAIN is skipped.
+
+// useLoops selects the event loops for the copy phase; HAPLANE_LB_LOOP=0
+// keeps the two goroutines per session.
+var useLoops = os.Getenv("HAPLANE_LB_LOOP") != "0"
+
+const (
+	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	evHup   = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	evFlags = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	// maxBurst bounds the full-buffer reads of one direction before the
+	// loop serves other sessions (a bulk transfer goes on afterwards).
+	maxBurst = 16
+)
+
+// evloop is one event loop: an epoll instance served by one goroutine.
+// By default the goroutine waits for the epoll descriptor in the runtime
+// poller (an epoll set is itself pollable), so the loops are scheduled
+// like any goroutine; HAPLANE_LB_LOOP=thread has each locked to a thread
+// blocking in epoll_wait instead.
+type evloop struct {
+	epfd    int
+	ep      *os.File // epfd in the runtime poller (not in thread mode)
+	buf     []byte   // loop goroutine only
+	again   []*lsess // directions cut short by maxBurst; loop goroutine only
+	scanned time.Time
+
+	// mu protects conns, nextID, idleN and idleMin: sessions are
+	// registered by their handler's goroutine.
+	mu      sync.Mutex
+	conns   map[uint32]*lsess
+	nextID  uint32
+	idleN   int           // sessions with an idle timeout
+	idleMin time.Duration // the shortest of their timeouts (since idleN was last 0)
+}
+
+var (
+	loopMode  = os.Getenv("HAPLANE_LB_LOOP")
+	loopsOnce sync.Once
+	loops     []*evloop
+	loopNext  atomic.Uint32
+)
+
+// pickLoop returns a loop for a new session, starting them on first use
+// (one per GOMAXPROCS, for the life of the process, like the runtime's
+// own poller); nil when none could be made.
+func pickLoop() *evloop {
+	loopsOnce.Do(func() {
+		for range max(runtime.GOMAXPROCS(0), 1) {
+			lp, err := newLoop(loopMode == "thread")
+			if err != nil {
+				return
+			}
+			loops = append(loops, lp)
+			go lp.run()
+		}
+	})
+	if len(loops) == 0 {
+		return nil
+	}
+	return loops[int(loopNext.Add(1))%len(loops)]
+}
+
+func newLoop(thread bool) (*evloop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}}
+	if !thread {
+		if err := unix.SetNonblock(epfd, true); err != nil {
+			unix.Close(epfd)
+			return nil, os.NewSyscallError("fcntl", err)
+		}
+		lp.ep = os.NewFile(uintptr(epfd), "epoll")
+	}
+	return lp, nil
+}
+
+// lsess is a session in the copy phase of a loop. Direction 0 is client
+// to backend, 1 backend to client; fd[0] is the client, fd[1] the backend,
+// so direction d reads fd[d] and writes fd[1-d].
+type lsess struct {
+	s       *session
+	l       *LB
+	id      uint32
+	idle    time.Duration
+	counter [2]*atomic.Uint64
+	// Loop goroutine only:
+	pend     [2][]byte // bytes read in direction d the peer did not take yet
+	readable [2]bool   // fd[d] may have bytes (an edge not drained yet)
+	rdhup    [2]bool   // fd[d] has its FIN (or an error) pending
+	eof      [2]bool   // direction d ended
+	burst    [2]bool   // direction d is on the again list
+	// A direction whose read filled the buffer is a bulk transfer: it
+	// splices in the kernel through a pooled pipe, held until its source
+	// is drained and the pipe empty.
+	pipe   [2]*splicePipe
+	inPipe [2]int
+	done   bool
+
+	// mu protects fd against the shutdown of a drain or Shutdown racing
+	// the loop's close (a closed number may be reused by then).
+	mu      sync.Mutex
+	fd      [2]int
+	closing atomic.Bool
+}
+
+// shutdown ends the session from outside the loop: both sockets are shut
+// down, which wakes the loop with EPOLLHUP, and the loop closes them.
+func (ls *lsess) shutdown() {
+	ls.closing.Store(true)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, fd := range ls.fd {
+		if fd >= 0 {
+			unix.Shutdown(fd, unix.SHUT_RDWR)
+		}
+	}
+}
+
+// adopt registers ls with the loop, on the caller's goroutine: adding a
+// socket to an epoll set reports what it has queued already (the bytes
+// and FIN that came during the handshake phase), which wakes the loop.
+// It reports false when not even the first socket could be added; ls is
+// then the caller's.
+func (lp *evloop) adopt(ls *lsess) bool {
+	lp.mu.Lock()
+	for {
+		lp.nextID++
+		if lp.nextID != 0 && lp.conns[lp.nextID] == nil {
+			break
+		}
+	}
+	ls.id = lp.nextID
+	lp.conns[ls.id] = ls
+	if ls.idle > 0 {
+		if lp.idleN == 0 || ls.idle < lp.idleMin {
+			lp.idleMin = ls.idle
+		}
+		lp.idleN++
+	}
+	lp.mu.Unlock()
+	// Held across both adds: once the first is in, the loop may end the
+	// session and close both descriptors (it takes ls.mu for that).
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for side := range 2 {
+		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(side)}
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ls.fd[side], &ev); err != nil {
+			if side == 0 {
+				lp.forget(ls)
+				return false
+			}
+			// The client is in the set: its shutdown wakes the loop,
+			// which ends the session.
+			ls.closing.Store(true)
+			unix.Shutdown(ls.fd[0], unix.SHUT_RDWR)
+		}
+	}
+	return true
+}
+
+// forget removes ls from the loop's table.
+func (lp *evloop) forget(ls *lsess) {
+	lp.mu.Lock()
+	delete(lp.conns, ls.id)
+	if ls.idle > 0 {
+		lp.idleN--
+	}
+	lp.mu.Unlock()
+}
+
+func (lp *evloop) run() {
+	if lp.ep == nil {
+		runtime.LockOSThread()
+	}
+	events := make([]unix.EpollEvent, 256)
+	batch := make([]*lsess, len(events))
+	var rc syscall.RawConn
+	if lp.ep != nil {
+		rc, _ = lp.ep.SyscallConn()
+	}
+	n := 0
+	waitFn := func(fd uintptr) bool {
+		n = epollWaitNow(fd, events)
+		return n > 0
+	}
+	for {
+		iv := lp.scanInterval()
+		switch {
+		case len(lp.again) > 0:
+			n = epollWaitNow(uintptr(lp.epfd), events)
+		case lp.ep == nil:
+			ms := -1
+			if iv > 0 {
+				ms = int(iv / time.Millisecond)
+			}
+			var err error
+			if n, err = unix.EpollWait(lp.epfd, events, ms); err != nil {
+				n = 0
+			}
+		default:
+			if iv > 0 {
+				_ = lp.ep.SetReadDeadline(time.Now().Add(iv))
+			}
+			if err := rc.Read(waitFn); err != nil {
+				n = 0
+			}
+			if iv > 0 {
+				_ = lp.ep.SetReadDeadline(time.Time{})
+			}
+		}
+		lp.mu.Lock()
+		for i := range n {
+			batch[i] = lp.conns[uint32(events[i].Fd)]
+		}
+		lp.mu.Unlock()
+		for i := range n {
+			if ls := batch[i]; ls != nil && !ls.done {
+				lp.event(ls, int(events[i].Pad), events[i].Events)
+			}
+			batch[i] = nil
+		}
+		if len(lp.again) > 0 {
+			again := lp.again
+			lp.again = nil
+			for _, ls := range again {
+				for d := range 2 {
+					if ls.burst[d] && !ls.done {
+						ls.burst[d] = false
+						lp.step(ls, d)
+					}
+				}
+			}
+		}
+		if iv > 0 && time.Since(lp.scanned) >= iv {
+			lp.scan()
+		}
+	}
+}
+
+// epollWaitNow collects the ready events without waiting. A raw system
+// call: it never blocks.
+func epollWaitNow(epfd uintptr, events []unix.EpollEvent) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(r)
+}
+
+// scanInterval is how often the idle timeouts are checked: a quarter of
+// the shortest idle timeout among the loop's sessions, at most a second;
+// zero when none has one.
+func (lp *evloop) scanInterval() time.Duration {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.idleN == 0 {
+		return 0
+	}
+	return min(max(lp.idleMin/4, 10*time.Millisecond), time.Second)
+}
+
+// scan closes sessions idle for their idle timeout: the kernel knows when
+// the client's socket last sent or received data.
+func (lp *evloop) scan() {
+	lp.scanned = time.Now()
+	var idle []*lsess
+	lp.mu.Lock()
+	for _, ls := range lp.conns {
+		if ls.idle > 0 && !ls.done {
+			idle = append(idle, ls)
+		}
+	}
+	lp.mu.Unlock()
+	for _, ls := range idle {
+		ms := uint32(1<<32 - 1)
+		if ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			ms = min(ti.Last_data_recv, ti.Last_data_sent)
+		}
+		if time.Duration(ms)*time.Millisecond >= ls.idle {
+			lp.abort(ls)
+		}
+	}
+}
+
+// event handles the events of one socket of ls.
+func (lp *evloop) event(ls *lsess, side int, evs uint32) {
+	if ls.closing.Load() {
+		lp.abort(ls)
+		return
+	}
+	if evs&evIn != 0 {
+		ls.readable[side] = true
+		if evs&evHup != 0 {
+			ls.rdhup[side] = true
+		}
+		if !ls.pending(side) || evs&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			// (With bytes pending this direction waits for EPOLLOUT on
+			// the peer; the edge is remembered in readable.)
+			lp.step(ls, side)
+		}
+	}
+	// The socket can take more: the direction writing to it goes on.
+	if !ls.done && ls.pending(1-side) && evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		lp.step(ls, 1-side)
+	}
+}
+
+// step moves what direction d has: bytes pending for its peer first, then
+// what its source has queued, until the source is drained, the peer is
+// full, or the source ended.
+func (lp *evloop) step(ls *lsess, d int) {
+	src, dst := ls.fd[d], ls.fd[1-d]
+	if p := ls.pend[d]; p != nil {
+		n, ok := lp.send(ls, d, dst, p)
+		if !ok {
+			return
+		}
+		if n < len(p) {
+			ls.pend[d] = p[n:]
+			return
+		}
+		ls.pend[d] = nil
+	}
+	if ls.inPipe[d] > 0 && !lp.flushPipe(ls, d) {
+		return
+	}
+	moved := 0 // spliced in this step
+	for burst := 0; ls.readable[d] && !ls.eof[d]; burst++ {
+		if burst == maxBurst {
+			if !ls.burst[d] {
+				ls.burst[d] = true
+				lp.again = append(lp.again, ls)
+			}
+			return
+		}
+		if p := ls.pipe[d]; p != nil {
+			// A non-blocking splice returns after one pass over the
+			// receive queue, so a short one says nothing: splice until
+			// EAGAIN (the pipe is empty here, so EAGAIN is the socket's).
+			m, err := unix.Splice(src, nil, p.w, nil, pipeSize, spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				ls.readable[d] = false
+				if moved < bufSize {
+					// The transfer slowed down: back to reads into the
+					// loop's buffer, without a pipe. (A step that moved
+					// more keeps it for the next edge, which saves a
+					// copy through user space on each.)
+					lp.dropPipe(ls, d)
+				}
+				return
+			case err != nil:
+				lp.abort(ls)
+				return
+			case m == 0:
+				lp.dropPipe(ls, d)
+				lp.ended(ls, d)
+				return
+			}
+			ls.inPipe[d] = int(m)
+			moved += int(m)
+			if !lp.flushPipe(ls, d) {
+				return
+			}
+			continue
+		}
+		n, err := rawRead(uintptr(src), lp.buf)
+		switch err {
+		case nil:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			ls.readable[d] = false
+			return
+		default:
+			lp.abort(ls)
+			return
+		}
+		if n == 0 {
+			lp.ended(ls, d)
+			return
+		}
+		w, ok := lp.send(ls, d, dst, lp.buf[:n])
+		if !ok {
+			return
+		}
+		if w < n {
+			// The peer is full: keep the rest and stop reading this way
+			// until EPOLLOUT on the peer.
+			ls.pend[d] = append([]byte(nil), lp.buf[w:n]...)
+			return
+		}
+		if n == len(lp.buf) {
+			if p, _ := pipePool.Get().(*splicePipe); p != nil {
+				ls.pipe[d] = p
+			}
+			continue
+		}
+		if !ls.rdhup[d] {
+			// Drained, and no FIN queued: the next byte or FIN is a new
+			// edge, so the read that would say EAGAIN is not made.
+			ls.readable[d] = false
+			return
+		}
+	}
+}
+
+const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+
+// pending tells whether direction d has bytes its peer did not take yet.
+func (ls *lsess) pending(d int) bool { return ls.pend[d] != nil || ls.inPipe[d] > 0 }
+
+// flushPipe moves what direction d's pipe holds to the peer. It reports
+// false when bytes are left (the peer is full) or the session ended.
+func (lp *evloop) flushPipe(ls *lsess, d int) bool {
+	p := ls.pipe[d]
+	for ls.inPipe[d] > 0 {
+		m, err := unix.Splice(p.r, nil, ls.fd[1-d], nil, ls.inPipe[d], spliceFlags)
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false
+		case err != nil || m == 0:
+			lp.abort(ls)
+			return false
+		default:
+			ls.inPipe[d] -= int(m)
+			ls.counter[d].Add(uint64(m))
+		}
+	}
+	return true
+}
+
+// dropPipe gives direction d's pipe back to the pool once empty: an idle
+// session holds none.
+func (lp *evloop) dropPipe(ls *lsess, d int) {
+	if p := ls.pipe[d]; p != nil && ls.inPipe[d] == 0 {
+		pipePool.Put(p)
+		ls.pipe[d] = nil
+	}
+}
+
+// send writes b to fd and counts what went; it reports false when the
+// session was aborted (a write error).
+func (lp *evloop) send(ls *lsess, d, fd int, b []byte) (int, bool) {
+	n := 0
+	for n < len(b) {
+		m, e := rawSend(uintptr(fd), b[n:])
+		switch e {
+		case 0:
+			n += m
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			ls.counter[d].Add(uint64(n))
+			lp.abort(ls)
+			return n, false
+		}
+		break
+	}
+	ls.counter[d].Add(uint64(n))
+	return n, true
+}
+
+// ended: direction d's source sent its FIN, and everything before it
+// reached the peer. The FIN is passed on (a half-close); when both
+// directions ended the session is over.
+func (lp *evloop) ended(ls *lsess, d int) {
+	ls.eof[d] = true
+	ls.readable[d] = false
+	if ls.eof[1-d] {
+		lp.abort(ls)
+		return
+	}
+	unix.Shutdown(ls.fd[1-d], unix.SHUT_WR)
+}
+
+// abort closes both sockets of ls and ends its session.
+func (lp *evloop) abort(ls *lsess) {
+	if ls.done {
+		return
+	}
+	ls.done = true
+	ls.pend = [2][]byte{}
+	for d, p := range ls.pipe {
+		if p == nil {
+			continue
+		}
+		if ls.inPipe[d] == 0 {
+			pipePool.Put(p)
+		} else {
+			// Bytes left in it belong to this broken session.
+			p.cleanup.Stop()
+			unix.Close(p.r)
+			unix.Close(p.w)
+		}
+		ls.pipe[d] = nil
+	}
+	lp.forget(ls)
+	ls.mu.Lock()
+	for i, fd := range ls.fd {
+		if fd >= 0 {
+			unix.Close(fd) // leaves the epoll set with its last descriptor
+			ls.fd[i] = -1
+		}
+	}
+	ls.mu.Unlock()
+	ls.l.endSession(ls.s)
+}
+
+// toLoop moves the copy phase of s to an event loop. It reports false
+// when it cannot (the caller copies with goroutines then); when s was
+// closed meanwhile it ends s and reports true.
+func (l *LB) toLoop(s *session) bool {
+	lp := pickLoop()
+	if lp == nil {
+		return false
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.endSession(s)
+		return true
+	}
+	cfd, err := dupFd(s.client)
+	if err != nil {
+		s.mu.Unlock()
+		return false
+	}
+	bfd, err := dupFd(s.backend)
+	if err != nil {
+		s.mu.Unlock()
+		unix.Close(cfd)
+		return false
+	}
+	ls := &lsess{s: s, l: l, idle: l.tun.Load().idle, fd: [2]int{cfd, bfd},
+		counter: [2]*atomic.Uint64{s.up.counter, s.down.counter}}
+	s.ls = ls
+	s.mu.Unlock()
+	// Out of the runtime poller: closing the *os.File removes the
+	// descriptor from the runtime's epoll set; the duplicates stay open.
+	s.client.Close()
+	s.backend.Close()
+	if !lp.adopt(ls) {
+		ls.mu.Lock()
+		unix.Close(ls.fd[0])
+		unix.Close(ls.fd[1])
+		ls.fd = [2]int{-1, -1}
+		ls.mu.Unlock()
+		l.endSession(s)
+	}
+	return true
+}
+
+func dupFd(c *sock) (int, error) {
+	nfd := -1
+	var derr error
+	if err := c.rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("fcntl", derr)
+	}
+	return nfd, nil
+}
+
+// endSession is release for a session whose copy phase ran in a loop.
+func (l *LB) endSession(s *session) {
+	s.close()
+	l.detach(s)
+	l.sessions.Done()
+}
