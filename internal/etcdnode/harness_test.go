@@ -60,15 +60,31 @@ func runChild(spec string) int {
 // the tests that call asHosts, on separate hosts (hosts_test.go).
 const testNet = "127.0.5."
 
+// The kernel may hand the same ephemeral port out again once it is closed
+// (CI saw a member's client and peer port equal), so a port this process
+// picked before is never returned twice.
 func freePort(t testing.TB, ip string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
+	pickedMu.Lock()
+	defer pickedMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !picked[port] {
+			picked[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+var (
+	pickedMu sync.Mutex
+	picked   = map[int]bool{}
+)
 
 // testCluster is the desired member set and how to reach it.
 type testCluster struct {

@@ -204,7 +204,9 @@ func TestFailoverLinkDownThenUp(t *testing.T) {
 	// h1 never heard anyone: still master. Bringing the link back is a
 	// healed partition: two masters, and the higher priority must win
 	// within one interval and announce, so the client returns to h1.
-	healGap, p, up, to := outage(t, l, 1500*time.Millisecond, func() {
+	var up time.Time
+	healGap, p, _, to := outage(t, l, 1500*time.Millisecond, func() {
+		up = time.Now() // the heal can act before ip returns
 		run(t, "ip", "-n", h1.ns, "link", "set", "eth0", "up")
 	})
 	checkHeal(t, l, ps, p, up, to, healGap)
@@ -220,7 +222,9 @@ func TestPartitionHeal(t *testing.T) {
 	if ps[0].state() != "master" {
 		t.Fatalf("isolated h1 is %s, want master (it hears nobody)", ps[0].state())
 	}
-	gap, p, healed, to := outage(t, l, 1500*time.Millisecond, func() {
+	var healed time.Time
+	gap, p, _, to := outage(t, l, 1500*time.Millisecond, func() {
+		healed = time.Now() // the heal can act before ip returns (CI: h2 stepped down first)
 		run(t, "ip", "-n", l.br, "link", "set", h1.port, "up")
 	})
 	checkHeal(t, l, ps, p, healed, to, gap)
