@@ -198,12 +198,16 @@ type LB struct {
 	noneOK  atomic.Uint64 // clients closed because every backend failed
 	accepts atomic.Uint64
 
-	// mu protects known, listeners and accepters.
+	// mu protects known, listeners, accepters and loopLns.
 	mu        sync.Mutex
 	known     map[string]*Backend // current backends plus removed ones with sessions
 	listeners []net.Listener
-	accepters []*sock // a duplicate of each listener's descriptor that accept loops wait on
+	accepters []*sock         // a duplicate of each listener's descriptor that accept loops wait on
+	loopLns   []*loopListener // the listeners the event loops accept on
+	stopped   chan struct{}   // closed by closeListeners
+	stopOnce  sync.Once
 
+	loops    bool // sessions run in the event loops (loop.go); set at New
 	sessions sync.WaitGroup
 	closing  atomic.Bool
 	workers  workerPool
@@ -221,7 +225,7 @@ func New(cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{cfg: cfg, known: map[string]*Backend{}}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{}), loops: useLoops}
 	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {
@@ -415,6 +419,11 @@ func (l *LB) Serve(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, l.closeListeners)
 	defer stop()
+	if l.loops {
+		if ok, err := l.serveLoops(lns); ok || err != nil {
+			return err
+		}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
@@ -443,6 +452,10 @@ func (l *LB) closeListeners() {
 	for _, a := range l.accepters {
 		a.Close()
 	}
+	for _, ll := range l.loopLns {
+		ll.close()
+	}
+	l.stopOnce.Do(func() { close(l.stopped) })
 }
 
 // accepter returns a pollable duplicate of ln's descriptor to accept on
@@ -580,11 +593,17 @@ func (l *LB) connect(client *sock, tried *[]*Backend) (*Backend, *sock) {
 		if err == nil {
 			return b, c
 		}
-		b.failures.Add(1)
-		b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
-		l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
+		l.connectFailed(b, tun, err)
 		*tried = append(*tried, b)
 	}
+}
+
+// connectFailed is passive detection: a backend that refused or timed out
+// is skipped by new connections for the suspect period.
+func (l *LB) connectFailed(b *Backend, tun *tunables, err error) {
+	b.failures.Add(1)
+	b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
+	l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
 }
 
 // session is one client and its backend.
@@ -618,7 +637,9 @@ func (s *session) close() {
 			ls.shutdown()
 			return
 		}
-		s.client.Close()
+		if s.client != nil {
+			s.client.Close()
+		}
 		if bc != nil {
 			bc.Close()
 		}
@@ -632,17 +653,22 @@ func (s *session) isClosed() bool {
 }
 
 // attach makes b, reached over bc, the backend of s. It reports false
-// (and closes bc) when s was closed meanwhile.
+// (and closes bc) when s was closed meanwhile. A session of an event loop
+// has no bc: the loop holds its descriptors.
 func (l *LB) attach(s *session, b *Backend, bc *sock) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		bc.Close()
+		if bc != nil {
+			bc.Close()
+		}
 		return false
 	}
 	s.b, s.backend = b, bc
-	s.up.init(bc, s.client, &b.bytesIn)
-	s.down.init(s.client, bc, &b.bytesOut)
+	if bc != nil {
+		s.up.init(bc, s.client, &b.bytesIn)
+		s.down.init(s.client, bc, &b.bytesOut)
+	}
 	s.mu.Unlock()
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
@@ -665,11 +691,14 @@ func (l *LB) detach(s *session) {
 	delete(b.sessions, s)
 	b.mu.Unlock()
 	b.active.Add(-1)
-	bc.Close()
+	if bc != nil {
+		bc.Close()
+	}
 }
 
-func (l *LB) handle(client *sock) {
-	var tried []*Backend
+// handle runs a session on goroutines, from the first connect (tried
+// lists the backends that failed already) to its end.
+func (l *LB) handle(client *sock, tried []*Backend) {
 	b, bc := l.connect(client, &tried)
 	if b == nil {
 		client.Close()
@@ -688,7 +717,7 @@ func (l *LB) handle(client *sock) {
 		l.release(s)
 		return
 	}
-	if useLoops && l.toLoop(s) {
+	if l.loops && l.toLoop(s) {
 		return
 	}
 	l.workers.run(task{l: l, s: s})

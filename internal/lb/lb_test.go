@@ -175,6 +175,9 @@ func startLB(t testing.TB, cfg Config) *LB {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if goroutineEngine {
+		l.loops = false
+	}
 	if err := l.Listen(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -12,26 +12,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The copy phase of a session can run in a few raw epoll event loops
-// instead of two goroutines in the runtime poller. After the handshake
-// phase the session's two descriptors are taken out of the runtime poller
-// (duplicated, and the *os.File closed, which removes it from the
-// runtime's epoll) and registered once, edge-triggered, with one loop.
-// The loop reads into its own buffer and writes to the peer; only a
-// write that the peer cannot take whole leaves bytes with the session.
+// Sessions can run in a few raw epoll event loops instead of goroutines
+// in the runtime poller, as haproxy and nginx run theirs: one loop per
+// GOMAXPROCS, each an epoll set with every frontend's listening socket in
+// it (EPOLLEXCLUSIVE: a new connection wakes one loop). The loop that
+// accepts a connection keeps it to the end: it connects to the backend
+// without blocking, waits for the connect and for the handshake timeout
+// on its own timers, retries another backend when a connect fails,
+// replays a ClientHello elsewhere when a backend fails before answering
+// it, and copies the two directions. A session costs no goroutine, no
+// *os.File and no runtime poller registration, which on a connection per
+// request is most of what the goroutine path spends in user space
+// (docs/bench/lb.md).
 //
-// What the raw events give that the runtime poller hides is EPOLLRDHUP:
-// a short read on an event without it means the socket is drained and
-// any later byte or FIN brings a new edge, so the read that would only
-// return EAGAIN is skipped.
+// What the raw events also give is EPOLLRDHUP: a short read on an event
+// without it means the socket is drained and any later byte or FIN brings
+// a new edge, so the read that would only return EAGAIN is skipped.
+//
+// Sessions to a backend given by name (not an IP literal) are handed to
+// the goroutine path, which dials through the resolver.
 
-// useLoops selects the event loops for the copy phase (HAPLANE_LB_LOOP=1,
-// or "thread"); by default sessions keep two goroutines each. The loops
-// are faster on keep-alive traffic (docs/bench/lb.md) but not yet the
-// default: with them a SIGTERM of the agent reset two in-flight sessions
-// in the lab's failover test (TestLabFailover), where the goroutine path
-// resets none. That is to be understood before they become the default.
-var useLoops = os.Getenv("HAPLANE_LB_LOOP") == "1" || os.Getenv("HAPLANE_LB_LOOP") == "thread"
+// useLoops selects the event loops (the default); HAPLANE_LB_LOOP=0 keeps
+// every session on goroutines, "thread" has each loop locked to a thread
+// blocking in epoll_wait instead of waiting in the runtime poller.
+var useLoops = os.Getenv("HAPLANE_LB_LOOP") != "0"
 
 const (
 	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
@@ -40,6 +44,21 @@ const (
 	// maxBurst bounds the full-buffer reads of one direction before the
 	// loop serves other sessions (a bulk transfer goes on afterwards).
 	maxBurst = 16
+	// acceptBurst bounds the accepts of one listener event; the listener
+	// is level-triggered, so the rest are taken on the next round.
+	acceptBurst = 32
+)
+
+// The data of a loop's epoll events: Fd is a session's or a listener's
+// id, Pad a side (below) and, for a backend socket, the generation of the
+// socket (a replay or a retry replaces it; events of the old one that
+// were already collected are ignored).
+const (
+	sideClient   = 0
+	sideBackend  = 1
+	sideListener = 2
+	genShift     = 2
+	genMask      = 1<<29 - 1
 )
 
 // evloop is one event loop: an epoll instance served by one goroutine.
@@ -52,12 +71,15 @@ type evloop struct {
 	ep      *os.File // epfd in the runtime poller (not in thread mode)
 	buf     []byte   // loop goroutine only
 	again   []*lsess // directions cut short by maxBurst; loop goroutine only
+	timers  timerHeap
+	dl      time.Time // the read deadline set on ep (runtime poller mode)
 	scanned time.Time
 
-	// mu protects conns, nextID, idleN and idleMin: sessions are
-	// registered by their handler's goroutine.
+	// mu protects conns, lsns, nextID, idleN and idleMin: sessions are
+	// also registered by handlers' goroutines, listeners by Serve.
 	mu      sync.Mutex
 	conns   map[uint32]*lsess
+	lsns    map[uint32]*loopReg
 	nextID  uint32
 	idleN   int           // sessions with an idle timeout
 	idleMin time.Duration // the shortest of their timeouts (since idleN was last 0)
@@ -70,10 +92,10 @@ var (
 	loopNext  atomic.Uint32
 )
 
-// pickLoop returns a loop for a new session, starting them on first use
-// (one per GOMAXPROCS, for the life of the process, like the runtime's
-// own poller); nil when none could be made.
-func pickLoop() *evloop {
+// startLoops starts the loops on first use (one per GOMAXPROCS, for the
+// life of the process, like the runtime's own poller) and returns them;
+// none when none could be made.
+func startLoops() []*evloop {
 	loopsOnce.Do(func() {
 		for range max(runtime.GOMAXPROCS(0), 1) {
 			lp, err := newLoop(loopMode == "thread")
@@ -84,10 +106,17 @@ func pickLoop() *evloop {
 			go lp.run()
 		}
 	})
-	if len(loops) == 0 {
+	return loops
+}
+
+// pickLoop returns a loop for a session handed over from the goroutine
+// path; nil when there is none.
+func pickLoop() *evloop {
+	lps := startLoops()
+	if len(lps) == 0 {
 		return nil
 	}
-	return loops[int(loopNext.Add(1))%len(loops)]
+	return lps[int(loopNext.Add(1))%len(lps)]
 }
 
 func newLoop(thread bool) (*evloop, error) {
@@ -95,7 +124,7 @@ func newLoop(thread bool) (*evloop, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}}
+	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}}
 	if !thread {
 		if err := unix.SetNonblock(epfd, true); err != nil {
 			unix.Close(epfd)
@@ -106,9 +135,15 @@ func newLoop(thread bool) (*evloop, error) {
 	return lp, nil
 }
 
-// lsess is a session in the copy phase of a loop. Direction 0 is client
-// to backend, 1 backend to client; fd[0] is the client, fd[1] the backend,
-// so direction d reads fd[d] and writes fd[1-d].
+// A session's state in its loop.
+const (
+	stOpen       = iota // copying (the state of a session handed over after its handshake)
+	stConnecting        // waiting for a backend connect
+)
+
+// lsess is a session in a loop. Direction 0 is client to backend, 1
+// backend to client; fd[0] is the client, fd[1] the backend, so direction
+// d reads fd[d] and writes fd[1-d].
 type lsess struct {
 	s       *session
 	l       *LB
@@ -116,11 +151,26 @@ type lsess struct {
 	idle    time.Duration
 	counter [2]*atomic.Uint64
 	// Loop goroutine only:
-	pend     [2][]byte // bytes read in direction d the peer did not take yet
-	readable [2]bool   // fd[d] may have bytes (an edge not drained yet)
-	rdhup    [2]bool   // fd[d] has its FIN (or an error) pending
-	eof      [2]bool   // direction d ended
-	burst    [2]bool   // direction d is on the again list
+	state    int
+	b        *Backend   // the backend connected or being connected to
+	tried    []*Backend // backends that failed this session
+	bgen     uint32     // generation of fd[1]
+	tgen     uint32     // generation of the session's timer; a bump cancels it
+	pend     [2][]byte  // bytes read in direction d the peer did not take yet
+	readable [2]bool    // fd[d] may have bytes (an edge not drained yet)
+	rdhup    [2]bool    // fd[d] has its FIN (or an error) pending
+	eof      [2]bool    // direction d ended
+	burst    [2]bool    // direction d is on the again list
+	// The handshake phase (HandshakeTimeout > 0): until the backend's
+	// first byte, the client's bytes are kept while they are a prefix of
+	// one TLS handshake record (watch); when they are exactly one record
+	// (helloFull), a backend that fails before answering it is replaced
+	// and the record replayed to the next.
+	hs        time.Duration
+	watch     bool
+	helloFull bool
+	hello     []byte
+	replay    []byte // to send first once the next backend is connected
 	// A direction whose read filled the buffer is a bulk transfer: it
 	// splices in the kernel through a pooled pipe, held until its source
 	// is drained and the pipe empty.
@@ -136,7 +186,8 @@ type lsess struct {
 }
 
 // shutdown ends the session from outside the loop: both sockets are shut
-// down, which wakes the loop with EPOLLHUP, and the loop closes them.
+// down, which wakes the loop with EPOLLHUP (the client's socket is in the
+// loop's set from the accept on), and the loop closes them.
 func (ls *lsess) shutdown() {
 	ls.closing.Store(true)
 	ls.mu.Lock()
@@ -148,13 +199,10 @@ func (ls *lsess) shutdown() {
 	}
 }
 
-// adopt registers ls with the loop, on the caller's goroutine: adding a
-// socket to an epoll set reports what it has queued already (the bytes
-// and FIN that came during the handshake phase), which wakes the loop.
-// It reports false when not even the first socket could be added; ls is
-// then the caller's.
-func (lp *evloop) adopt(ls *lsess) bool {
+// register gives ls an id in the loop's table.
+func (lp *evloop) register(ls *lsess) {
 	lp.mu.Lock()
+	defer lp.mu.Unlock()
 	for {
 		lp.nextID++
 		if lp.nextID != 0 && lp.conns[lp.nextID] == nil {
@@ -169,7 +217,16 @@ func (lp *evloop) adopt(ls *lsess) bool {
 		}
 		lp.idleN++
 	}
-	lp.mu.Unlock()
+}
+
+// adopt registers ls, handed over by the goroutine path after its
+// handshake phase, with the loop, on the caller's goroutine: adding a
+// socket to an epoll set reports what it has queued already (the bytes
+// and FIN that came during the handshake phase), which wakes the loop.
+// It reports false when not even the first socket could be added; ls is
+// then the caller's.
+func (lp *evloop) adopt(ls *lsess) bool {
+	lp.register(ls)
 	// Held across both adds: once the first is in, the loop may end the
 	// session and close both descriptors (it takes ls.mu for that).
 	ls.mu.Lock()
@@ -206,6 +263,7 @@ func (lp *evloop) run() {
 	}
 	events := make([]unix.EpollEvent, 256)
 	batch := make([]*lsess, len(events))
+	lbatch := make([]*loopReg, len(events))
 	var rc syscall.RawConn
 	if lp.ep != nil {
 		rc, _ = lp.ep.SyscallConn()
@@ -216,40 +274,51 @@ func (lp *evloop) run() {
 		return n > 0
 	}
 	for {
-		iv := lp.scanInterval()
+		wait := lp.waitTime()
 		switch {
-		case len(lp.again) > 0:
+		case len(lp.again) > 0 || wait == 0:
 			n = epollWaitNow(uintptr(lp.epfd), events)
 		case lp.ep == nil:
 			ms := -1
-			if iv > 0 {
-				ms = int(iv / time.Millisecond)
+			if wait > 0 {
+				ms = int((wait + time.Millisecond - 1) / time.Millisecond)
 			}
 			var err error
 			if n, err = unix.EpollWait(lp.epfd, events, ms); err != nil {
 				n = 0
 			}
 		default:
-			if iv > 0 {
-				_ = lp.ep.SetReadDeadline(time.Now().Add(iv))
+			if wait > 0 {
+				// A deadline already set that comes sooner is kept: an
+				// early wake-up costs less than moving the runtime timer
+				// on each round.
+				if dl := time.Now().Add(wait); lp.dl.IsZero() || dl.Before(lp.dl) {
+					lp.dl = dl
+					_ = lp.ep.SetReadDeadline(dl)
+				}
 			}
 			if err := rc.Read(waitFn); err != nil {
 				n = 0
-			}
-			if iv > 0 {
+				lp.dl = time.Time{}
 				_ = lp.ep.SetReadDeadline(time.Time{})
 			}
 		}
 		lp.mu.Lock()
 		for i := range n {
-			batch[i] = lp.conns[uint32(events[i].Fd)]
+			if events[i].Pad&3 == sideListener {
+				lbatch[i] = lp.lsns[uint32(events[i].Fd)]
+			} else {
+				batch[i] = lp.conns[uint32(events[i].Fd)]
+			}
 		}
 		lp.mu.Unlock()
 		for i := range n {
 			if ls := batch[i]; ls != nil && !ls.done {
-				lp.event(ls, int(events[i].Pad), events[i].Events)
+				lp.event(ls, events[i].Pad, events[i].Events)
+			} else if r := lbatch[i]; r != nil {
+				lp.accept(r)
 			}
-			batch[i] = nil
+			batch[i], lbatch[i] = nil, nil
 		}
 		if len(lp.again) > 0 {
 			again := lp.again
@@ -263,10 +332,27 @@ func (lp *evloop) run() {
 				}
 			}
 		}
-		if iv > 0 && time.Since(lp.scanned) >= iv {
+		lp.fire()
+		if iv := lp.scanInterval(); iv > 0 && time.Since(lp.scanned) >= iv {
 			lp.scan()
 		}
 	}
+}
+
+// waitTime is how long the loop may wait for events: until its next
+// timer or idle scan; -1 when nothing is due.
+func (lp *evloop) waitTime() time.Duration {
+	wait := time.Duration(-1)
+	if iv := lp.scanInterval(); iv > 0 {
+		wait = max(iv-time.Since(lp.scanned), 0)
+	}
+	if len(lp.timers) > 0 {
+		t := max(time.Duration(lp.timers[0].at-monoNow()), 0)
+		if wait < 0 || t < wait {
+			wait = t
+		}
+	}
+	return wait
 }
 
 // epollWaitNow collects the ready events without waiting. A raw system
@@ -298,7 +384,7 @@ func (lp *evloop) scan() {
 	var idle []*lsess
 	lp.mu.Lock()
 	for _, ls := range lp.conns {
-		if ls.idle > 0 && !ls.done {
+		if ls.idle > 0 && !ls.done && ls.state == stOpen {
 			idle = append(idle, ls)
 		}
 	}
@@ -315,10 +401,33 @@ func (lp *evloop) scan() {
 }
 
 // event handles the events of one socket of ls.
-func (lp *evloop) event(ls *lsess, side int, evs uint32) {
+func (lp *evloop) event(ls *lsess, pad int32, evs uint32) {
 	if ls.closing.Load() {
 		lp.abort(ls)
 		return
+	}
+	side := int(pad & 3)
+	if side == sideBackend && uint32(pad)>>genShift != ls.bgen&genMask {
+		return // an earlier backend socket's
+	}
+	if ls.state == stConnecting {
+		if side == sideClient {
+			if evs&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				lp.abort(ls) // the client is gone (a reset) before its session began
+				return
+			}
+			// Bytes or a FIN: read once the backend is there.
+			ls.readable[0] = ls.readable[0] || evs&evIn != 0
+			ls.rdhup[0] = ls.rdhup[0] || evs&evHup != 0
+			return
+		}
+		if evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) == 0 {
+			return
+		}
+		if !lp.connectDone(ls, evs) {
+			return
+		}
+		// Connected: whatever else the event says is handled below.
 	}
 	if evs&evIn != 0 {
 		ls.readable[side] = true
@@ -332,7 +441,7 @@ func (lp *evloop) event(ls *lsess, side int, evs uint32) {
 		}
 	}
 	// The socket can take more: the direction writing to it goes on.
-	if !ls.done && ls.pending(1-side) && evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	if !ls.done && ls.state == stOpen && ls.pending(1-side) && evs&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		lp.step(ls, 1-side)
 	}
 }
@@ -341,6 +450,9 @@ func (lp *evloop) event(ls *lsess, side int, evs uint32) {
 // what its source has queued, until the source is drained, the peer is
 // full, or the source ended.
 func (lp *evloop) step(ls *lsess, d int) {
+	if ls.state != stOpen {
+		return
+	}
 	src, dst := ls.fd[d], ls.fd[1-d]
 	if p := ls.pend[d]; p != nil {
 		n, ok := lp.send(ls, d, dst, p)
@@ -352,6 +464,12 @@ func (lp *evloop) step(ls *lsess, d int) {
 			return
 		}
 		ls.pend[d] = nil
+		if ls.eof[d] {
+			// A replayed ClientHello after which the client had sent
+			// its FIN: pass that on too.
+			unix.Shutdown(dst, unix.SHUT_WR)
+			return
+		}
 	}
 	if ls.inPipe[d] > 0 && !lp.flushPipe(ls, d) {
 		return
@@ -407,12 +525,23 @@ func (lp *evloop) step(ls *lsess, d int) {
 			ls.readable[d] = false
 			return
 		default:
+			if d == 1 && ls.helloFull {
+				lp.replayElsewhere(ls, err)
+				return
+			}
 			lp.abort(ls)
 			return
 		}
 		if n == 0 {
+			if d == 1 && ls.helloFull {
+				lp.replayElsewhere(ls, errClosedBeforeAnswer)
+				return
+			}
 			lp.ended(ls, d)
 			return
+		}
+		if ls.watch || ls.helloFull {
+			lp.handshakeBytes(ls, d, lp.buf[:n])
 		}
 		w, ok := lp.send(ls, d, dst, lp.buf[:n])
 		if !ok {
@@ -436,6 +565,34 @@ func (lp *evloop) step(ls *lsess, d int) {
 			ls.readable[d] = false
 			return
 		}
+	}
+}
+
+// handshakeBytes follows the handshake phase through b, read in
+// direction d: the client's bytes are kept while they are a prefix of one
+// TLS handshake record, and the backend's first byte ends the phase.
+func (lp *evloop) handshakeBytes(ls *lsess, d int, b []byte) {
+	if d == 1 {
+		ls.watch, ls.helloFull, ls.hello = false, false, nil
+		ls.tgen++ // the handshake timer
+		return
+	}
+	if ls.helloFull {
+		// More than the one record before any answer: not replayable.
+		ls.watch, ls.helloFull, ls.hello = false, false, nil
+		ls.tgen++
+		return
+	}
+	h := append(ls.hello, b...)
+	need, ok := tlsRecordLen(h)
+	switch {
+	case !ok || len(h) > need:
+		ls.watch, ls.hello = false, nil
+	case len(h) == need:
+		ls.watch, ls.helloFull, ls.hello = false, true, h
+		lp.arm(ls, ls.hs)
+	default:
+		ls.hello = h
 	}
 }
 
@@ -475,7 +632,7 @@ func (lp *evloop) dropPipe(ls *lsess, d int) {
 }
 
 // send writes b to fd and counts what went; it reports false when the
-// session was aborted (a write error).
+// session was aborted (a write error) or moved to another backend.
 func (lp *evloop) send(ls *lsess, d, fd int, b []byte) (int, bool) {
 	n := 0
 	for n < len(b) {
@@ -489,7 +646,11 @@ func (lp *evloop) send(ls *lsess, d, fd int, b []byte) (int, bool) {
 		case unix.EAGAIN:
 		default:
 			ls.counter[d].Add(uint64(n))
-			lp.abort(ls)
+			if d == 0 && ls.helloFull {
+				lp.replayElsewhere(ls, e)
+			} else {
+				lp.abort(ls)
+			}
 			return n, false
 		}
 		break
@@ -517,7 +678,9 @@ func (lp *evloop) abort(ls *lsess) {
 		return
 	}
 	ls.done = true
+	ls.tgen++
 	ls.pend = [2][]byte{}
+	ls.hello, ls.replay = nil, nil
 	for d, p := range ls.pipe {
 		if p == nil {
 			continue

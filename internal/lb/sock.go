@@ -34,7 +34,11 @@ type sock struct {
 }
 
 func newSock(fd int) (*sock, error) {
-	f := os.NewFile(uintptr(fd), "")
+	return fileSock(os.NewFile(uintptr(fd), ""))
+}
+
+// fileSock makes a sock of f, which it closes on failure.
+func fileSock(f *os.File) (*sock, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
@@ -87,15 +91,9 @@ func shutdownWrite(fd uintptr) { unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHU
 
 // RemoteAddr is the peer's address, looked up when asked (only logs do).
 func (s *sock) RemoteAddr() string {
-	var sa unix.Sockaddr
-	_ = s.rc.Control(func(fd uintptr) { sa, _ = unix.Getpeername(int(fd)) })
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)).String()
-	}
-	return "?"
+	addr := "?"
+	_ = s.rc.Control(func(fd uintptr) { addr = peerString(int(fd)) })
+	return addr
 }
 
 // acceptor accepts connections on a listener's raw descriptor. Its poller
@@ -339,12 +337,7 @@ func dialNet(addr string, tun *tunables) (*sock, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &sock{f: f, rc: rc}, nil
+	return fileSock(f)
 }
 
 // setKeepAlive turns TCP keep-alive on with period ka (idle time and probe
