@@ -1,11 +1,18 @@
 package lb
 
 import (
+	"bytes"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // goroutineEngine makes startLB run sessions on goroutines instead of the
@@ -35,6 +42,8 @@ func TestGoroutineEngine(t *testing.T) {
 		{"HandshakeQuietClient", TestHandshakeQuietClient},
 		{"GarbageDoesNotDisturbOthers", TestGarbageDoesNotDisturbOthers},
 		{"BackendByName", TestBackendByName},
+		{"IPv6", TestIPv6},
+		{"AcceptOutOfDescriptors", TestAcceptOutOfDescriptors},
 	} {
 		t.Run(tt.name, tt.fn)
 	}
@@ -99,4 +108,121 @@ func TestBackendByName(t *testing.T) {
 	if st := l.Backends(); st[0].Total != 3 || st[0].BytesIn != 21 || st[0].BytesOut != 30 {
 		t.Errorf("backend by name: %+v; want 3 sessions, 21 bytes in and 30 out", st[0])
 	}
+}
+
+// TestIPv6 proxies from an IPv6 frontend to an IPv6 backend (the raw
+// connect builds a sockaddr_in6).
+func TestIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	echoServer(t, ln)
+	l := startLB(t, Config{Frontends: []string{"[::1]:0"}, Backends: []string{ln.Addr().String()}})
+	c, err := net.Dial("tcp6", l.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c)
+}
+
+// TestAcceptOutOfDescriptors: with the process out of descriptors the
+// frontend backs off instead of spinning on its level-triggered event or
+// giving up, and serves again once descriptors are back.
+func TestAcceptOutOfDescriptors(t *testing.T) {
+	echo := listenLoopback(t)
+	echoServer(t, echo)
+	var logs syncBuffer
+	l := startLB(t, Config{Backends: []string{echo.Addr().String()}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	// Serving first (Serve's set-up needs descriptors too).
+	first, err := net.Dial("tcp", l.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, first)
+	first.Close()
+	// Its descriptors (the proxy's two, the echo server's) must be closed
+	// before the holes are filled, or the accept below finds one.
+	waitFor(t, "the first session closed", func() bool { return l.Backends()[0].Active == 0 })
+	time.Sleep(100 * time.Millisecond)
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	// The limit is on descriptor numbers: fill the holes below the
+	// highest one in use, then leave one number to spare. The client's
+	// socket takes it, and the proxy's accept finds none left.
+	top := fillFDHoles(t)
+	low := lim
+	low.Cur = uint64(top + 2)
+	var before, after unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &before)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", l.addr())
+	if err != nil {
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(500 * time.Millisecond)
+	unix.Getrusage(unix.RUSAGE_SELF, &after)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	t.Logf("CPU used in 500ms out of descriptors: %v; log:\n%s", cpu, logs.String())
+	if cpu > 250*time.Millisecond {
+		t.Errorf("the proxy used %v of CPU in 500ms out of descriptors: it spins on the listener", cpu)
+	}
+	if !strings.Contains(logs.String(), "too many open files") {
+		t.Errorf("no accept warning logged:\n%s", logs.String())
+	}
+	roundTrip(t, c)
+}
+
+// fillFDHoles opens /dev/null on every free descriptor number below the
+// highest one in use (closed at cleanup) and returns that highest number.
+func fillFDHoles(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := 0
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			top = max(top, n)
+		}
+	}
+	for {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if fd >= top {
+			return fd
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
