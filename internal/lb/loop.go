@@ -3,6 +3,7 @@ package lb
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,9 +34,8 @@ import (
 // the goroutine path, which dials through the resolver.
 
 // useLoops selects the event loops (the default); HAPLANE_LB_LOOP=0 keeps
-// every session on goroutines, "thread" has each loop locked to a thread
-// blocking in epoll_wait instead of waiting in the runtime poller.
-var useLoops = os.Getenv("HAPLANE_LB_LOOP") != "0"
+// every session on goroutines.
+var useLoops = loopMode != "0"
 
 const (
 	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
@@ -62,10 +62,13 @@ const (
 )
 
 // evloop is one event loop: an epoll instance served by one goroutine.
-// By default the goroutine waits for the epoll descriptor in the runtime
-// poller (an epoll set is itself pollable), so the loops are scheduled
-// like any goroutine; HAPLANE_LB_LOOP=thread has each locked to a thread
-// blocking in epoll_wait instead.
+// By default the goroutine is locked to its thread, which blocks in
+// epoll_wait; HAPLANE_LB_LOOP=poller has it wait for the epoll descriptor
+// in the runtime poller instead (an epoll set is itself pollable), so the
+// loops are scheduled like any goroutine. The locked threads were about
+// 10 % faster on a connection per request (docs/bench/lb.md): a wake-up
+// goes from the kernel straight to the loop, not through the runtime's
+// netpoller and scheduler.
 type evloop struct {
 	epfd    int
 	ep      *os.File // epfd in the runtime poller (not in thread mode)
@@ -86,19 +89,34 @@ type evloop struct {
 }
 
 var (
+	// loopMode is HAPLANE_LB_LOOP: "" (or "thread"), "poller", or "0".
 	loopMode  = os.Getenv("HAPLANE_LB_LOOP")
 	loopsOnce sync.Once
 	loops     []*evloop
 	loopNext  atomic.Uint32
 )
 
-// startLoops starts the loops on first use (one per GOMAXPROCS, for the
-// life of the process, like the runtime's own poller) and returns them;
-// none when none could be made.
+// startLoops starts the loops on first use (one per GOMAXPROCS, or
+// HAPLANE_LB_LOOPS, for the life of the process, like the runtime's own
+// poller) and returns them; none when none could be made.
 func startLoops() []*evloop {
 	loopsOnce.Do(func() {
-		for range max(runtime.GOMAXPROCS(0), 1) {
-			lp, err := newLoop(loopMode == "thread")
+		n := runtime.GOMAXPROCS(0)
+		if v, err := strconv.Atoi(os.Getenv("HAPLANE_LB_LOOPS")); err == nil && v > 0 {
+			n = v
+		}
+		thread := loopMode != "poller"
+		if p := runtime.GOMAXPROCS(0); thread && p < n+2 && os.Getenv("GOMAXPROCS") == "" {
+			// A loop thread waiting in epoll_wait gives up its P (sysmon
+			// hands it on), and on waking needs a free one at once, or it
+			// waits: two spare Ps beyond the loops' keep that wait short
+			// and leave room for the rest of the process (checks, metrics,
+			// etcd in an agent). With the loops' Ps only, the threads were
+			// no faster than the runtime poller.
+			runtime.GOMAXPROCS(n + 2)
+		}
+		for range max(n, 1) {
+			lp, err := newLoop(thread)
 			if err != nil {
 				return
 			}
