@@ -122,6 +122,20 @@ type Config struct {
 	// well within), at most half of ShutdownTimeout; negative releases at
 	// once.
 	ReleaseDelay time.Duration
+	// TakeoverHold is how long a backup that takes over after a
+	// priority-0 advert waits before it adds the addresses and announces
+	// them (its own advert leaves at once). The backups' Skew_Times differ
+	// by (difference in priority) × interval / 256, 0.4ms for adjacent
+	// priorities: when the best backup is scheduled a few milliseconds
+	// late, the next one takes over too, announces the VIP, and yields
+	// when it hears the better one, which announces again. Clients move
+	// twice, and each move resets the connection in flight. Holding the
+	// take lets the worse backup hear the better one's advert and yield
+	// without ever announcing; it costs clients nothing, since the leaving
+	// master keeps the addresses for its ReleaseDelay. Default a quarter
+	// of the advert interval, at most half the ReleaseDelay; negative:
+	// none.
+	TakeoverHold time.Duration
 	Logger       *slog.Logger
 	Metrics      Metrics
 }
@@ -152,6 +166,9 @@ func (c *Config) validate() error {
 		c.ReleaseDelay = 3 * iv
 	}
 	c.ReleaseDelay = min(c.ReleaseDelay, c.ShutdownTimeout/2)
+	if c.TakeoverHold == 0 {
+		c.TakeoverHold = min(iv/4, c.ReleaseDelay/2)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -250,8 +267,9 @@ type addrOp struct {
 	// failover marks the take and first announcement of a Backup→Master
 	// transition, which are timed as failover steps.
 	failover bool
-	// after delays a release (ReleaseDelay on yielding); a newer take or
-	// release queued meanwhile cancels it.
+	// after delays a release (ReleaseDelay on yielding) or a take
+	// (TakeoverHold after a priority-0 advert); a newer take or release
+	// queued meanwhile cancels it.
 	after time.Time
 }
 
@@ -312,7 +330,8 @@ func (s *Speaker) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
-	var lastRx time.Time // last well-formed advert from another router
+	var lastRx time.Time   // last well-formed advert from another router
+	var lastStop time.Time // last priority-0 advert from another router
 	apply := func(o vrrp.Output) {
 		now := time.Now()
 		takeover := o.Changed && o.State == vrrp.Master && s.statusState() == vrrp.Backup
@@ -324,7 +343,13 @@ func (s *Speaker) Run(ctx context.Context) error {
 			case vrrp.SendAdvert:
 				s.enqueueAdvert(tx, a.Priority)
 			case vrrp.TakeAddrs:
-				ops.push(addrOp{kind: a.Kind, gen: gen.next(), at: now, failover: takeover})
+				op := addrOp{kind: a.Kind, gen: gen.next(), at: now, failover: takeover}
+				if takeover && s.cfg.TakeoverHold > 0 && !lastStop.IsZero() && now.Sub(lastStop) < s.cfg.VRRP.AdvertInterval {
+					// The old master still answers for the VIP: let a
+					// better backup, if any, be heard first.
+					op.after = now.Add(s.cfg.TakeoverHold)
+				}
+				ops.push(op)
 			case vrrp.ReleaseAddrs:
 				op := addrOp{kind: a.Kind, gen: gen.next(), at: now}
 				if o.Changed && o.State == vrrp.Backup && s.cfg.ReleaseDelay > 0 {
@@ -387,6 +412,9 @@ func (s *Speaker) Run(ctx context.Context) error {
 			s.cfg.Metrics.AdvertReceived()
 			if p.src != s.cfg.VRRP.Primary {
 				lastRx = p.at
+				if pkt.Priority == vrrp.PriorityStop {
+					lastStop = p.at
+				}
 			}
 			o := s.m.Receive(p.at, p.src, p.ttl, pkt)
 			// A backup follows the sender when it accepted it as master
@@ -680,6 +708,12 @@ func (s *Speaker) addrLoop(ops *opQueue, gen *genCounter) {
 func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 	switch op.kind {
 	case vrrp.TakeAddrs:
+		if d := time.Until(op.after); d > 0 {
+			time.Sleep(d)
+			if op.gen != gen.load() {
+				return nil // yielded or released meanwhile: never taken
+			}
+		}
 		err := s.addrs.Take()
 		if err == nil && op.failover {
 			s.observe("take", time.Since(op.at))
