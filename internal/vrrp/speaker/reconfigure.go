@@ -80,6 +80,7 @@ func (s *Speaker) applyReconfigure(next Config, cstate []vrrp.CheckState, apply 
 	peersChanged := !slices.Equal(next.Peers, s.cfg.Peers)
 	s.cfg.VRRP, s.cfg.Peers = next.VRRP, next.Peers
 	s.cfg.WriteTimeout, s.cfg.ReleaseDelay, s.cfg.ShutdownTimeout = next.WriteTimeout, next.ReleaseDelay, next.ShutdownTimeout
+	s.cfg.TakeoverHold = next.TakeoverHold
 	s.dsts = destinations(s.cfg)
 	if peersChanged {
 		s.log.Info("vrrp peers changed", "peers", s.dsts)
