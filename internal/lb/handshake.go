@@ -78,7 +78,7 @@ func (l *LB) handshake(s *session, hs time.Duration, tried []*Backend) bool {
 		l.cfg.Logger.Warn("lb: backend failed before answering the TLS handshake; replaying it elsewhere", "backend", b.addr, "err", why)
 		tried = append(tried, b)
 		l.detach(s)
-		nb, nbc := l.connect(s.client, &tried)
+		nb, nbc := l.connect(s.client, nil, &tried)
 		if nb == nil {
 			s.close()
 			return false

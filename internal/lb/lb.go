@@ -575,11 +575,17 @@ func (l *LB) pick(tried []*Backend) *Backend {
 	return l.tun.Load().policy.Select(cand)
 }
 
-// connect dials backends in policy order until one accepts. A backend that
-// refuses or times out is made suspect at once and the next is tried.
-func (l *LB) connect(client *sock, tried *[]*Backend) (*Backend, *sock) {
+// connect dials backends in policy order, starting with first when set
+// (already picked: picking again would move the policy on twice), until
+// one accepts. A backend that refuses or times out is made suspect at once
+// and the next is tried.
+func (l *LB) connect(client *sock, first *Backend, tried *[]*Backend) (*Backend, *sock) {
 	for {
-		b := l.pick(*tried)
+		b := first
+		first = nil
+		if b == nil {
+			b = l.pick(*tried)
+		}
 		if b == nil {
 			l.noneOK.Add(1)
 			l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", client.RemoteAddr(), "tried", len(*tried))
@@ -696,10 +702,11 @@ func (l *LB) detach(s *session) {
 	}
 }
 
-// handle runs a session on goroutines, from the first connect (tried
-// lists the backends that failed already) to its end.
-func (l *LB) handle(client *sock, tried []*Backend) {
-	b, bc := l.connect(client, &tried)
+// handle runs a session on goroutines, from the first connect (to first
+// when set: an event loop picked it; tried lists the backends that failed
+// already) to its end.
+func (l *LB) handle(client *sock, first *Backend, tried []*Backend) {
+	b, bc := l.connect(client, first, &tried)
 	if b == nil {
 		client.Close()
 		l.sessions.Done()

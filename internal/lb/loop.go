@@ -265,14 +265,19 @@ func (lp *evloop) adopt(ls *lsess) bool {
 	return true
 }
 
-// forget removes ls from the loop's table.
-func (lp *evloop) forget(ls *lsess) {
+// forget removes ls from the loop's table; it reports false when ls was
+// not there (removed already).
+func (lp *evloop) forget(ls *lsess) bool {
 	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.conns[ls.id] != ls {
+		return false
+	}
 	delete(lp.conns, ls.id)
 	if ls.idle > 0 {
 		lp.idleN--
 	}
-	lp.mu.Unlock()
+	return true
 }
 
 func (lp *evloop) run() {
@@ -408,11 +413,12 @@ func (lp *evloop) scan() {
 	}
 	lp.mu.Unlock()
 	for _, ls := range idle {
-		ms := uint32(1<<32 - 1)
-		if ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			ms = min(ti.Last_data_recv, ti.Last_data_sent)
-		}
-		if time.Duration(ms)*time.Millisecond >= ls.idle {
+		ls.mu.Lock()
+		ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO)
+		ls.mu.Unlock()
+		// An error means the socket is gone (a failed adopt, whose
+		// caller ends the session): not idle.
+		if err == nil && time.Duration(min(ti.Last_data_recv, ti.Last_data_sent))*time.Millisecond >= ls.idle {
 			lp.abort(ls)
 		}
 	}
@@ -482,12 +488,6 @@ func (lp *evloop) step(ls *lsess, d int) {
 			return
 		}
 		ls.pend[d] = nil
-		if ls.eof[d] {
-			// A replayed ClientHello after which the client had sent
-			// its FIN: pass that on too.
-			unix.Shutdown(dst, unix.SHUT_WR)
-			return
-		}
 	}
 	if ls.inPipe[d] > 0 && !lp.flushPipe(ls, d) {
 		return
@@ -593,6 +593,9 @@ func (lp *evloop) handshakeBytes(ls *lsess, d int, b []byte) {
 	if d == 1 {
 		ls.watch, ls.helloFull, ls.hello = false, false, nil
 		ls.tgen++ // the handshake timer
+		if ls.eof[0] {
+			unix.Shutdown(ls.fd[1], unix.SHUT_WR) // the client's FIN, held until now
+		}
 		return
 	}
 	if ls.helloFull {
@@ -680,11 +683,19 @@ func (lp *evloop) send(ls *lsess, d, fd int, b []byte) (int, bool) {
 // ended: direction d's source sent its FIN, and everything before it
 // reached the peer. The FIN is passed on (a half-close); when both
 // directions ended the session is over.
+//
+// A client's FIN after its ClientHello is held until the backend answers
+// (handshakeBytes passes it on): the goroutine path does not read the
+// client in that phase either, and a backend that closes on the
+// half-close must not be taken for one that failed the handshake.
 func (lp *evloop) ended(ls *lsess, d int) {
 	ls.eof[d] = true
 	ls.readable[d] = false
 	if ls.eof[1-d] {
 		lp.abort(ls)
+		return
+	}
+	if d == 0 && ls.helloFull {
 		return
 	}
 	unix.Shutdown(ls.fd[1-d], unix.SHUT_WR)
@@ -713,7 +724,9 @@ func (lp *evloop) abort(ls *lsess) {
 		}
 		ls.pipe[d] = nil
 	}
-	lp.forget(ls)
+	if !lp.forget(ls) {
+		return // not the loop's any more (a failed adopt ends it itself)
+	}
 	ls.mu.Lock()
 	for i, fd := range ls.fd {
 		if fd >= 0 {

@@ -156,6 +156,11 @@ func (lp *evloop) accept(r *loopReg) {
 			return
 		}
 		fd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(ll.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		if e == 0 {
+			// Counted before closeListeners can return (it takes
+			// ll.mu), so Shutdown's wait includes this session.
+			ll.l.sessions.Add(1)
+		}
 		ll.mu.Unlock()
 		switch e {
 		case 0:
@@ -197,12 +202,12 @@ func (lp *evloop) resume(r *loopReg) {
 	}
 }
 
-// start begins the session of an accepted client socket: it joins the
+// start begins the session of an accepted client socket (counted in
+// l.sessions by accept already): it joins the
 // loop's set at once (a reset before the backend is there ends it), and
 // the first backend connect starts.
 func (lp *evloop) start(l *LB, cfd int) {
 	l.accepts.Add(1)
-	l.sessions.Add(1)
 	tun := l.tun.Load()
 	ls := &lsess{l: l, idle: tun.idle, fd: [2]int{cfd, -1}, state: stConnecting}
 	ls.s = &session{ls: ls}
@@ -232,18 +237,18 @@ func (lp *evloop) dialNext(ls *lsess) {
 			lp.abort(ls)
 			return
 		}
-		if len(ls.tried) > 0 {
-			l.retries.Add(1)
-		}
 		if !b.target.ap.IsValid() {
 			if ls.replay == nil {
-				lp.handOff(ls)
+				lp.handOff(ls, b) // which counts the retry, if this is one
 				return
 			}
 			// A replay needs the loop's copy of the ClientHello: a
 			// backend by name cannot take it from here.
 			ls.tried = append(ls.tried, b)
 			continue
+		}
+		if len(ls.tried) > 0 {
+			l.retries.Add(1)
 		}
 		tun := l.tun.Load()
 		fd, done, err := connectRaw(b.target.ap, l.cfg.KeepAlive)
@@ -369,9 +374,9 @@ func (lp *evloop) replayElsewhere(ls *lsess, why error) {
 	lp.dialNext(ls)
 }
 
-// handOff gives ls's client to the goroutine path, which dials backends
-// given by name through the resolver.
-func (lp *evloop) handOff(ls *lsess) {
+// handOff gives ls's client to the goroutine path, which dials b (given
+// by name) through the resolver.
+func (lp *evloop) handOff(ls *lsess, b *Backend) {
 	ls.tgen++
 	lp.forget(ls)
 	ls.done = true
@@ -385,7 +390,7 @@ func (lp *evloop) handOff(ls *lsess) {
 		ls.l.sessions.Done()
 		return
 	}
-	ls.l.workers.run(task{l: ls.l, client: c, tried: ls.tried})
+	ls.l.workers.run(task{l: ls.l, client: c, first: b, tried: ls.tried})
 }
 
 // timeout is a session's timer: a connect that took too long, or a

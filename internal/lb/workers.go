@@ -6,11 +6,13 @@ import "sync"
 // session ended.
 const maxIdleWorkers = 256
 
-// task is a new client connection to handle (tried lists backends that
-// failed it already), or the client-to-backend direction of session s.
+// task is a new client connection to handle (first, when set, is the
+// backend policy chose for it; tried lists backends that failed it
+// already), or the client-to-backend direction of session s.
 type task struct {
 	l      *LB
 	client *sock
+	first  *Backend
 	tried  []*Backend
 	s      *session
 }
@@ -21,7 +23,7 @@ func (t task) do() {
 		t.l.release(t.s)
 		return
 	}
-	t.l.handle(t.client, t.tried)
+	t.l.handle(t.client, t.first, t.tried)
 }
 
 // workerPool runs tasks on goroutines that outlive one session: a new
