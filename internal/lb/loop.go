@@ -221,19 +221,24 @@ func (ls *lsess) shutdown() {
 func (lp *evloop) register(ls *lsess) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	for {
-		lp.nextID++
-		if lp.nextID != 0 && lp.conns[lp.nextID] == nil {
-			break
-		}
-	}
-	ls.id = lp.nextID
+	ls.id = freeID(&lp.nextID, lp.conns)
 	lp.conns[ls.id] = ls
 	if ls.idle > 0 {
 		if lp.idleN == 0 || ls.idle < lp.idleMin {
 			lp.idleMin = ls.idle
 		}
 		lp.idleN++
+	}
+}
+
+// freeID returns the next id after *next that table does not use (0 is
+// never one), and moves *next on to it.
+func freeID[V any](next *uint32, table map[uint32]V) uint32 {
+	for {
+		*next++
+		if _, used := table[*next]; *next != 0 && !used {
+			return *next
+		}
 	}
 }
 

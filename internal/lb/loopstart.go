@@ -103,13 +103,7 @@ func newLoopListener(l *LB, ln net.Listener, lps []*evloop) (*loopListener, erro
 	for _, lp := range lps {
 		r := &loopReg{ll: ll, lp: lp}
 		lp.mu.Lock()
-		for {
-			lp.nextID++
-			if lp.nextID != 0 && lp.lsns[lp.nextID] == nil {
-				break
-			}
-		}
-		r.id = lp.nextID
+		r.id = freeID(&lp.nextID, lp.lsns)
 		lp.lsns[r.id] = r
 		lp.mu.Unlock()
 		ll.regs = append(ll.regs, r)
