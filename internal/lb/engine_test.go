@@ -97,16 +97,8 @@ func TestBackendByName(t *testing.T) {
 	}
 	l := startLB(t, Config{Backends: backends})
 	for range 4 {
-		c, err := net.Dial("tcp", l.addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "by name")
-		c.(*net.TCPConn).CloseWrite()
-		got, err := io.ReadAll(c)
-		c.Close()
-		if err != nil || string(got) != "by namebye" { // echoServer says bye after the client's EOF
+		got, err := exchange(t, l.addr(), "by name")
+		if err != nil || got != "by namebye" { // echoServer says bye after the client's EOF
 			t.Fatalf("through a backend by name: %q %v", got, err)
 		}
 	}
@@ -118,6 +110,22 @@ func TestBackendByName(t *testing.T) {
 	if r := l.retries.Load(); r != 0 {
 		t.Errorf("%d retries counted, want 0 (no connect failed)", r)
 	}
+}
+
+// exchange sends msg on a new connection to addr, half-closes, and reads
+// the answer to its end.
+func exchange(t *testing.T, addr, msg string) (string, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, msg)
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	return string(got), err
 }
 
 // TestHandshakeHoldsClientFIN: a client that sends its ClientHello and

@@ -108,16 +108,8 @@ func TestHandshakeNoReplayForPlainBytes(t *testing.T) {
 	l := startLB(t, Config{Backends: []string{bad, echo.Addr().String()}, SuspectFor: time.Nanosecond})
 	failed := 0
 	for range 4 {
-		c, err := net.Dial("tcp", l.addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "POST /once HTTP/1.1\r\n\r\n")
-		c.(*net.TCPConn).CloseWrite()
-		got, _ := io.ReadAll(c)
-		c.Close()
-		if !strings.HasPrefix(string(got), "POST /once") {
+		got, _ := exchange(t, l.addr(), "POST /once HTTP/1.1\r\n\r\n")
+		if !strings.HasPrefix(got, "POST /once") {
 			failed++
 		}
 	}
