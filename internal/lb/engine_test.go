@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -301,4 +302,72 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestIdleSessionsGiveBackPipes: a session that spliced a large answer
+// and then went quiet (a watch after a big list) gives its pipe back to
+// the pool within the sweep, so idle sessions hold no pipe descriptors.
+func TestIdleSessionsGiveBackPipes(t *testing.T) {
+	const n, size = 10, 1 << 20
+	ln := listenLoopback(t)
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan struct{})
+	defer close(done) // before startLB's cleanup waits for the sessions
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write(make([]byte, size))
+				<-done // then quiet, and kept open
+			}()
+		}
+	}()
+	l := startLB(t, Config{Backends: []string{ln.Addr().String()}})
+	for range n {
+		c, err := net.Dial("tcp", l.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two sweeps: one notes the quiet sessions, the next takes their
+	// pipes. Then the pool drops them at garbage collection.
+	time.Sleep(2*pipeSweep + 500*time.Millisecond)
+	pipes := 0
+	for range 20 {
+		runtime.GC()
+		time.Sleep(50 * time.Millisecond)
+		if pipes = countPipes(t); pipes == 0 {
+			break
+		}
+	}
+	if st := l.Backends(); st[0].Active != n {
+		t.Fatalf("%d sessions open, want %d", st[0].Active, n)
+	}
+	if pipes > 4 {
+		t.Errorf("%d pipe descriptors open with %d quiet sessions, want (nearly) none", pipes, n)
+	}
+}
+
+func countPipes(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
+			n++
+		}
+	}
+	return n
 }

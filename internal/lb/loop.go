@@ -77,6 +77,11 @@ type evloop struct {
 	timers  timerHeap
 	dl      time.Time // the read deadline set on ep (runtime poller mode)
 	scanned time.Time
+	// piped holds sessions that kept a pipe over an EAGAIN, with their
+	// steps count then; the sweep every pipeSweep gives back the pipes of
+	// those that had no event since. Loop goroutine only.
+	piped map[*lsess]uint64
+	swept time.Time
 
 	// mu protects conns, lsns, nextID, idleN and idleMin: sessions are
 	// also registered by handlers' goroutines, listeners by Serve.
@@ -142,7 +147,7 @@ func newLoop(thread bool) (*evloop, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}}
+	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}
 	if !thread {
 		if err := unix.SetNonblock(epfd, true); err != nil {
 			unix.Close(epfd)
@@ -170,6 +175,7 @@ type lsess struct {
 	counter [2]*atomic.Uint64
 	// Loop goroutine only:
 	state    int
+	steps    uint64     // calls of step: a session with events moves
 	b        *Backend   // the backend connected or being connected to
 	tried    []*Backend // backends that failed this session
 	bgen     uint32     // generation of fd[1]
@@ -361,18 +367,54 @@ func (lp *evloop) run() {
 			}
 		}
 		lp.fire()
+		if len(lp.piped) > 0 && time.Since(lp.swept) >= pipeSweep {
+			lp.sweep()
+		}
 		if iv := lp.scanInterval(); iv > 0 && time.Since(lp.scanned) >= iv {
 			lp.scan()
 		}
 	}
 }
 
+// pipeSweep is how often kept splice pipes of quiet sessions are given
+// back: an idle session should hold no pipe (two descriptors).
+const pipeSweep = time.Second
+
+// sweep gives back the pipes of sessions that kept one and moved no byte
+// since.
+func (lp *evloop) sweep() {
+	lp.swept = time.Now()
+	for ls, seen := range lp.piped {
+		if ls.done {
+			delete(lp.piped, ls)
+			continue
+		}
+		if ls.steps != seen {
+			lp.piped[ls] = ls.steps
+			continue
+		}
+		for d := range 2 {
+			if !ls.readable[d] {
+				lp.dropPipe(ls, d)
+			}
+		}
+		if ls.pipe[0] == nil && ls.pipe[1] == nil {
+			delete(lp.piped, ls)
+		}
+	}
+}
+
 // waitTime is how long the loop may wait for events: until its next
-// timer or idle scan; -1 when nothing is due.
+// timer, idle scan or pipe sweep; -1 when nothing is due.
 func (lp *evloop) waitTime() time.Duration {
 	wait := time.Duration(-1)
 	if iv := lp.scanInterval(); iv > 0 {
 		wait = max(iv-time.Since(lp.scanned), 0)
+	}
+	if len(lp.piped) > 0 {
+		if t := max(pipeSweep-time.Since(lp.swept), 0); wait < 0 || t < wait {
+			wait = t
+		}
 	}
 	if len(lp.timers) > 0 {
 		t := max(time.Duration(lp.timers[0].at-monoNow()), 0)
@@ -482,6 +524,7 @@ func (lp *evloop) step(ls *lsess, d int) {
 	if ls.state != stOpen {
 		return
 	}
+	ls.steps++
 	src, dst := ls.fd[d], ls.fd[1-d]
 	if p := ls.pend[d]; p != nil {
 		n, ok := lp.send(ls, d, dst, p)
@@ -520,8 +563,12 @@ func (lp *evloop) step(ls *lsess, d int) {
 					// The transfer slowed down: back to reads into the
 					// loop's buffer, without a pipe. (A step that moved
 					// more keeps it for the next edge, which saves a
-					// copy through user space on each.)
+					// copy through user space on each; if no edge comes,
+					// as after a large answer on a connection then kept
+					// for a watch, the sweep takes it back.)
 					lp.dropPipe(ls, d)
+				} else if _, ok := lp.piped[ls]; !ok {
+					lp.piped[ls] = ls.steps
 				}
 				return
 			case err != nil:
