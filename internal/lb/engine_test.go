@@ -46,6 +46,7 @@ func TestGoroutineEngine(t *testing.T) {
 		{"HandshakeHoldsClientFIN", TestHandshakeHoldsClientFIN},
 		{"IPv6", TestIPv6},
 		{"AcceptOutOfDescriptors", TestAcceptOutOfDescriptors},
+		{"ShutdownEndsSessionsOfGoneClients", TestShutdownEndsSessionsOfGoneClients},
 	} {
 		t.Run(tt.name, tt.fn)
 	}

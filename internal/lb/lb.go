@@ -526,6 +526,7 @@ func (l *LB) acceptLoop(ln net.Listener) error {
 // until ctx is done; then it closes those left and returns ctx's error.
 func (l *LB) Shutdown(ctx context.Context) error {
 	l.closeListeners()
+	l.probeClients()
 	done := make(chan struct{})
 	go func() { l.sessions.Wait(); close(done) }()
 	select {
@@ -551,6 +552,55 @@ func (l *LB) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return fmt.Errorf("lb: shutdown closed %d sessions still open: %w", n, ctx.Err())
+}
+
+// shutdownKeepAlive is the keep-alive of client sockets while a shutdown
+// drains: the first probe after 1s of silence, dead after two unanswered.
+var shutdownKeepAlive = [...][3]int{{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1}, {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 2}}
+
+// probeClients shortens the keep-alive of every session's client socket
+// for the drain. When the VIP has moved to another host, as it has when an
+// agent stops, a client of this host is gone for good: its packets and
+// its answer to anything this host sends reach the new holder, which
+// resets them, and this host hears nothing. Only keep-alive ends such a
+// session, and with the normal period (30s) it outlives the stop timeout.
+// A live client answers the probes and its session drains as before.
+func (l *LB) probeClients() {
+	l.mu.Lock()
+	bs := make([]*Backend, 0, len(l.known))
+	for _, b := range l.known {
+		bs = append(bs, b)
+	}
+	l.mu.Unlock()
+	set := func(fd int) {
+		for _, o := range shutdownKeepAlive {
+			_ = rawSetsockopt(fd, o[0], o[1], o[2])
+		}
+	}
+	for _, b := range bs {
+		b.mu.Lock()
+		ss := make([]*session, 0, len(b.sessions))
+		for s := range b.sessions {
+			ss = append(ss, s)
+		}
+		b.mu.Unlock()
+		for _, s := range ss {
+			s.mu.Lock()
+			ls, c := s.ls, s.client
+			s.mu.Unlock()
+			switch {
+			case ls != nil:
+				ls.mu.Lock()
+				if ls.fd[0] >= 0 {
+					set(ls.fd[0])
+				}
+				ls.mu.Unlock()
+			case c != nil:
+				_ = c.rc.Control(func(fd uintptr) { set(int(fd)) })
+			}
+		}
+	}
 }
 
 // pick chooses a backend not in tried: a usable one if any, else any.

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -62,8 +63,27 @@ func newNetnsHost(t *testing.T, extra ...string) *netnsHost {
 // namespace it was created in after the thread switches back.
 func (h *netnsHost) listen(t *testing.T, addr string) net.Listener {
 	t.Helper()
+	var ln net.Listener
+	if err := h.in(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatalf("listen in %s: %v", h.name, err)
+	}
+	return ln
+}
+
+// dial connects from inside the namespace.
+func (h *netnsHost) dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := h.in(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
+		t.Fatalf("dial from %s: %v", h.name, err)
+	}
+	return c
+}
+
+// in runs fn on a thread inside the namespace; sockets it makes stay
+// there.
+func (h *netnsHost) in(fn func() error) error {
 	type res struct {
-		ln  net.Listener
 		err error
 	}
 	ch := make(chan res)
@@ -88,7 +108,7 @@ func (h *netnsHost) listen(t *testing.T, addr string) net.Listener {
 			ch <- res{err: err}
 			return
 		}
-		ln, lerr := net.Listen("tcp", addr)
+		ferr := fn()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 			// Leave the thread locked: it dies with this goroutine
 			// rather than run other code in the wrong namespace.
@@ -96,13 +116,9 @@ func (h *netnsHost) listen(t *testing.T, addr string) net.Listener {
 			return
 		}
 		runtime.UnlockOSThread()
-		ch <- res{ln, lerr}
+		ch <- res{ferr}
 	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen in %s: %v", h.name, r.err)
-	}
-	return r.ln
+	return (<-ch).err
 }
 
 // TestUnreachableBackendBoundedWait takes a backend's link down (the
@@ -169,5 +185,40 @@ func TestUnreachableBackendBoundedWait(t *testing.T) {
 	}
 	if st[0].Failures < 2 {
 		t.Errorf("far backend tried %d times, want the suspect period to expire and retry", st[0].Failures)
+	}
+}
+
+// TestShutdownEndsSessionsOfGoneClients: a client that vanished (its link
+// down, as a client whose packets now reach the VIP's new holder) does not
+// hold a shutdown until its deadline: the drain probes clients, and
+// Shutdown returns once the dead session ended, while a live session
+// would still be waited for.
+func TestShutdownEndsSessionsOfGoneClients(t *testing.T) {
+	h := newNetnsHost(t)
+	echo := listenLoopback(t)
+	echoServer(t, echo)
+	l, err := New(Config{Frontends: []string{"10.77.4.1:0"}, Backends: []string{echo.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if goroutineEngine {
+		l.loops = false
+	}
+	if err := l.Listen(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(t.Context())
+	c := h.dial(t, l.addr())
+	defer c.Close()
+	roundTrip(t, c)
+	ipCmd(t, "-n", h.name, "link", "set", h.nsLink, "down")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = l.Shutdown(ctx)
+	took := time.Since(start)
+	t.Logf("shutdown with a vanished client took %v: %v", took.Round(time.Millisecond), err)
+	if err != nil || took > 6*time.Second {
+		t.Errorf("shutdown took %v (%v), want it to end the dead session within about 3s", took, err)
 	}
 }
