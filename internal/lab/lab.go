@@ -425,23 +425,38 @@ func stopPIDs(procs []Proc, grace time.Duration) {
 	waitOrKill(procs, grace, func(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) })
 }
 
-// waitOrKill waits up to grace for procs to exit, then kills the rest.
+// waitOrKill waits up to grace for procs to exit, then kills the rest and
+// waits (up to another grace) until they are gone: a SIGKILL is not
+// immediate for a large process (a kube-apiserver tearing down its memory),
+// and the namespaces are deleted next.
 func waitOrKill(procs []Proc, grace time.Duration, kill func(pid int)) {
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		any := false
-		for _, p := range procs {
-			any = any || alive(p.PID)
-		}
-		if !any {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if waitGone(procs, grace) {
+		return
 	}
 	for _, p := range procs {
 		if alive(p.PID) {
 			kill(p.PID)
 		}
+	}
+	waitGone(procs, grace)
+}
+
+// waitGone waits up to d for every process of procs to exit; it reports
+// whether they did.
+func waitGone(procs []Proc, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		any := false
+		for _, p := range procs {
+			any = any || alive(p.PID)
+		}
+		if !any {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
