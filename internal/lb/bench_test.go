@@ -60,26 +60,17 @@ func BenchmarkBulk(b *testing.B) {
 	defer ln.Close()
 	const size = 64 << 20
 	chunk := make([]byte, 256<<10)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	serveConns(ln, func(c net.Conn) {
+		buf := make([]byte, 16)
+		if _, err := io.ReadFull(c, buf[:1]); err != nil {
+			return
+		}
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 16)
-				if _, err := io.ReadFull(c, buf[:1]); err != nil {
-					return
-				}
-				for sent := 0; sent < size; sent += len(chunk) {
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	l := startLB(b, Config{Backends: []string{ln.Addr().String()}})
 	b.SetBytes(size)
 	b.ResetTimer()

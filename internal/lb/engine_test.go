@@ -314,19 +314,10 @@ func TestIdleSessionsGiveBackPipes(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	done := make(chan struct{})
 	defer close(done) // before startLB's cleanup waits for the sessions
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write(make([]byte, size))
-				<-done // then quiet, and kept open
-			}()
-		}
-	}()
+	serveConns(ln, func(c net.Conn) {
+		c.Write(make([]byte, size))
+		<-done // then quiet, and kept open
+	})
 	l := startLB(t, Config{Backends: []string{ln.Addr().String()}})
 	for range n {
 		c, err := net.Dial("tcp", l.addr())

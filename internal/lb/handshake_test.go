@@ -124,19 +124,10 @@ func TestHandshakeNoReplayForPlainBytes(t *testing.T) {
 func TestHandshakeQuietClient(t *testing.T) {
 	ln := listenLoopback(t)
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.WriteString(c, "220 hello\n")
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	serveConns(ln, func(c net.Conn) {
+		io.WriteString(c, "220 hello\n")
+		io.Copy(c, c)
+	})
 	l := startLB(t, Config{Backends: []string{ln.Addr().String()}})
 	c, err := net.Dial("tcp", l.addr())
 	if err != nil {

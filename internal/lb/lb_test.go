@@ -405,10 +405,9 @@ func TestPassiveRetry(t *testing.T) {
 	}
 }
 
-// echoServer is a plain TCP backend that echoes and reports half-closes.
-func echoServer(t testing.TB, ln net.Listener) {
-	t.Helper()
-	t.Cleanup(func() { ln.Close() })
+// serveConns accepts on ln until it is closed and runs fn on each
+// connection in its own goroutine, closing the connection after.
+func serveConns(ln net.Listener, fn func(net.Conn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -417,13 +416,22 @@ func echoServer(t testing.TB, ln net.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				// The client half-closed: answer after its EOF, proving
-				// the reverse direction still flows.
-				c.Write([]byte("bye"))
+				fn(c)
 			}()
 		}
 	}()
+}
+
+// echoServer is a plain TCP backend that echoes and reports half-closes.
+func echoServer(t testing.TB, ln net.Listener) {
+	t.Helper()
+	t.Cleanup(func() { ln.Close() })
+	serveConns(ln, func(c net.Conn) {
+		io.Copy(c, c)
+		// The client half-closed: answer after its EOF, proving the
+		// reverse direction still flows.
+		c.Write([]byte("bye"))
+	})
 }
 
 func TestHalfClose(t *testing.T) {

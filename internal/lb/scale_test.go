@@ -47,25 +47,16 @@ func runRole(role string) error {
 		if err != nil {
 			return err
 		}
-		go func() {
+		serveConns(ln, func(c net.Conn) {
+			b := make([]byte, 16)
 			for {
-				c, err := ln.Accept()
+				n, err := c.Read(b)
 				if err != nil {
 					return
 				}
-				go func() {
-					defer c.Close()
-					b := make([]byte, 16)
-					for {
-						n, err := c.Read(b)
-						if err != nil {
-							return
-						}
-						c.Write(b[:n])
-					}
-				}()
+				c.Write(b[:n])
 			}
-		}()
+		})
 		say("ready %s", ln.Addr())
 		for in.Scan() {
 		}
