@@ -73,8 +73,7 @@ func (l *LB) handshake(s *session, hs time.Duration, tried []*Backend) bool {
 		} else if why == io.EOF {
 			why = errClosedBeforeAnswer
 		}
-		b.failures.Add(1)
-		b.suspectUntil.Store(time.Now().Add(l.tun.Load().suspectFor).UnixNano())
+		b.suspect(l.tun.Load())
 		l.cfg.Logger.Warn("lb: backend failed before answering the TLS handshake; replaying it elsewhere", "backend", b.addr, "err", why)
 		tried = append(tried, b)
 		l.detach(s)

@@ -535,23 +535,31 @@ func (l *LB) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	l.aborting.Store(true)
+	ss := l.attached()
+	for _, s := range ss {
+		s.close()
+	}
+	<-done
+	return fmt.Errorf("lb: shutdown closed %d sessions still open: %w", len(ss), ctx.Err())
+}
+
+// attached returns the sessions attached to a backend, current or removed.
+func (l *LB) attached() []*session {
 	l.mu.Lock()
 	bs := make([]*Backend, 0, len(l.known))
 	for _, b := range l.known {
 		bs = append(bs, b)
 	}
 	l.mu.Unlock()
-	n := 0
+	var ss []*session
 	for _, b := range bs {
 		b.mu.Lock()
 		for s := range b.sessions {
-			s.close()
-			n++
+			ss = append(ss, s)
 		}
 		b.mu.Unlock()
 	}
-	<-done
-	return fmt.Errorf("lb: shutdown closed %d sessions still open: %w", n, ctx.Err())
+	return ss
 }
 
 // shutdownKeepAlive is the keep-alive of client sockets while a shutdown
@@ -567,38 +575,24 @@ var shutdownKeepAlive = [...][3]int{{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
 // session, and with the normal period (30s) it outlives the stop timeout.
 // A live client answers the probes and its session drains as before.
 func (l *LB) probeClients() {
-	l.mu.Lock()
-	bs := make([]*Backend, 0, len(l.known))
-	for _, b := range l.known {
-		bs = append(bs, b)
-	}
-	l.mu.Unlock()
 	set := func(fd int) {
 		for _, o := range shutdownKeepAlive {
 			_ = rawSetsockopt(fd, o[0], o[1], o[2])
 		}
 	}
-	for _, b := range bs {
-		b.mu.Lock()
-		ss := make([]*session, 0, len(b.sessions))
-		for s := range b.sessions {
-			ss = append(ss, s)
-		}
-		b.mu.Unlock()
-		for _, s := range ss {
-			s.mu.Lock()
-			ls, c := s.ls, s.client
-			s.mu.Unlock()
-			switch {
-			case ls != nil:
-				ls.mu.Lock()
-				if ls.fd[0] >= 0 {
-					set(ls.fd[0])
-				}
-				ls.mu.Unlock()
-			case c != nil:
-				_ = c.rc.Control(func(fd uintptr) { set(int(fd)) })
+	for _, s := range l.attached() {
+		s.mu.Lock()
+		ls, c := s.ls, s.client
+		s.mu.Unlock()
+		switch {
+		case ls != nil:
+			ls.mu.Lock()
+			if ls.fd[0] >= 0 {
+				set(ls.fd[0])
 			}
+			ls.mu.Unlock()
+		case c != nil:
+			_ = c.rc.Control(func(fd uintptr) { set(int(fd)) })
 		}
 	}
 }
@@ -657,9 +651,15 @@ func (l *LB) connect(client *sock, first *Backend, tried *[]*Backend) (*Backend,
 // connectFailed is passive detection: a backend that refused or timed out
 // is skipped by new connections for the suspect period.
 func (l *LB) connectFailed(b *Backend, tun *tunables, err error) {
+	b.suspect(tun)
+	l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
+}
+
+// suspect counts a failure of b and has new connections skip it for the
+// suspect period.
+func (b *Backend) suspect(tun *tunables) {
 	b.failures.Add(1)
 	b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
-	l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
 }
 
 // session is one client and its backend.

@@ -355,8 +355,7 @@ func (lp *evloop) replayElsewhere(ls *lsess, why error) {
 		lp.abort(ls) // drained or shut down: not the backend's fault
 		return
 	}
-	b.failures.Add(1)
-	b.suspectUntil.Store(time.Now().Add(l.tun.Load().suspectFor).UnixNano())
+	b.suspect(l.tun.Load())
 	l.cfg.Logger.Warn("lb: backend failed before answering the TLS handshake; replaying it elsewhere", "backend", b.addr, "err", why)
 	ls.tried = append(ls.tried, b)
 	l.detach(ls.s)
