@@ -189,24 +189,46 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 			// table shows the steady state rather than the first seconds.
 			// Steady means every tracked check has risen again too: each
 			// node back at its configured priority.
-			base := map[string]int{}
+			base, first := map[string]int{}, ""
 			if c, err := config.Load(st.ClusterFile); err == nil {
 				for _, n := range c.Nodes {
 					base[n.Name] = n.Priority
 				}
+				if len(c.Nodes) > 0 {
+					first = c.Nodes[0].Name
+				}
 			}
+			classic := st.Stack() == lab.VIPLBClassic
 			steady := func(v labView) bool {
 				for _, h := range v.Hosts {
 					if p, ok := base[h.Host]; ok && h.Priority != 0 && h.Priority != p {
 						return false
 					}
 				}
+				// keepalived says nothing of its priorities, and starts
+				// every host as a backup: whoever times out first takes
+				// the VIP, and the first node (the guide's MASTER, the
+				// highest priority) takes it back once its check script
+				// has risen. Steady is the VIP on the first node.
+				if classic && first != "" && v.VIPOwner != first {
+					return false
+				}
 				return v.settled()
 			}
+			// Two keepalived backups can also time out together and both
+			// take the VIP for a moment; the holder must stay put a while.
+			hold := time.Duration(0)
+			if classic {
+				hold = classicSettleHold
+			}
 			view := collectLabStatus(st)
-			for settle := time.Now().Add(15 * time.Second); time.Now().Before(settle) && !steady(view); {
+			holder, since := view.VIPOwner, time.Now()
+			for settle := time.Now().Add(20 * time.Second); time.Now().Before(settle) && !(steady(view) && time.Since(since) >= hold); {
 				time.Sleep(300 * time.Millisecond)
 				view = collectLabStatus(st)
+				if view.VIPOwner != holder {
+					holder, since = view.VIPOwner, time.Now()
+				}
 			}
 			view.Ready = time.Since(t0).Round(time.Millisecond).String()
 			return a.print(view, func(w io.Writer) error {
@@ -383,6 +405,11 @@ func clusterView(endpoint string, n int, fetch func(i int) (labHostView, []byte,
 // priority: the lab's cluster file leaves preemption on, so a lower
 // holder is a moment in an election that is still going (a host whose
 // apiserver came up last takes the VIP back an advertisement later).
+// classicSettleHold is how long the classic stack's VIP holder must stay
+// put before lab up reports: past the moment when two keepalived backups
+// that took the VIP together sort out which keeps it (an advert, 1 s).
+const classicSettleHold = 1500 * time.Millisecond
+
 func (v labView) settled() bool {
 	if v.VIPOwner == "nobody" || strings.Contains(v.VIPOwner, "+") {
 		return false
