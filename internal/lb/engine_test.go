@@ -139,6 +139,7 @@ func TestHandshakeHoldsClientFIN(t *testing.T) {
 	ln := listenLoopback(t)
 	t.Cleanup(func() { ln.Close() })
 	sawFIN := make(chan bool, 1)
+	helloAt := make(chan time.Time, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -149,6 +150,7 @@ func TestHandshakeHoldsClientFIN(t *testing.T) {
 		if _, err := c.Read(buf); err != nil {
 			return
 		}
+		helloAt <- time.Now()
 		// A FIN that came with or right after the hello: give up on it.
 		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		if _, err := c.Read(buf); err == io.EOF {
@@ -169,8 +171,13 @@ func TestHandshakeHoldsClientFIN(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	hello := append([]byte{0x16, 0x03, 0x01, 0x00, 0x04}, "abcd"...) // one whole handshake record
-	c.Write(hello)
+	// The hello and the FIN in one segment, so the load balancer knows of
+	// the FIN when it reads the hello (MSG_MORE holds the bytes for the
+	// shutdown).
+	rc, _ := c.(*net.TCPConn).SyscallConn()
+	_ = rc.Control(func(fd uintptr) { _ = unix.Sendto(int(fd), hello, unix.MSG_MORE, nil) })
 	c.(*net.TCPConn).CloseWrite()
+	sent := time.Now()
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "server hello" {
 		t.Errorf("client got %q %v, want the backend's answer", got, err)
@@ -182,6 +189,18 @@ func TestHandshakeHoldsClientFIN(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("backend never finished")
+	}
+	// The hello is passed on at once, not held with the FIN: bytes sent
+	// with MSG_MORE and no FIN after them wait in the kernel for its
+	// window probe timer, 200ms or more. (The bound is for that stall,
+	// not a speed: a loopback hop takes microseconds.)
+	select {
+	case at := <-helloAt:
+		if d := at.Sub(sent); d > 150*time.Millisecond {
+			t.Errorf("the backend got the hello %v after the client sent it; held in the kernel?", d.Round(time.Millisecond))
+		}
+	default:
+		t.Error("the backend never read the hello")
 	}
 	if r := l.replays.Load(); r != 0 {
 		t.Errorf("%d replays, want 0", r)
@@ -362,4 +381,87 @@ func countPipes(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// segsIn is the number of TCP segments c has received, SYN included.
+func segsIn(t *testing.T, c net.Conn) uint32 {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		t.Fatal(err)
+	}
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return info.Segs_in
+}
+
+// TestLoopSegmentsPerShortSession counts the segments of a short session
+// on both sides of the loop engine, which saves two of them:
+//   - with the TLS handshake watch on (the default: clients speak first)
+//     the backend's SYN-ACK is acknowledged with the client's first
+//     bytes, so the backend has received 2 segments (SYN, then the bytes)
+//     when it reads them, not 3; with the watch off the ACK goes at once,
+//     so a backend that speaks first is not held;
+//   - a backend's last bytes and its FIN that reach the load balancer
+//     together leave for the client together: the client receives the
+//     SYN-ACK, the ACK of its request, and the answer with the FIN (3),
+//     not 4.
+func TestLoopSegmentsPerShortSession(t *testing.T) {
+	if !useLoops {
+		t.Skip("HAPLANE_LB_LOOP=0: the event loops are off")
+	}
+	for _, tt := range []struct {
+		name        string
+		handshake   time.Duration
+		backendSegs uint32
+	}{
+		{"client speaks first", 0, 2},
+		{"handshake watch off", -1, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			be := listenLoopback(t)
+			got := make(chan uint32, 1)
+			serveConns(be, func(c net.Conn) {
+				defer c.Close()
+				buf := make([]byte, 4)
+				if _, err := io.ReadFull(c, buf); err != nil {
+					got <- 0
+					return
+				}
+				got <- segsIn(t, c)
+				// The answer and the FIN in one segment (MSG_MORE holds
+				// the bytes for the shutdown that follows).
+				rc, _ := c.(*net.TCPConn).SyscallConn()
+				_ = rc.Control(func(fd uintptr) { _ = unix.Sendto(int(fd), []byte("pong"), unix.MSG_MORE, nil) })
+				_ = c.(*net.TCPConn).CloseWrite()
+				_, _ = io.Copy(io.Discard, c)
+			})
+			l := startLB(t, Config{Backends: []string{be.Addr().String()}, HandshakeTimeout: tt.handshake})
+			c, err := net.Dial("tcp", l.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			answer, err := io.ReadAll(c)
+			if err != nil || string(answer) != "pong" {
+				t.Fatalf("read %q, %v; want pong and EOF", answer, err)
+			}
+			if n := <-got; n != tt.backendSegs {
+				t.Errorf("backend had %d segments when the request arrived; want %d", n, tt.backendSegs)
+			}
+			if n := segsIn(t, c); n != 3 {
+				t.Errorf("client received %d segments (SYN-ACK, ACK, answer+FIN is 3); want 3", n)
+			}
+		})
+	}
 }

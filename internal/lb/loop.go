@@ -150,7 +150,7 @@ func newLoop(thread bool) (*evloop, error) {
 	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}
 	if !thread {
 		if err := unix.SetNonblock(epfd, true); err != nil {
-			unix.Close(epfd)
+			rawClose(epfd)
 			return nil, os.NewSyscallError("fcntl", err)
 		}
 		lp.ep = os.NewFile(uintptr(epfd), "epoll")
@@ -218,7 +218,7 @@ func (ls *lsess) shutdown() {
 	defer ls.mu.Unlock()
 	for _, fd := range ls.fd {
 		if fd >= 0 {
-			unix.Shutdown(fd, unix.SHUT_RDWR)
+			rawShutdown(fd, unix.SHUT_RDWR)
 		}
 	}
 }
@@ -262,7 +262,7 @@ func (lp *evloop) adopt(ls *lsess) bool {
 	defer ls.mu.Unlock()
 	for side := range 2 {
 		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(side)}
-		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ls.fd[side], &ev); err != nil {
+		if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ls.fd[side], &ev); err != nil {
 			if side == 0 {
 				lp.forget(ls)
 				return false
@@ -270,7 +270,7 @@ func (lp *evloop) adopt(ls *lsess) bool {
 			// The client is in the set: its shutdown wakes the loop,
 			// which ends the session.
 			ls.closing.Store(true)
-			unix.Shutdown(ls.fd[0], unix.SHUT_RDWR)
+			rawShutdown(ls.fd[0], unix.SHUT_RDWR)
 		}
 	}
 	return true
@@ -527,7 +527,7 @@ func (lp *evloop) step(ls *lsess, d int) {
 	ls.steps++
 	src, dst := ls.fd[d], ls.fd[1-d]
 	if p := ls.pend[d]; p != nil {
-		n, ok := lp.send(ls, d, dst, p)
+		n, ok := lp.send(ls, d, dst, p, 0)
 		if !ok {
 			return
 		}
@@ -553,7 +553,7 @@ func (lp *evloop) step(ls *lsess, d int) {
 			// A non-blocking splice returns after one pass over the
 			// receive queue, so a short one says nothing: splice until
 			// EAGAIN (the pipe is empty here, so EAGAIN is the socket's).
-			m, err := unix.Splice(src, nil, p.w, nil, pipeSize, spliceFlags)
+			m, err := rawSplice(src, p.w, pipeSize, spliceFlags)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -613,7 +613,17 @@ func (lp *evloop) step(ls *lsess, d int) {
 		if ls.watch || ls.helloFull {
 			lp.handshakeBytes(ls, d, lp.buf[:n])
 		}
-		w, ok := lp.send(ls, d, dst, lp.buf[:n])
+		// A FIN queued behind these bytes (and the buffer not filled,
+		// so they were all there is) is passed on right after them, by
+		// the read that returns 0: MSG_MORE holds them for it, and the
+		// bytes and the FIN leave in one segment instead of two. Not
+		// when the client's FIN is to be held (ended), which would hold
+		// the bytes with it.
+		more := 0
+		if ls.rdhup[d] && n < len(lp.buf) && !(d == 0 && ls.helloFull) {
+			more = unix.MSG_MORE
+		}
+		w, ok := lp.send(ls, d, dst, lp.buf[:n], more)
 		if !ok {
 			return
 		}
@@ -646,7 +656,7 @@ func (lp *evloop) handshakeBytes(ls *lsess, d int, b []byte) {
 		ls.watch, ls.helloFull, ls.hello = false, false, nil
 		ls.tgen++ // the handshake timer
 		if ls.eof[0] {
-			unix.Shutdown(ls.fd[1], unix.SHUT_WR) // the client's FIN, held until now
+			rawShutdown(ls.fd[1], unix.SHUT_WR) // the client's FIN, held until now
 		}
 		return
 	}
@@ -679,7 +689,7 @@ func (ls *lsess) pending(d int) bool { return ls.pend[d] != nil || ls.inPipe[d] 
 func (lp *evloop) flushPipe(ls *lsess, d int) bool {
 	p := ls.pipe[d]
 	for ls.inPipe[d] > 0 {
-		m, err := unix.Splice(p.r, nil, ls.fd[1-d], nil, ls.inPipe[d], spliceFlags)
+		m, err := rawSplice(p.r, ls.fd[1-d], ls.inPipe[d], spliceFlags)
 		switch {
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
@@ -706,10 +716,10 @@ func (lp *evloop) dropPipe(ls *lsess, d int) {
 
 // send writes b to fd and counts what went; it reports false when the
 // session was aborted (a write error) or moved to another backend.
-func (lp *evloop) send(ls *lsess, d, fd int, b []byte) (int, bool) {
+func (lp *evloop) send(ls *lsess, d, fd int, b []byte, flags int) (int, bool) {
 	n := 0
 	for n < len(b) {
-		m, e := rawSend(uintptr(fd), b[n:])
+		m, e := rawSend(uintptr(fd), b[n:], flags)
 		switch e {
 		case 0:
 			n += m
@@ -750,7 +760,7 @@ func (lp *evloop) ended(ls *lsess, d int) {
 	if d == 0 && ls.helloFull {
 		return
 	}
-	unix.Shutdown(ls.fd[1-d], unix.SHUT_WR)
+	rawShutdown(ls.fd[1-d], unix.SHUT_WR)
 }
 
 // abort closes both sockets of ls and ends its session.
@@ -771,8 +781,8 @@ func (lp *evloop) abort(ls *lsess) {
 		} else {
 			// Bytes left in it belong to this broken session.
 			p.cleanup.Stop()
-			unix.Close(p.r)
-			unix.Close(p.w)
+			rawClose(p.r)
+			rawClose(p.w)
 		}
 		ls.pipe[d] = nil
 	}
@@ -782,7 +792,7 @@ func (lp *evloop) abort(ls *lsess) {
 	ls.mu.Lock()
 	for i, fd := range ls.fd {
 		if fd >= 0 {
-			unix.Close(fd) // leaves the epoll set with its last descriptor
+			rawClose(fd) // leaves the epoll set with its last descriptor
 			ls.fd[i] = -1
 		}
 	}
@@ -812,7 +822,7 @@ func (l *LB) toLoop(s *session) bool {
 	bfd, err := dupFd(s.backend)
 	if err != nil {
 		s.mu.Unlock()
-		unix.Close(cfd)
+		rawClose(cfd)
 		return false
 	}
 	ls := &lsess{s: s, l: l, idle: l.tun.Load().idle, fd: [2]int{cfd, bfd},
@@ -825,8 +835,8 @@ func (l *LB) toLoop(s *session) bool {
 	s.backend.Close()
 	if !lp.adopt(ls) {
 		ls.mu.Lock()
-		unix.Close(ls.fd[0])
-		unix.Close(ls.fd[1])
+		rawClose(ls.fd[0])
+		rawClose(ls.fd[1])
 		ls.fd = [2]int{-1, -1}
 		ls.mu.Unlock()
 		l.endSession(s)

@@ -108,7 +108,7 @@ func newLoopListener(l *LB, ln net.Listener, lps []*evloop) (*loopListener, erro
 		lp.mu.Unlock()
 		ll.regs = append(ll.regs, r)
 		ev := r.event()
-		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, nfd, &ev); err != nil {
+		if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, nfd, &ev); err != nil {
 			ll.closeLocked()
 			return nil, os.NewSyscallError("epoll_ctl", err)
 		}
@@ -130,12 +130,12 @@ func (ll *loopListener) closeLocked() {
 	}
 	for _, r := range ll.regs {
 		// The set would keep the socket while any duplicate is open.
-		_ = unix.EpollCtl(r.lp.epfd, unix.EPOLL_CTL_DEL, ll.fd, nil)
+		_ = rawEpollCtl(r.lp.epfd, unix.EPOLL_CTL_DEL, ll.fd, nil)
 		r.lp.mu.Lock()
 		delete(r.lp.lsns, r.id)
 		r.lp.mu.Unlock()
 	}
-	unix.Close(ll.fd)
+	rawClose(ll.fd)
 	ll.fd = -1
 }
 
@@ -174,7 +174,7 @@ func (lp *evloop) accept(r *loopReg) {
 		ll.l.cfg.Logger.Warn("lb: accept", "frontend", ll.ln.Addr(), "err", os.NewSyscallError("accept4", e), "retry_in", r.backoff)
 		ll.mu.Lock()
 		if ll.fd >= 0 {
-			_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, ll.fd, nil)
+			_ = rawEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, ll.fd, nil)
 		}
 		ll.mu.Unlock()
 		lp.armListener(r, r.backoff)
@@ -191,7 +191,7 @@ func (lp *evloop) resume(r *loopReg) {
 		return
 	}
 	ev := r.event()
-	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ll.fd, &ev); err != nil && err != unix.EEXIST {
+	if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ll.fd, &ev); err != nil && err != unix.EEXIST {
 		lp.armListener(r, time.Second)
 	}
 }
@@ -210,7 +210,7 @@ func (lp *evloop) start(l *LB, cfd int) {
 	}
 	lp.register(ls)
 	ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: sideClient}
-	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, cfd, &ev); err != nil {
+	if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, cfd, &ev); err != nil {
 		l.cfg.Logger.Warn("lb: accept", "err", os.NewSyscallError("epoll_ctl", err))
 		lp.abort(ls)
 		return
@@ -245,7 +245,7 @@ func (lp *evloop) dialNext(ls *lsess) {
 			l.retries.Add(1)
 		}
 		tun := l.tun.Load()
-		fd, done, err := connectRaw(b.target.ap, l.cfg.KeepAlive)
+		fd, done, err := connectRaw(b.target.ap, l.cfg.KeepAlive, tun.handshake > 0)
 		if err != nil {
 			l.connectFailed(b, tun, err)
 			ls.tried = append(ls.tried, b)
@@ -257,7 +257,7 @@ func (lp *evloop) dialNext(ls *lsess) {
 		ls.bgen++
 		ls.b, ls.state = b, stConnecting
 		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(sideBackend | (ls.bgen&genMask)<<genShift)}
-		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			l.cfg.Logger.Warn("lb: connect", "backend", b.addr, "err", os.NewSyscallError("epoll_ctl", err))
 			lp.abort(ls)
 			return
@@ -313,7 +313,7 @@ func (lp *evloop) dropBackend(ls *lsess) {
 	ls.tgen++
 	ls.mu.Lock()
 	if ls.fd[1] >= 0 {
-		unix.Close(ls.fd[1])
+		rawClose(ls.fd[1])
 		ls.fd[1] = -1
 	}
 	ls.mu.Unlock()
@@ -377,7 +377,7 @@ func (lp *evloop) handOff(ls *lsess, b *Backend) {
 	cfd := ls.fd[0]
 	ls.fd[0] = -1
 	ls.mu.Unlock()
-	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, cfd, nil)
+	_ = rawEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, cfd, nil)
 	c, err := newSock(cfd) // closes cfd on failure
 	if err != nil {
 		ls.l.sessions.Done()
@@ -399,21 +399,36 @@ func (lp *evloop) timeout(ls *lsess) {
 
 // connectRaw opens a non-blocking socket to ap with the session options
 // and starts connecting; done tells a connect that completed at once.
-func connectRaw(ap netip.AddrPort, keepAlive time.Duration) (fd int, done bool, err error) {
+// delayAck: the client speaks first (see below).
+func connectRaw(ap netip.AddrPort, keepAlive time.Duration, delayAck bool) (fd int, done bool, err error) {
 	d := dialStates.Get().(*dialState)
 	defer dialStates.Put(d)
 	family := d.set(ap)
-	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err = rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return -1, false, os.NewSyscallError("socket", err)
 	}
 	if err := rawSetsockopt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return -1, false, os.NewSyscallError("setsockopt", err)
 	}
 	if err := setKeepAlive(fd, keepAlive); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return -1, false, err
+	}
+	if delayAck {
+		// Delayed ACKs from the start: the ACK of the SYN-ACK then
+		// rides on the client's first bytes instead of going alone, and
+		// the backend's answer is acknowledged with what follows it
+		// (two packets of the ten a short connection costs on this
+		// side; the backend's accept also returns with the ClientHello
+		// already there). Only for clients that speak first, as TLS
+		// clients do: a backend that spoke first would wait for the
+		// kernel's delayed-ACK timer (200ms) before its accept returned.
+		if err := rawSetsockopt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0); err != nil {
+			rawClose(fd)
+			return -1, false, os.NewSyscallError("setsockopt", err)
+		}
 	}
 	for {
 		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&d.sa)), d.salen)
@@ -425,7 +440,7 @@ func connectRaw(ap netip.AddrPort, keepAlive time.Duration) (fd int, done bool, 
 		case 0:
 			return fd, true, nil
 		}
-		unix.Close(fd)
+		rawClose(fd)
 		return -1, false, os.NewSyscallError("connect", e)
 	}
 }

@@ -65,7 +65,7 @@ func (s *sock) Write(b []byte) (int, error) {
 
 func (s *sock) write(fd uintptr) bool {
 	for s.wn < len(s.wb) {
-		m, e := rawSend(fd, s.wb[s.wn:])
+		m, e := rawSend(fd, s.wb[s.wn:], 0)
 		switch e {
 		case 0:
 			s.wn += m
@@ -156,11 +156,11 @@ func rawRead(fd uintptr, b []byte) (int, error) {
 	return int(r), nil
 }
 
-func rawSend(fd uintptr, b []byte) (int, unix.Errno) {
+func rawSend(fd uintptr, b []byte, flags int) (int, unix.Errno) {
 	if len(b) == 0 {
 		return 0, 0
 	}
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unix.MSG_NOSIGNAL|flags), 0, 0)
 	return int(r), e
 }
 
@@ -171,6 +171,53 @@ func rawSetsockopt(fd, level, opt, v int) error {
 		return e
 	}
 	return nil
+}
+
+// The loop's other system calls, raw for the same reason. Under load a
+// loop spends most of its time in the kernel; a P found in a system call
+// when sysmon preempts the loop's long-running goroutine (every 10ms) is
+// handed off, which keeps sysmon polling every 20µs and costs the loop a
+// P reacquisition. None of these block: the sockets and pipes are
+// non-blocking, and close without SO_LINGER returns at once.
+func rawClose(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawShutdown(fd, how int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawSocket(family, typ, proto int) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(typ), uintptr(proto))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+// rawSplice splices n bytes from rfd to wfd at their current offsets.
+func rawSplice(rfd, wfd, n, flags int) (int64, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(rfd), 0, uintptr(wfd), 0, uintptr(n), uintptr(flags))
+	if e != 0 {
+		return 0, e
+	}
+	return int64(r), nil
 }
 
 // putPort stores port in network byte order, as sockaddr holds it.
@@ -288,16 +335,16 @@ func dial(b *Backend, tun *tunables, keepAlive time.Duration) (*sock, error) {
 	d := dialStates.Get().(*dialState)
 	defer dialStates.Put(d)
 	family := d.set(ap)
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
 	if err := rawSetsockopt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return nil, os.NewSyscallError("setsockopt", err)
 	}
 	if err := setKeepAlive(fd, keepAlive); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return nil, err
 	}
 	s, err := newSock(fd)
@@ -373,7 +420,7 @@ var pipePool = sync.Pool{New: func() any {
 	// is kept where the limit refuses.
 	_, _ = unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, pipeSize)
 	sp := &splicePipe{r: p[0], w: p[1]}
-	sp.cleanup = runtime.AddCleanup(sp, func(p [2]int) { unix.Close(p[0]); unix.Close(p[1]) }, p)
+	sp.cleanup = runtime.AddCleanup(sp, func(p [2]int) { rawClose(p[0]); rawClose(p[1]) }, p)
 	return sp
 }}
 
@@ -392,8 +439,8 @@ func splice(dst, src *sock, n int, count func(int)) error {
 		} else {
 			// Bytes left in it belong to a broken session: drop the pipe.
 			p.cleanup.Stop()
-			unix.Close(p.r)
-			unix.Close(p.w)
+			rawClose(p.r)
+			rawClose(p.w)
 		}
 	}()
 	const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
@@ -401,7 +448,7 @@ func splice(dst, src *sock, n int, count func(int)) error {
 		var m int64
 		var serr error
 		err := src.rc.Read(func(fd uintptr) bool {
-			m, serr = unix.Splice(int(fd), nil, p.w, nil, min(n, pipeSize), flags)
+			m, serr = rawSplice(int(fd), p.w, min(n, pipeSize), flags)
 			return serr != unix.EAGAIN && serr != unix.EINTR
 		})
 		if err != nil {
@@ -418,7 +465,7 @@ func splice(dst, src *sock, n int, count func(int)) error {
 		for inPipe > 0 {
 			var w int64
 			err := dst.rc.Write(func(fd uintptr) bool {
-				w, serr = unix.Splice(p.r, nil, int(fd), nil, inPipe, flags)
+				w, serr = rawSplice(p.r, int(fd), inPipe, flags)
 				return serr != unix.EAGAIN && serr != unix.EINTR
 			})
 			if err != nil {
