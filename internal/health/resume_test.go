@@ -72,3 +72,47 @@ func TestProbeResumesAndStillVerifies(t *testing.T) {
 		t.Errorf("a certificate the CA did not sign passed %d probes in a row", fullHandshakeEvery)
 	}
 }
+
+// TestProbeKeyExchange: probes offer the classic groups only (no hybrid
+// ML-KEM share, which costs both ends an ML-KEM operation and the
+// ClientHello a second segment), and still reach a target that allows
+// the NIST curves only.
+func TestProbeKeyExchange(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, tt := range []struct {
+		name   string
+		server []tls.CurveID // nil: Go's default, hybrid first
+		want   tls.CurveID
+	}{
+		{"default target", nil, tls.X25519},
+		{"NIST curves only", []tls.CurveID{tls.CurveP256, tls.CurveP384}, tls.CurveP256},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []tls.CurveID
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				got = append(got, r.TLS.CurveID)
+				mu.Unlock()
+			}))
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, CurvePreferences: tt.server}
+			srv.StartTLS()
+			defer srv.Close()
+			p, err := NewProber(srv.Listener.Addr().String(), ProbeConfig{RootCAs: pki.pool, Path: "/readyz"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			for i := range 2 { // a full handshake, then a resumed one
+				if r := p.Probe(t.Context()); !r.OK {
+					t.Fatalf("probe %d: %v", i, r.Err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(got) != 2 || got[0] != tt.want || got[1] != tt.want {
+				t.Errorf("key exchange groups %v, want %v on both probes", got, tt.want)
+			}
+		})
+	}
+}

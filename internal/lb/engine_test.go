@@ -465,3 +465,62 @@ func TestLoopSegmentsPerShortSession(t *testing.T) {
 		})
 	}
 }
+
+// TestLoopsShareConnections opens connections in a burst and checks that
+// the loops hold about equal shares of them. Every loop listens on the
+// frontend, and without a rule one loop can end up with nearly all of a
+// burst (63 of 64 was seen), one core doing the work of all.
+func TestLoopsShareConnections(t *testing.T) {
+	lps := startLoops()
+	if !useLoops || len(lps) < 2 {
+		t.Skipf("needs two event loops (HAPLANE_LB_LOOP=%q, %d loops)", loopMode, len(lps))
+	}
+	echo := listenLoopback(t)
+	echoServer(t, echo)
+	l := startLB(t, Config{Backends: []string{echo.Addr().String()}})
+	const n = 64
+	var wg sync.WaitGroup
+	conns := make(chan net.Conn, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", l.addr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns <- c
+			roundTrip(t, c)
+		}()
+	}
+	wg.Wait()
+	close(conns)
+	defer func() {
+		for c := range conns {
+			c.Close()
+		}
+	}()
+	var counts []int
+	for _, lp := range lps {
+		k := 0
+		lp.mu.Lock()
+		for _, ls := range lp.conns {
+			if ls.l == l {
+				k++
+			}
+		}
+		lp.mu.Unlock()
+		counts = append(counts, k)
+	}
+	lo, hi, sum := n, 0, 0
+	for _, k := range counts {
+		lo, hi, sum = min(lo, k), max(hi, k), sum+k
+	}
+	if sum != n {
+		t.Fatalf("loops hold %v sessions, %d in all; want %d", counts, sum, n)
+	}
+	if hi > lo+shareSlack(lo)+1 {
+		t.Errorf("sessions per loop %v: more apart than the share rule allows (%d)", counts, shareSlack(lo))
+	}
+}

@@ -91,6 +91,9 @@ type evloop struct {
 	nextID  uint32
 	idleN   int           // sessions with an idle timeout
 	idleMin time.Duration // the shortest of their timeouts (since idleN was last 0)
+
+	// load is len(conns), for the other loops to read without mu.
+	load atomic.Int32
 }
 
 var (
@@ -123,9 +126,12 @@ func startLoops() []*evloop {
 		for range max(n, 1) {
 			lp, err := newLoop(thread)
 			if err != nil {
-				return
+				break
 			}
 			loops = append(loops, lp)
+		}
+		// Started once all exist: each reads the others' loads.
+		for _, lp := range loops {
 			go lp.run()
 		}
 	})
@@ -229,6 +235,7 @@ func (lp *evloop) register(ls *lsess) {
 	defer lp.mu.Unlock()
 	ls.id = freeID(&lp.nextID, lp.conns)
 	lp.conns[ls.id] = ls
+	lp.load.Add(1)
 	if ls.idle > 0 {
 		if lp.idleN == 0 || ls.idle < lp.idleMin {
 			lp.idleMin = ls.idle
@@ -285,6 +292,7 @@ func (lp *evloop) forget(ls *lsess) bool {
 		return false
 	}
 	delete(lp.conns, ls.id)
+	lp.load.Add(-1)
 	if ls.idle > 0 {
 		lp.idleN--
 	}

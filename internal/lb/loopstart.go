@@ -144,6 +144,17 @@ func (ll *loopListener) closeLocked() {
 func (lp *evloop) accept(r *loopReg) {
 	ll := r.ll
 	for range acceptBurst {
+		if lp.overShare() {
+			// Leave this and the next connections to the loops with
+			// fewer sessions (they listen too) for a moment.
+			ll.mu.Lock()
+			if ll.fd >= 0 {
+				_ = rawEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, ll.fd, nil)
+			}
+			ll.mu.Unlock()
+			lp.armListener(r, sharePause)
+			return
+		}
 		ll.mu.Lock()
 		if ll.fd < 0 {
 			ll.mu.Unlock()
@@ -180,6 +191,37 @@ func (lp *evloop) accept(r *loopReg) {
 		lp.armListener(r, r.backoff)
 		return
 	}
+}
+
+// Every loop listens on every frontend, and which one the kernel wakes
+// for a connection is up to timing: left alone, one loop can take nearly
+// all of a burst (63 of 64 connections was seen), and long-lived
+// sessions (watches) then keep one core busy while the others idle. So a
+// loop holding more than shareSlack sessions above the least loaded one
+// stops accepting for sharePause and leaves the connections to the
+// others. The least loaded loop never stops, so a connection always has
+// a loop that takes it.
+const sharePause = 2 * time.Millisecond
+
+// shareSlack is how many sessions more than the least loaded loop's
+// (least) a loop may hold and still accept: a few, and an eighth more
+// with many, so that short sessions do not keep the loops pausing.
+func shareSlack(least int) int { return 4 + least/8 }
+
+// overShare tells whether lp holds more than its share of sessions.
+func (lp *evloop) overShare() bool {
+	if len(loops) < 2 {
+		return false
+	}
+	least := -1
+	for _, o := range loops {
+		if o != lp {
+			if k := int(o.load.Load()); least < 0 || k < least {
+				least = k
+			}
+		}
+	}
+	return int(lp.load.Load()) > least+shareSlack(least)
 }
 
 // resume puts a listener back in the loop's set after a backoff.
