@@ -315,6 +315,7 @@ func (lp *evloop) run() {
 		n = epollWaitNow(fd, events)
 		return n > 0
 	}
+	hot := false // the last wait returned events
 	for {
 		wait := lp.waitTime()
 		switch {
@@ -325,10 +326,27 @@ func (lp *evloop) run() {
 			if wait > 0 {
 				ms = int((wait + time.Millisecond - 1) / time.Millisecond)
 			}
-			var err error
-			if n, err = unix.EpollWait(lp.epfd, events, ms); err != nil {
-				n = 0
+			if hot && rawWaits {
+				// Busy: wait briefly without telling the scheduler. A
+				// loop waiting in a system call the scheduler knows of
+				// is found there by sysmon every 10ms (the goroutine
+				// never reschedules) and its P taken, which keeps sysmon
+				// polling every 20µs, thousands of wake-ups a second on
+				// the machine's CPUs. Bounded, so a stop-the-world never
+				// waits long for this P; a wait that ends empty goes
+				// back to the scheduler-aware one, so an idle loop does
+				// not hold a P.
+				if ms < 0 || ms > hotWaitMS {
+					ms = hotWaitMS
+				}
+				n = epollWaitRaw(uintptr(lp.epfd), events, ms)
+			} else {
+				var err error
+				if n, err = unix.EpollWait(lp.epfd, events, ms); err != nil {
+					n = 0
+				}
 			}
+			hot = n > 0
 		default:
 			if wait > 0 {
 				// A deadline already set that comes sooner is kept: an
@@ -431,6 +449,21 @@ func (lp *evloop) waitTime() time.Duration {
 		}
 	}
 	return wait
+}
+
+// hotWaitMS bounds a raw wait of a busy loop (see run).
+const hotWaitMS = 2
+
+// rawWaits: HAPLANE_LB_RAWWAIT=0 turns the raw waits of busy loops off.
+var rawWaits = os.Getenv("HAPLANE_LB_RAWWAIT") != "0"
+
+// epollWaitRaw waits up to ms for events in a raw system call.
+func epollWaitRaw(epfd uintptr, events []unix.EpollEvent, ms int) int {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(r)
 }
 
 // epollWaitNow collects the ready events without waiting. A raw system
