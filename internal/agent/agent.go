@@ -64,6 +64,9 @@ type Config struct {
 	// Info is static data served under "agent" in /status (node name,
 	// version).
 	Info map[string]string
+	// Maintenance, when set, is served under "maintenance" in /status and
+	// changed with POST /maintenance/{start,stop} on APISocket only.
+	Maintenance *Maintenance
 }
 
 // DefaultAPIPort is the local API's port on 127.0.0.1.
@@ -208,6 +211,8 @@ type Status struct {
 	Agent map[string]string `json:"agent"`
 	Ready bool              `json:"ready"`
 	Parts map[string]any    `json:"parts"`
+	// Maintenance is nil when the agent has none wired.
+	Maintenance *MaintenanceState `json:"maintenance,omitempty"`
 }
 
 // Status collects every started part's status.
@@ -216,6 +221,10 @@ func (a *Agent) Status() Status {
 	parts := append([]Part(nil), a.started...)
 	a.mu.Unlock()
 	st := Status{Agent: a.cfg.Info, Ready: a.isReady(parts), Parts: map[string]any{}}
+	if a.cfg.Maintenance != nil {
+		ms := a.cfg.Maintenance.State()
+		st.Maintenance = &ms
+	}
 	for _, p := range parts {
 		if s, ok := p.(Statuser); ok {
 			st.Parts[p.Name()] = s.Status()
@@ -271,11 +280,33 @@ func (a *Agent) handler() http.Handler {
 		_ = enc.Encode(a.Status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /maintenance/{action}", func(w http.ResponseWriter, r *http.Request) {
+		// The TCP API is read-only: anyone on the host reaches it. The
+		// unix socket is root's only (0600).
+		if v, _ := r.Context().Value(unixConnKey{}).(bool); !v {
+			a.cfg.Log.Warn("maintenance change refused: not on the agent's unix socket", "remote", r.RemoteAddr, "action", r.PathValue("action"))
+			http.Error(w, "maintenance changes are served on the agent's unix socket only; the TCP API is read-only", http.StatusForbidden)
+			return
+		}
+		if a.cfg.Maintenance == nil {
+			http.Error(w, "this agent has no maintenance wired", http.StatusNotFound)
+			return
+		}
+		a.cfg.Maintenance.ServeChange(w, r, r.PathValue("action"))
+	})
 	return mux
 }
 
+// unixConnKey marks, in a request's context, a request that came over the
+// unix socket.
+type unixConnKey struct{}
+
 func (a *Agent) serveAPI(failed chan<- error) (*apiServer, error) {
-	s := &apiServer{srv: &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}}
+	s := &apiServer{srv: &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			_, unix := c.(*net.UnixConn)
+			return context.WithValue(ctx, unixConnKey{}, unix)
+		}}}
 	if a.cfg.APIAddr != "-" {
 		ln, err := net.Listen("tcp", a.cfg.APIAddr)
 		if err != nil {

@@ -114,6 +114,59 @@ func asksOnlyFor(csr *x509.CertificateRequest, node string, spec pki.LeafSpec) e
 	return nil
 }
 
+// PKIRenewer renews, with the CA keys in a PKI folder, a certificate a
+// node proved it holds (join.RenewPath): only one this folder's CA signed,
+// still valid, and carrying exactly the names the plan gives that node for
+// that certificate, so the renewal gives the node nothing it did not have.
+type PKIRenewer struct {
+	Plan   func() (*pki.Plan, error)
+	PKIDir string
+	Now    func() time.Time
+}
+
+// Renew implements join.Renewer.
+func (s *PKIRenewer) Renew(node, name string, old *x509.Certificate) ([]byte, error) {
+	plan, err := s.Plan()
+	if err != nil {
+		return nil, fmt.Errorf("cluster file: %w", err)
+	}
+	if _, ok := plan.Host(node); !ok {
+		return nil, fmt.Errorf("node %q is not in the cluster file", node)
+	}
+	spec, err := plan.LeafSpecFor(node, name)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	t := now()
+	if t.After(old.NotAfter) || t.Before(old.NotBefore) {
+		return nil, fmt.Errorf("the certificate is not valid now (it expired %s): an expired certificate proves nothing; renew it on a node with the CA key (haplane pki generate) or join again", old.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if d := pki.Drift(old, spec); d != "" {
+		return nil, fmt.Errorf("the certificate is not %s's %s as the cluster file says (%s)", node, name, d)
+	}
+	c, err := os.ReadFile(filepath.Join(s.PKIDir, spec.CA+".crt"))
+	if err != nil {
+		return nil, fmt.Errorf("this node cannot renew %s: %w", name, err)
+	}
+	k, err := os.ReadFile(filepath.Join(s.PKIDir, spec.CA+".key"))
+	if err != nil {
+		return nil, fmt.Errorf("this node holds no %s key to renew %s", spec.CA, name)
+	}
+	ca, err := pki.ParseKeyPair(c, k)
+	if err != nil {
+		return nil, fmt.Errorf("CA %s: %w", spec.CA, err)
+	}
+	nc, err := pki.Renew(spec, old, ca, t, plan.LeafValidity())
+	if err != nil {
+		return nil, err
+	}
+	return pki.CertPEM(nc), nil
+}
+
 // PKISecrets serves the CA certificates and shared keys from a PKI folder.
 type PKISecrets struct{ PKIDir string }
 
@@ -148,6 +201,11 @@ func readFiles(dir string, names ...string) (map[string][]byte, error) {
 // cluster CA.
 const PeerStatusPath = "/haplane/v1/status"
 
+// PeerMaintenancePath+"start" or +"stop" changes a node's maintenance over
+// its peer port; callers must present a certificate of the cluster's admin
+// identity.
+const PeerMaintenancePath = "/haplane/v1/maintenance/"
+
 // JoinPart serves joins over HTTPS on every address (so through the VIP),
 // presenting this node's apiserver certificate and the cluster CA, which
 // joiners pin by hash. On the same port it serves PeerStatusPath to
@@ -159,6 +217,9 @@ type JoinPart struct {
 	Log    *slog.Logger
 	// AgentStatus returns the agent's status document (nil: not served).
 	AgentStatus func() any
+	// Maintenance, when set, serves PeerMaintenancePath to clients with a
+	// certificate of the cluster's admin identity (IsAdmin).
+	Maintenance *Maintenance
 
 	srv *http.Server
 	ln  net.Listener
@@ -169,9 +230,8 @@ func (p *JoinPart) Name() string { return "join" }
 
 // Start listens and serves.
 func (p *JoinPart) Start(_ context.Context, fail func(error)) error {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(p.PKIDir, "apiserver.crt"), filepath.Join(p.PKIDir, "apiserver.key"))
-	if err != nil {
-		return fmt.Errorf("join server certificate: %w", err)
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(p.PKIDir, "ca.crt"))
 	if err != nil {
@@ -181,14 +241,22 @@ func (p *JoinPart) Start(_ context.Context, fail func(error)) error {
 	if err != nil {
 		return err
 	}
-	// Send the CA with the leaf: the joiner pins it by hash.
-	cert.Certificate = append(cert.Certificate, ca.Raw)
+	// The serving pair is loaded again when the files change, so a
+	// renewed apiserver certificate is served without a restart. The CA
+	// goes with the leaf: the joiner pins it by hash.
+	cert := &keyPairFiles{CertFile: filepath.Join(p.PKIDir, "apiserver.crt"), KeyFile: filepath.Join(p.PKIDir, "apiserver.key"), Chain: [][]byte{ca.Raw}}
+	if _, err := cert.Get(); err != nil {
+		return fmt.Errorf("join server certificate: %w", err)
+	}
 	ln, err := net.Listen("tcp", p.Addr)
 	if err != nil {
 		return fmt.Errorf("join server: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(join.Path, p.Server)
+	if p.Server != nil { // nil: this node holds no CA keys and serves no joins
+		mux.Handle(join.Path, p.Server)
+		mux.HandleFunc(join.RenewPath, p.Server.ServeRenew)
+	}
 	mux.HandleFunc("GET "+PeerStatusPath, func(w http.ResponseWriter, r *http.Request) {
 		// Joiners have no certificate yet, so client certificates are
 		// optional on this port; status needs one of the cluster CA.
@@ -199,9 +267,26 @@ func (p *JoinPart) Start(_ context.Context, fail func(error)) error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(p.AgentStatus())
 	})
+	mux.HandleFunc("POST "+PeerMaintenancePath+"{action}", func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || !IsAdmin(r.TLS.VerifiedChains[0][0]) {
+			who := "no client certificate"
+			if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+				c := r.TLS.PeerCertificates[0].Subject
+				who = fmt.Sprintf("CN=%s O=%v", c.CommonName, c.Organization)
+			}
+			p.Log.Warn("maintenance change refused: not the cluster's admin identity", "remote", r.RemoteAddr, "client", who, "action", r.PathValue("action"))
+			http.Error(w, "maintenance changes need a client certificate of the cluster's admin identity (admin.conf)", http.StatusForbidden)
+			return
+		}
+		if p.Maintenance == nil {
+			http.Error(w, "this agent has no maintenance wired", http.StatusNotFound)
+			return
+		}
+		p.Maintenance.ServeChange(w, r, r.PathValue("action"))
+	})
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	p.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+	p.ln = tls.NewListener(ln, &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Get() }, MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: roots})
 	p.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
 	go func() {

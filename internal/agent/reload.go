@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -63,6 +64,9 @@ func (p *LBPart) Reload(c *config.Cluster, node string) error {
 		return fmt.Errorf("agent: node %q is no longer in the cluster file", node)
 	}
 	err := ReloadLB(p.lb, p.checker, c, p.listen, p.roots)
+	if err == nil || errors.Is(err, ErrRestartNeeded) {
+		p.setConfigured(lb.ConfigFromCluster(c, p.listen).Backends) // nodes in maintenance stay out
+	}
 	if local := net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort)); local != p.local && (err == nil || errors.Is(err, ErrRestartNeeded)) {
 		err = errors.Join(err, fmt.Errorf("%w: this node's apiserver address %s (tracked: %s)", ErrRestartNeeded, local, p.local))
 	}
@@ -70,8 +74,9 @@ func (p *LBPart) Reload(c *config.Cluster, node string) error {
 }
 
 // Reload applies a reloaded cluster file to the speaker: this node's
-// priority, the advert interval, preemption, the VRRPv2 password and the
-// unicast peers change without leaving the virtual router (a master
+// priority, the advert interval, preemption, the VRRPv2 password, the
+// unicast peers and the VIP's address lifetime change without leaving the
+// virtual router (a master
 // advertises the change at once). A new VIP, VRID, version, interface or
 // node address waits for a restart (ErrRestartNeeded); nothing else is
 // applied then.
@@ -80,12 +85,37 @@ func (p *VIPPart) Reload(ctx context.Context, c *config.Cluster, node string) er
 	if err != nil {
 		return err
 	}
-	if err := p.sp.Reconfigure(ctx, scfg); err != nil {
+	p.mu.Lock()
+	paused, sp := p.paused, p.sp
+	p.mu.Unlock()
+	if paused {
+		// In maintenance no speaker runs: the speaker built when it ends
+		// starts with this configuration.
+		if err := p.keep(scfg); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := sp.Reconfigure(ctx, scfg); err != nil {
 		if errors.Is(err, vrrp.ErrRestartNeeded) {
 			return fmt.Errorf("%w: %v", ErrRestartNeeded, err)
 		}
 		return err
 	}
+	return p.keep(scfg)
+}
+
+// keep records a reloaded configuration for the next speaker built, with
+// the parts New added (tracks, metrics, logger); a change the running
+// speaker would refuse waits for a restart as before.
+func (p *VIPPart) keep(scfg speaker.Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if scfg.VRRP.VRID != p.cfg.VRRP.VRID || scfg.VRRP.Version != p.cfg.VRRP.Version || !slices.Equal(scfg.VRRP.Addrs, p.cfg.VRRP.Addrs) {
+		return fmt.Errorf("%w: the VIP's address, VRID or version", ErrRestartNeeded)
+	}
+	scfg.Tracks, scfg.Metrics, scfg.Logger = p.cfg.Tracks, p.cfg.Metrics, p.cfg.Logger
+	p.cfg = scfg
 	return nil
 }
 

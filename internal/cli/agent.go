@@ -6,14 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
@@ -24,12 +29,13 @@ import (
 )
 
 type agentFlags struct {
-	nice                                                                              int
-	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir, joinAddr string
-	noVIP, noLB, noEtcd                                                               bool
-	snapDir                                                                           string
-	snapEvery                                                                         time.Duration
-	snapRetain                                                                        int
+	nice                                                                                    int
+	config, node, apiAddr, apiSocket, stateDir, pkiDir, listen, etcdDataDir, joinAddr, role string
+	kubeconfig                                                                              string
+	noVIP, noLB, noEtcd, noRenew                                                            bool
+	snapDir                                                                                 string
+	snapEvery                                                                               time.Duration
+	snapRetain                                                                              int
 }
 
 func (a *app) agentCmd() *cobra.Command {
@@ -49,7 +55,13 @@ connections, the load balancer's backends, algorithm, timeouts, drain and
 health check, and the VIP's priorities, advert interval, preemption and
 peers; it logs what waits for a restart (etcd, networking, certificates, the
 VIP's address, VRID, version or interface). The local API (--api-addr, --api-socket) serves
-/healthz, /readyz, /metrics and /status.`,
+/healthz, /readyz, /metrics and /status.
+
+The agent also renews this node's certificates and kubeconfigs that expire
+within certificates.renewBefore (checked every certificates.renewCheckInterval),
+with its CA keys or, without them, through another node's join server, and
+restarts the static pods that read theirs at start only (--no-cert-renewal
+leaves it to another tool).`,
 		Example: `  haplane agent --config /etc/haplane/haplane.yaml --node cp1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -58,7 +70,8 @@ VIP's address, VRID, version or interface). The local API (--api-addr, --api-soc
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.config, "config", "c", "/etc/haplane/haplane.yaml", "cluster file")
-	fl.StringVar(&f.node, "node", "", "this node's name in the cluster file (required)")
+	fl.StringVar(&f.node, "node", "", "this node's name in the cluster file (required on the control plane)")
+	fl.StringVar(&f.role, "role", roleControlPlane, `"control-plane" (VIP, load balancer, etcd) or "worker" (a node-local load balancer to every apiserver on loadBalancer.nodeLocal.listen)`)
 	fl.StringVar(&f.apiAddr, "api-addr", agent.DefaultAPIAddr, `local API address ("-" disables it)`)
 	fl.StringVar(&f.apiSocket, "api-socket", "", "local API unix socket (default STATE-DIR/agent.sock)")
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/haplane", "agent state folder")
@@ -68,15 +81,29 @@ VIP's address, VRID, version or interface). The local API (--api-addr, --api-soc
 	fl.BoolVar(&f.noVIP, "no-vip", false, "do not run the VRRP speaker (another tool holds the VIP)")
 	fl.BoolVar(&f.noLB, "no-lb", false, "do not run the load balancer (another tool balances)")
 	fl.BoolVar(&f.noEtcd, "no-etcd", false, "do not run this node's etcd member (stacked topology; kubelet or systemd runs etcd)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "worker: the discovery watch's kubeconfig (default loadBalancer.nodeLocal.kubeconfig of the cluster file)")
 	fl.StringVar(&f.etcdDataDir, "etcd-data-dir", "", "etcd data folder (default etcd.dataDir of the cluster file)")
 	fl.StringVar(&f.snapDir, "snapshot-dir", "", "take scheduled etcd snapshots into this folder (only the node whose member leads etcd takes them)")
 	fl.DurationVar(&f.snapEvery, "snapshot-interval", time.Hour, "time between scheduled snapshots")
 	fl.IntVar(&f.snapRetain, "snapshot-retain", 24, "scheduled snapshots to keep")
+	fl.BoolVar(&f.noRenew, "no-cert-renewal", false, "do not renew this node's certificates (another tool does, e.g. kubeadm certs renew)")
 	fl.StringVar(&f.joinAddr, "join-addr", fmt.Sprintf(":%d", join.DefaultPort), `where to serve joins of new control-plane nodes ("-" disables; needs the CA keys)`)
 	return cmd
 }
 
+const (
+	roleControlPlane = "control-plane"
+	roleWorker       = "worker"
+)
+
 func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
+	switch f.role {
+	case roleControlPlane:
+	case roleWorker:
+		return a.runWorkerAgent(ctx, f)
+	default:
+		return usageError{fmt.Errorf("--role: %q is not one of %s, %s", f.role, roleControlPlane, roleWorker)}
+	}
 	if err := requireFlag("node", f.node); err != nil {
 		return err
 	}
@@ -147,6 +174,28 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		}
 		defer closeJoin()
 		parts = append(parts, jp)
+	} else if isCP && f.joinAddr != "-" && exists(filepath.Join(pkiDir, "apiserver.crt")) {
+		// No CA keys: no joins here, but the peer port still serves this
+		// agent's status and maintenance to the other nodes.
+		jp = &agent.JoinPart{Addr: f.joinAddr, PKIDir: pkiDir, Log: log}
+		parts = append(parts, jp)
+	}
+	maint, peers, err := maintenanceFor(c, f, pkiDir, vp, lbp, log)
+	if err != nil {
+		return err
+	}
+	if peers != nil {
+		parts = append(parts, peers)
+	}
+	if jp != nil {
+		jp.Maintenance = maint
+	}
+	if !f.noRenew {
+		cp, err := a.certsPart(c, f, pkiDir, reg, log)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, cp)
 	}
 	if f.nice != 0 {
 		// Not fatal: without CAP_SYS_NICE the agent still works, only
@@ -159,12 +208,13 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		return usageError{fmt.Errorf("the --no-* flags leave nothing to run on %s", f.node)}
 	}
 	ag, err := agent.New(agent.Config{
-		Parts:     parts,
-		APIAddr:   f.apiAddr,
-		APISocket: sock,
-		Registry:  reg,
-		Log:       log,
-		Info:      map[string]string{"node": f.node, "cluster": c.Name, "version": version, "config": f.config},
+		Parts:       parts,
+		APIAddr:     f.apiAddr,
+		APISocket:   sock,
+		Registry:    reg,
+		Log:         log,
+		Info:        map[string]string{"node": f.node, "cluster": c.Name, "version": version, "config": f.config},
+		Maintenance: maint,
 	})
 	if err != nil {
 		return err
@@ -205,12 +255,55 @@ func (a *app) joinPart(c *config.Cluster, f *agentFlags, pkiDir string, log *slo
 				}
 				return pkiPlan(c), nil
 			}},
+			Renewer: &agent.PKIRenewer{PKIDir: pkiDir, Plan: func() (*pki.Plan, error) {
+				c, err := config.Load(f.config)
+				if err != nil {
+					return nil, err
+				}
+				return pkiPlan(c), nil
+			}},
 			Secrets:     agent.PKISecrets{PKIDir: pkiDir},
 			ClusterFile: func() ([]byte, error) { return os.ReadFile(f.config) },
 			Log:         log.With("part", "join"),
 		},
 	}
 	return jp, func() { cli.Close() }, nil
+}
+
+// certsPart renews this node's leaves: with its own CA keys when it has
+// them, else through the join server of another control-plane node.
+func (a *app) certsPart(c *config.Cluster, f *agentFlags, pkiDir string, reg *prometheus.Registry, log *slog.Logger) (*agent.CertsPart, error) {
+	rank := -1
+	var peers []string
+	for i, n := range c.Nodes {
+		if n.Name == f.node {
+			rank = i
+			continue
+		}
+		peers = append(peers, net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)))
+	}
+	if rank < 0 { // an external etcd host: after every control-plane node
+		for i, m := range c.EtcdMembers() {
+			if m.Name == f.node {
+				rank = len(c.Nodes) + i
+			}
+		}
+	}
+	return agent.NewCertsPart(agent.CertsConfig{
+		Node: f.node, PKIDir: pkiDir, Cluster: c.Name, Rank: rank, Peers: peers,
+		Interval: c.Certificates.RenewCheckInterval.Duration,
+		// The cluster file is read at each check, as for joins.
+		Plan: func() (*pki.Plan, error) {
+			c, err := config.Load(f.config)
+			if err != nil {
+				return nil, err
+			}
+			return pkiPlan(c), nil
+		},
+		Restarter:  agent.StaticPods{ManifestDir: filepath.Join(filepath.Dir(pkiDir), "manifests"), HoldDir: filepath.Join(filepath.Dir(pkiDir), "haplane-held")},
+		Registerer: reg,
+		Log:        log,
+	})
 }
 
 // reloadAgent reads the cluster file again and applies it to the running
@@ -303,4 +396,83 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return pool, nil
+}
+
+// runWorkerAgent runs a worker's node-local load balancer: every apiserver
+// behind loadBalancer.nodeLocal.listen, with the control plane's health
+// checks, its pool following the kubernetes Service's EndpointSlices.
+func (a *app) runWorkerAgent(ctx context.Context, f *agentFlags) error {
+	c, err := a.loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
+		return fmt.Errorf("agent: state folder: %w", err)
+	}
+	pkiDir := f.pkiDir
+	if pkiDir == "" {
+		pkiDir = c.Certificates.Dir
+	}
+	sock := f.apiSocket
+	if sock == "" {
+		sock = filepath.Join(f.stateDir, "agent.sock")
+	}
+	name := f.node
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	log := a.logger().With("node", name, "role", roleWorker)
+	reg := agent.NewRegistry()
+	roots, err := loadCertPool(filepath.Join(pkiDir, "ca.crt"))
+	if err != nil {
+		log.Warn("kube-apiserver certificates will not be verified by health checks", "err", err)
+	}
+	kubeconfig := c.LoadBalancer.NodeLocal.Kubeconfig
+	if f.kubeconfig != "" {
+		kubeconfig = f.kubeconfig
+	}
+	listen := c.LoadBalancer.NodeLocal.Listen
+	if f.listen != "" {
+		listen = f.listen
+	}
+	c.LoadBalancer.NodeLocal.Listen = listen
+	client := func() (kubernetes.Interface, error) {
+		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("discovery kubeconfig: %w", err)
+		}
+		return kubernetes.NewForConfig(rc)
+	}
+	np, err := agent.NewNodeLocalPart(c, roots, client, reg, log)
+	if err != nil {
+		return err
+	}
+	ag, err := agent.New(agent.Config{
+		Parts:     []agent.Part{np},
+		APIAddr:   f.apiAddr,
+		APISocket: sock,
+		Registry:  reg,
+		Log:       log,
+		Info:      map[string]string{"node": name, "role": roleWorker, "cluster": c.Name, "version": version, "config": f.config},
+	})
+	if err != nil {
+		return err
+	}
+	onSIGHUP(ctx, func() {
+		defer agent.Reloading()()
+		nc, err := config.Load(f.config)
+		if err != nil {
+			log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
+			return
+		}
+		if err := np.Reload(nc); err != nil {
+			log.Error("reload", "err", err)
+			return
+		}
+		log.Info("cluster file reloaded")
+	})
+	if err := ag.Run(ctx); err != nil {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	return nil
 }

@@ -160,6 +160,7 @@ func (a *app) labObserveCmd() *cobra.Command {
 	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA")
 	f.StringVar(&cfg.ProbePath, "path", "/readyz", "path probed")
 	f.StringSliceVar(&cfg.AlsoPaths, "also-path", nil, "further paths probed the same way, summarized apart")
+	f.StringVar(&cfg.LocalEndpoint, "local-endpoint", "", "a node-local load balancer on this host (https://127.0.0.1:6443): the path is probed through it too, summarized apart")
 	f.DurationVar(&cfg.Every, "every", 10*time.Millisecond, "probe interval")
 	f.Int64Var(&t0, "t0", 0, "scenario start, Unix nanoseconds (default now)")
 	f.DurationVar(&cfg.For, "for", 5*time.Second, "how long to probe and write")

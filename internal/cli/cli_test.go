@@ -53,7 +53,7 @@ func TestValidateReportsEveryProblemWithExit2(t *testing.T) {
 	}
 	for _, want := range []string{
 		f + ":21: vip.virtualRouterID: 0 is out of range 1..255",
-		f + ":48: nodes[1].address: 10.77.0.100 is the VIP",
+		f + ":55: nodes[1].address: 10.77.0.100 is the VIP",
 		"2 problem(s) found",
 	} {
 		if !strings.Contains(stderr, want) {

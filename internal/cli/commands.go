@@ -19,6 +19,7 @@ func (a *app) commands() []func() *cobra.Command {
 		a.joinCmd,
 		a.agentCmd,
 		a.statusCmd,
+		a.maintenanceCmd,
 		a.labCmd,
 	}
 }

@@ -104,7 +104,7 @@ that keeps quorum), adds itself as a learner, starts with
 --initial-cluster-state existing and is promoted once it has caught up.`,
 	}
 	cmd.AddCommand(a.etcdRunCmd(), a.etcdStatusCmd(), a.etcdRemoveCmd(), a.etcdReplaceCmd(),
-		a.etcdSnapshotCmd(), a.etcdRestoreCmd(), a.etcdDefragCmd())
+		a.etcdSnapshotCmd(), a.etcdRestoreCmd(), a.etcdDefragCmd(), a.etcdRecoverCmd())
 	return cmd
 }
 

@@ -88,6 +88,32 @@ func labProcs(st *lab.State, c *config.Cluster, h lab.HostState) ([]lab.ProcSpec
 			lab.ProcSpec{Name: "kube-apiserver", Exec: filepath.Join(st.K8sBin, "kube-apiserver"), Args: cp.APIServer, Hostname: h.Name},
 			lab.ProcSpec{Name: "kube-controller-manager", Exec: filepath.Join(st.K8sBin, "kube-controller-manager"), Args: cp.ControllerManager, Hostname: h.Name},
 			lab.ProcSpec{Name: "kube-scheduler", Exec: filepath.Join(st.K8sBin, "kube-scheduler"), Args: cp.Scheduler, Hostname: h.Name})
+	case "client":
+		if st.NodeLocalEndpoint() == "" {
+			return nil, nil
+		}
+		// The client host is also a worker: its own load balancer to every
+		// apiserver, following the kubernetes Service's endpoints, with
+		// admin.conf pointed at it as a worker's kubelet.conf would be.
+		admin, err := os.ReadFile(filepath.Join(st.HostDir("cp1"), "admin.conf"))
+		if err != nil {
+			return nil, fmt.Errorf("lab: node-local kubeconfig: %w", err)
+		}
+		kc, err := render.NodeLocalKubeconfig(c, admin)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(hostDir, 0o700); err != nil {
+			return nil, err
+		}
+		kcPath := filepath.Join(hostDir, "kubelet.conf")
+		if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
+			return nil, err
+		}
+		procs = append(procs, lab.ProcSpec{Name: "agent", Args: []string{"--log-format", "json", "agent", "--role", "worker",
+			"--config", st.ClusterFile, "--node", h.Name, "--pki-dir", filepath.Join(st.HostDir("cp1"), "pki"),
+			"--kubeconfig", kcPath, "--listen", lab.NodeLocalAddr,
+			"--state-dir", filepath.Join(hostDir, "state"), "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)}})
 	case "etcd":
 		if st.SeparateEtcd {
 			procs = append(procs, etcdProc)
@@ -380,13 +406,20 @@ func clusterView(endpoint string, n int, fetch func(i int) (labHostView, []byte,
 				}
 			}
 			if l := s.Parts.LB; l != nil {
-				up := 0
+				up, live := 0, 0
 				for _, b := range l.Backends {
-					if b.Health == "up" {
+					switch b.Health {
+					case "up":
 						up++
+					case "live":
+						live++
 					}
 				}
 				hv.Backends = fmt.Sprintf("%d/%d", up, len(l.Backends))
+				if up == 0 && live > 0 {
+					// Panic routing: clients go to the live ones.
+					hv.Backends += fmt.Sprintf(" (panic: %d live)", live)
+				}
 			}
 			if e := s.Parts.Etcd; e != nil {
 				hv.Etcd = map[bool]string{true: "ready", false: "starting"}[e.Ready]

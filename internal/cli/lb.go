@@ -141,11 +141,9 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 	hcfg := health.ConfigFromCluster(c, pool)
 	hcfg.Logger, hcfg.Registerer = log, reg
 	hcfg.OnChange = func(ch health.Change) {
-		h := lb.HealthUp
-		if ch.To == health.Down {
-			h = lb.HealthDown
+		if h, ok := agent.LBHealth(ch.To, ch.Live); ok {
+			l.SetHealth(ch.Target.Addr, h)
 		}
-		l.SetHealth(ch.Target.Addr, h)
 	}
 	checker, err := health.NewChecker(hcfg)
 	if err != nil {

@@ -218,6 +218,7 @@ func printStatus(w io.Writer, v statusView) error {
 			} `json:"vip"`
 			LB *struct {
 				Frontends []string `json:"frontends"`
+				Panic     bool     `json:"panic"`
 				Backends  []struct {
 					Addr   string `json:"addr"`
 					Health string `json:"health"`
@@ -225,13 +226,18 @@ func printStatus(w io.Writer, v statusView) error {
 					Total  uint64 `json:"total"`
 				} `json:"backends"`
 			} `json:"lb"`
-			Etcd *agent.EtcdStatus `json:"etcd"`
+			Etcd  *agent.EtcdStatus  `json:"etcd"`
+			Certs *agent.CertsStatus `json:"certs"`
 		} `json:"parts"`
+		Maintenance *agent.MaintenanceState `json:"maintenance"`
 	}
 	if err := json.Unmarshal(v.Agent, &s); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "node %s of cluster %s (agent %s, ready %v)\n", s.Agent["node"], s.Agent["cluster"], s.Agent["version"], s.Ready)
+	if m := s.Maintenance; m != nil && m.Active {
+		fmt.Fprintf(w, "MAINTENANCE: since %s (out of the VIP and every load balancer pool; haplane maintenance stop ends it)\n", m.Since.Format(time.RFC3339))
+	}
 	if vp := s.Parts.VIP; vp != nil {
 		holder := vp.Master
 		if vp.State == "master" {
@@ -244,7 +250,11 @@ func printStatus(w io.Writer, v statusView) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if l := s.Parts.LB; l != nil {
-		fmt.Fprintf(w, "load balancer on %s:\n", strings.Join(l.Frontends, ", "))
+		panicNote := ""
+		if l.Panic {
+			panicNote = " (panic: no backend ready, new sessions go to the live ones)"
+		}
+		fmt.Fprintf(w, "load balancer on %s%s:\n", strings.Join(l.Frontends, ", "), panicNote)
 		fmt.Fprintln(tw, "  BACKEND\tHEALTH\tACTIVE\tTOTAL")
 		for _, b := range l.Backends {
 			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\n", b.Addr, b.Health, b.Active, b.Total)
@@ -256,6 +266,9 @@ func printStatus(w io.Writer, v statusView) error {
 		if err := printCertTable(w, v.Certificates); err != nil {
 			return err
 		}
+	}
+	if c := s.Parts.Certs; c != nil {
+		printRenewal(w, c, time.Now())
 	}
 	return printClusterSections(w, v.Etcd, v.Elections)
 }
@@ -507,4 +520,29 @@ func printClusterSections(w io.Writer, ev *statusEtcd, el *statusElections) erro
 		}
 	}
 	return nil
+}
+
+// printRenewal is the agent's certificate renewal in one line, and its
+// problems on the next ones.
+func printRenewal(w io.Writer, c *agent.CertsStatus, now time.Time) {
+	next := "nothing held"
+	if !c.NextDue.IsZero() {
+		next = "next due " + c.NextDue.UTC().Format("Jan 02 15:04 MST")
+		if d := c.NextDue.Sub(now); d > 0 {
+			next += " (in " + humanDuration(d) + ")"
+		} else {
+			next += " (now)"
+		}
+	}
+	last := "never"
+	if !c.LastRenewal.IsZero() {
+		last = c.LastRenewal.UTC().Format("Jan 02 15:04 MST") + " (" + strings.Join(c.Renewed, ", ") + ")"
+	}
+	fmt.Fprintf(w, "renewal: by the agent, %s; last renewal %s\n", next, last)
+	if len(c.PendingRestarts) > 0 {
+		fmt.Fprintf(w, "  restart needed: %s read their renewed certificate at start only\n", strings.Join(c.PendingRestarts, ", "))
+	}
+	if c.LastError != "" {
+		fmt.Fprintf(w, "  last check failed: %s\n", c.LastError)
+	}
 }

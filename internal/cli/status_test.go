@@ -492,3 +492,28 @@ func TestStatusCommandClusterSections(t *testing.T) {
 		t.Errorf("etcd: %s", stdout)
 	}
 }
+
+func TestPrintRenewal(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		st   agent.CertsStatus
+		want string
+	}{
+		{"nothing yet", agent.CertsStatus{NextDue: now.Add(72 * time.Hour)},
+			"renewal: by the agent, next due Jan 05 03:04 UTC (in 3d); last renewal never\n"},
+		{"renewed, restart pending, failing", agent.CertsStatus{NextDue: now.Add(-time.Minute), LastRenewal: now.Add(-time.Hour),
+			Renewed: []string{"apiserver", "scheduler.conf"}, PendingRestarts: []string{"kube-scheduler"}, LastError: "certs: no peer"},
+			"renewal: by the agent, next due Jan 02 03:03 UTC (now); last renewal Jan 02 02:04 UTC (apiserver, scheduler.conf)\n" +
+				"  restart needed: kube-scheduler read their renewed certificate at start only\n" +
+				"  last check failed: certs: no peer\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			printRenewal(&b, &tc.st, now)
+			if b.String() != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", b.String(), tc.want)
+			}
+		})
+	}
+}

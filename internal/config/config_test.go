@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,6 +162,12 @@ certificates:
 			"haplane.yaml:20: networking.podSubnet: \"10.96.0.0/8\" has host bits set; did you mean 10.0.0.0/8?",
 			"haplane.yaml:22: certificates.validity: must be greater than zero, got -1h0m0s",
 		}},
+		{"renewal checks too rare", minimal + `certificates:
+  renewBefore: 2h
+  renewCheckInterval: 90m
+`, []string{
+			"haplane.yaml:18: certificates.renewCheckInterval: 1h30m0s is more than half of renewBefore (2h0m0s): a leaf could expire between two checks",
+		}},
 		{"VRRP v2 rules", strings.Replace(minimal, "virtualRouterID: 51", "virtualRouterID: 51\n  version: 2\n  advertInterval: 100ms\n  auth:\n    type: ah\n    password: muchtoolongpassword", 1), []string{
 			"haplane.yaml:10: vip.advertInterval: 100ms: VRRP version 2 needs whole seconds from 1s to 255s",
 			"haplane.yaml:12: vip.auth.type: \"ah\" is not supported; use \"pass\" (keepalived's auth_type PASS)",
@@ -287,4 +294,50 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted file does not re-validate: %v", ve)
 		}
 	})
+}
+
+// TestAddressLifetime: vip.addressLifetime is whole seconds from 1s to 1h;
+// absent or zero means the default.
+func TestAddressLifetime(t *testing.T) {
+	const msg = "haplane.yaml:9: vip.addressLifetime: %s: needs whole seconds from 1s to 1h0m0s (the kernel counts address lifetimes in seconds)"
+	cases := []struct {
+		value   string // "" leaves the field out
+		want    time.Duration
+		wantErr string
+	}{
+		{"", time.Second, ""},
+		{"0s", time.Second, ""},
+		{"1s", time.Second, ""},
+		{"3s", 3 * time.Second, ""},
+		{"1h", time.Hour, ""},
+		{"500ms", 0, "500ms"},
+		{"1500ms", 0, "1.5s"},
+		{"-1s", 0, "-1s"},
+		{"2h", 0, "2h0m0s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.value, func(t *testing.T) {
+			file := minimal
+			if tc.value != "" {
+				file = strings.Replace(minimal, "virtualRouterID: 51", "virtualRouterID: 51\n  addressLifetime: "+tc.value, 1)
+			}
+			c, err := Parse("haplane.yaml", []byte(file))
+			if tc.wantErr != "" {
+				var ve *Errors
+				if !errors.As(err, &ve) || len(ve.List) != 1 {
+					t.Fatalf("Parse error = %v, want one error", err)
+				}
+				if got, want := ve.List[0].Error(), fmt.Sprintf(msg, tc.wantErr); got != want {
+					t.Errorf("error\n got: %s\nwant: %s", got, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.VIP.AddressLifetime.Duration; got != tc.want {
+				t.Errorf("addressLifetime = %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

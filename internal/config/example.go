@@ -66,6 +66,8 @@ vip:
   # preemptDelay: 0s
   # unicast: false              # true sends adverts to the other nodes' addresses
   # auth: {type: pass, password: "secret12"}   # version 2 only
+  # addressLifetime: 1s         # whole seconds; the master renews the VIP 4x per
+  #                             # lifetime, so a killed agent's copy expires in ~1.5s
 
 # The L4 load balancer on the VIP, in front of every kube-apiserver.
 loadBalancer:
@@ -75,10 +77,15 @@ loadBalancer:
   # drain: 0s                   # close sessions to a down apiserver after this
   healthCheck:
     path: /readyz               # HTTPS GET, verified against the cluster CA
+    livenessPath: /livez?exclude=etcd  # when no apiserver is ready, send to those that answer this (panic routing; none: off)
     interval: 200ms
     timeout: 1s
     fall: 2                     # failures before an apiserver leaves the pool
     rise: 2                     # successes before it returns
+  # nodeLocal:                  # haplane agent --role worker, on every worker
+  #   listen: 127.0.0.1:6443    # its kubelet and kube-proxy point here
+  #   discovery: endpointslice  # follow the kubernetes Service's endpoints (or none)
+  #   kubeconfig: /etc/kubernetes/kubelet.conf
 
 # Control-plane hosts. Priorities default to 250, 249, ... in this order:
 # the first node normally holds the VIP.
@@ -120,6 +127,7 @@ certificates:
   caValidity: 87600h            # CAs, as kubeadm
   renewBefore: 720h             # re-issue leaves expiring within this window
   keyAlgorithm: rsa2048         # or ecdsa-p256
+  renewCheckInterval: 1h        # how often each agent renews leaves within renewBefore
 `))
 
 // Example returns a commented cluster file that validates.

@@ -29,6 +29,16 @@ const (
 	DefaultVRRPVersion        = 3
 	DefaultAdvertInterval     = 100 * time.Millisecond
 	DefaultVRRPVersion2Advert = time.Second
+	// DefaultAddressLifetime is the kernel lifetime of the VIP on the
+	// master's link, renewed four times per lifetime while the master
+	// advertises: an agent killed, hung or OOM-killed loses the address
+	// within about 1.5s (lifetime, plus the last renew period, plus the
+	// kernel's sub-second rounding), before a restarted agent could
+	// remove it.
+	DefaultAddressLifetime = time.Second
+	// MaxAddressLifetime bounds vip.addressLifetime: beyond it a dead
+	// agent's VIP lingers as long as a permanent one would, in practice.
+	MaxAddressLifetime = time.Hour
 	// DefaultBasePriority is the first node's priority; the next get 249,
 	// 248, ... High priorities keep RFC 5798's Skew_Time, (256 -
 	// priority)/256 of the advert interval, near zero: a backup takes over
@@ -40,19 +50,25 @@ const (
 	DefaultCertValidity      = 365 * 24 * time.Hour      // kubeadm's leaf validity
 	DefaultCAValidity        = 10 * 365 * 24 * time.Hour // kubeadm's CA validity
 	DefaultRenewBefore       = 30 * 24 * time.Hour
-	DefaultKeyAlgorithm      = KeyRSA2048
-	DefaultCertificatesDir   = "/etc/kubernetes/pki"
-	DefaultEtcdClientPort    = 2379
-	DefaultEtcdPeerPort      = 2380
-	DefaultEtcdDataDir       = "/var/lib/etcd"
-	DefaultLBAlgorithm       = "roundrobin"
-	DefaultHealthPath        = "/readyz"
-	DefaultHealthInterval    = 200 * time.Millisecond
-	DefaultHealthTimeout     = 1 * time.Second
-	DefaultHealthFall        = 2
-	DefaultHealthRise        = 2
-	DefaultConnectTimeout    = 500 * time.Millisecond
-	DefaultHandshakeTimeout  = time.Second
+	// DefaultNodeLocalListen is the worker load balancer's frontend.
+	DefaultNodeLocalListen = "127.0.0.1:6443"
+	// DefaultNodeLocalKubeconfig is the kubelet's own kubeconfig.
+	DefaultNodeLocalKubeconfig = "/etc/kubernetes/kubelet.conf"
+	DefaultRenewCheck          = time.Hour
+	DefaultKeyAlgorithm        = KeyRSA2048
+	DefaultCertificatesDir     = "/etc/kubernetes/pki"
+	DefaultEtcdClientPort      = 2379
+	DefaultEtcdPeerPort        = 2380
+	DefaultEtcdDataDir         = "/var/lib/etcd"
+	DefaultLBAlgorithm         = "roundrobin"
+	DefaultHealthPath          = "/readyz"
+	DefaultLivenessPath        = "/livez?exclude=etcd"
+	DefaultHealthInterval      = 200 * time.Millisecond
+	DefaultHealthTimeout       = 1 * time.Second
+	DefaultHealthFall          = 2
+	DefaultHealthRise          = 2
+	DefaultConnectTimeout      = 500 * time.Millisecond
+	DefaultHandshakeTimeout    = time.Second
 )
 
 // Key algorithms for generated certificates.
@@ -125,6 +141,13 @@ type VIP struct {
 	// Auth is VRRPv2 simple-password authentication, as keepalived's
 	// auth_type PASS. Version 3 has no authentication.
 	Auth *VIPAuth `json:"auth,omitempty"`
+	// AddressLifetime is the valid and preferred lifetime the kernel
+	// gives the VIP on the master's link (whole seconds, default 1s); the
+	// speaker renews it four times per lifetime while it is master and its
+	// adverts go out. A node whose agent dies without releasing the VIP
+	// (kill -9, a hang, the OOM killer) drops it after about this long
+	// plus a quarter of it, so it stops answering ARP for the VIP.
+	AddressLifetime Duration `json:"addressLifetime,omitempty"`
 }
 
 // VIPAuth is VRRPv2 authentication.
@@ -150,14 +173,49 @@ type LoadBalancer struct {
 	// down; zero leaves them open.
 	Drain       Duration    `json:"drain,omitempty"`
 	HealthCheck HealthCheck `json:"healthCheck,omitempty"`
+	// NodeLocal is the load balancer `haplane agent --role worker` runs
+	// on every worker, so that its kubelet and kube-proxy reach every
+	// apiserver without going through the VIP holder.
+	NodeLocal NodeLocalLB `json:"nodeLocal,omitempty"`
 }
+
+// NodeLocalLB is a worker's own load balancer to every kube-apiserver, with
+// the same health checks (healthCheck above) and ClientHello replay as the
+// control plane's.
+type NodeLocalLB struct {
+	// Listen is its frontend (default 127.0.0.1:6443). A loopback
+	// address keeps it private to the node.
+	Listen string `json:"listen,omitempty"`
+	// Discovery is where the apiservers come from: "endpointslice"
+	// (default) watches the kubernetes Service's EndpointSlices, starting
+	// from the nodes of this file, so adding a control-plane node needs no
+	// edit on the workers; "none" uses this file's nodes only.
+	Discovery string `json:"discovery,omitempty"`
+	// Kubeconfig is the credential the discovery watch uses (default
+	// /etc/kubernetes/kubelet.conf, the worker's own node identity).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+}
+
+// Discovery modes of the node-local load balancer.
+const (
+	DiscoveryEndpointSlice = "endpointslice"
+	DiscoveryNone          = "none"
+)
 
 // HealthCheck is the active check of each kube-apiserver.
 type HealthCheck struct {
 	// Path is fetched over HTTPS (default /readyz).
-	Path     string   `json:"path,omitempty"`
-	Interval Duration `json:"interval,omitempty"`
-	Timeout  Duration `json:"timeout,omitempty"`
+	Path string `json:"path,omitempty"`
+	// LivenessPath is fetched when Path fails (default
+	// /livez?exclude=etcd; "none" turns it off). When no apiserver is
+	// ready but some answer it, the pool is in panic: new sessions go to
+	// those live ones rather than being refused, and the VIP stays put,
+	// since every node sees the same. That is etcd's quorum loss: every
+	// /readyz fails together, while the apiservers still serve discovery,
+	// /livez and whatever their watch caches hold.
+	LivenessPath string   `json:"livenessPath,omitempty"`
+	Interval     Duration `json:"interval,omitempty"`
+	Timeout      Duration `json:"timeout,omitempty"`
 	// Fall consecutive failures mark a backend down; Rise successes mark
 	// it up again.
 	Fall int `json:"fall,omitempty"`
@@ -215,6 +273,11 @@ type Certificates struct {
 	RenewBefore Duration `json:"renewBefore,omitempty"`
 	// KeyAlgorithm is "rsa2048" (default, as kubeadm) or "ecdsa-p256".
 	KeyAlgorithm string `json:"keyAlgorithm,omitempty"`
+	// RenewCheckInterval is how often the agent looks for leaves within
+	// renewBefore of expiry and renews them (default 1h, jittered ±10%).
+	// Nodes renew one after the other, each this long after the previous
+	// one in the file's order.
+	RenewCheckInterval Duration `json:"renewCheckInterval,omitempty"`
 }
 
 // Duration is a time.Duration written as a string ("100ms") in the file.

@@ -33,6 +33,9 @@ func (c *Cluster) SetDefaults() {
 			v.AdvertInterval.Duration = DefaultAdvertInterval
 		}
 	}
+	if v.AddressLifetime.Duration == 0 {
+		v.AddressLifetime.Duration = DefaultAddressLifetime
+	}
 	// Distinct priorities by default: equal priorities leave the tie to the
 	// address comparison and make the holder hard to predict.
 	anySet := false
@@ -55,9 +58,22 @@ func (c *Cluster) SetDefaults() {
 	if lb.HandshakeTimeout.Duration == 0 {
 		lb.HandshakeTimeout.Duration = DefaultHandshakeTimeout
 	}
+	nl := &lb.NodeLocal
+	if nl.Listen == "" {
+		nl.Listen = DefaultNodeLocalListen
+	}
+	if nl.Discovery == "" {
+		nl.Discovery = DiscoveryEndpointSlice
+	}
+	if nl.Kubeconfig == "" {
+		nl.Kubeconfig = DefaultNodeLocalKubeconfig
+	}
 	hc := &lb.HealthCheck
 	if hc.Path == "" {
 		hc.Path = DefaultHealthPath
+	}
+	if hc.LivenessPath == "" {
+		hc.LivenessPath = DefaultLivenessPath
 	}
 	if hc.Interval.Duration == 0 {
 		hc.Interval.Duration = DefaultHealthInterval
@@ -106,6 +122,9 @@ func (c *Cluster) SetDefaults() {
 	}
 	if ct.RenewBefore.Duration == 0 {
 		ct.RenewBefore.Duration = DefaultRenewBefore
+	}
+	if ct.RenewCheckInterval.Duration == 0 {
+		ct.RenewCheckInterval.Duration = DefaultRenewCheck
 	}
 	if ct.KeyAlgorithm == "" {
 		ct.KeyAlgorithm = DefaultKeyAlgorithm
@@ -262,6 +281,10 @@ func (c *Cluster) validateVIP(k *checker, vip netip.Addr, vipOK bool) {
 	if v.PreemptDelay.Duration < 0 || v.PreemptDelay.Duration > 1000*time.Second {
 		k.add("vip.preemptDelay", "%s is out of range 0s..1000s", v.PreemptDelay.Duration)
 	}
+	if lt := v.AddressLifetime.Duration; lt < time.Second || lt > MaxAddressLifetime || lt%time.Second != 0 {
+		// The kernel counts address lifetimes in whole seconds.
+		k.add("vip.addressLifetime", "%s: needs whole seconds from 1s to %s (the kernel counts address lifetimes in seconds)", lt, MaxAddressLifetime)
+	}
 	if v.Auth != nil {
 		if v.Version != 2 {
 			k.add("vip.auth", "authentication exists only in VRRP version 2 (RFC 5798 removed it); remove it or set version: 2")
@@ -291,6 +314,9 @@ func (c *Cluster) validateLB(k *checker) {
 	if !strings.HasPrefix(hc.Path, "/") {
 		k.add("loadBalancer.healthCheck.path", "%q must start with '/'", hc.Path)
 	}
+	if hc.LivenessPath != "none" && !strings.HasPrefix(hc.LivenessPath, "/") {
+		k.add("loadBalancer.healthCheck.livenessPath", "%q must start with '/' (or be none)", hc.LivenessPath)
+	}
 	k.positive("loadBalancer.healthCheck.interval", hc.Interval)
 	k.positive("loadBalancer.healthCheck.timeout", hc.Timeout)
 	if hc.Fall < 1 || hc.Fall > 100 {
@@ -298,6 +324,17 @@ func (c *Cluster) validateLB(k *checker) {
 	}
 	if hc.Rise < 1 || hc.Rise > 100 {
 		k.add("loadBalancer.healthCheck.rise", "%d is out of range 1..100", hc.Rise)
+	}
+	nl := lb.NodeLocal
+	if ap, err := netip.ParseAddrPort(nl.Listen); err != nil {
+		k.add("loadBalancer.nodeLocal.listen", "%q is not an address:port (e.g. 127.0.0.1:6443): %v", nl.Listen, err)
+	} else if ap.Port() == 0 {
+		k.add("loadBalancer.nodeLocal.listen", "%q needs a port", nl.Listen)
+	}
+	switch nl.Discovery {
+	case DiscoveryEndpointSlice, DiscoveryNone:
+	default:
+		k.add("loadBalancer.nodeLocal.discovery", "%q is not one of %s, %s", nl.Discovery, DiscoveryEndpointSlice, DiscoveryNone)
 	}
 }
 
@@ -477,6 +514,10 @@ func (c *Cluster) validateCertificates(k *checker) {
 	}
 	if ct.RenewBefore.Duration < 0 || (ct.Validity.Duration > 0 && ct.RenewBefore.Duration >= ct.Validity.Duration) {
 		k.add("certificates.renewBefore", "%s must be between 0 and the validity (%s), or every run re-issues", ct.RenewBefore.Duration, ct.Validity.Duration)
+	}
+	k.positive("certificates.renewCheckInterval", ct.RenewCheckInterval)
+	if ct.RenewCheckInterval.Duration > 0 && ct.RenewBefore.Duration > 0 && ct.RenewCheckInterval.Duration > ct.RenewBefore.Duration/2 {
+		k.add("certificates.renewCheckInterval", "%s is more than half of renewBefore (%s): a leaf could expire between two checks", ct.RenewCheckInterval.Duration, ct.RenewBefore.Duration)
 	}
 	switch ct.KeyAlgorithm {
 	case KeyRSA2048, KeyECDSAP256:

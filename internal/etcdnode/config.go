@@ -119,6 +119,10 @@ type Config struct {
 	ElectionTimeout time.Duration `json:"electionTimeout,omitempty"`
 	// LogLevel is etcd's own log level (default warn).
 	LogLevel string `json:"logLevel,omitempty"`
+	// ForceNewCluster starts the member as the only voter of its cluster,
+	// whatever its data says of the others (etcd's --force-new-cluster).
+	// Only Recover sets it, for one start.
+	ForceNewCluster bool `json:"-"`
 }
 
 // ClientURL is the member's advertised client URL.

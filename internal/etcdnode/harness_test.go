@@ -296,21 +296,39 @@ func (tc *testCluster) kill9(name string) {
 	_ = cmd.Wait()
 }
 
+// stopProcess sends SIGTERM to the named member's process and waits for
+// it to exit (a clean stop: the member flushes its WAL).
+func (tc *testCluster) stopProcess(name string) {
+	tc.mu.Lock()
+	cmd := tc.procs[name]
+	delete(tc.procs, name)
+	tc.mu.Unlock()
+	if cmd == nil {
+		tc.t.Fatalf("no process for %s", name)
+	}
+	termWait(cmd)
+}
+
+// termWait stops a member process with SIGTERM, then SIGKILL after 10s.
+func termWait(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
 func (tc *testCluster) stopAll() {
 	tc.mu.Lock()
 	procs, mems := tc.procs, tc.mems
 	tc.procs, tc.mems = map[string]*exec.Cmd{}, map[string]*Member{}
 	tc.mu.Unlock()
 	for _, cmd := range procs {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		termWait(cmd)
 	}
 	for _, m := range mems {
 		m.Stop()

@@ -84,6 +84,7 @@ func (m *Member) embedConfig() *embed.Config {
 	ec.ClusterState = c.ClusterState
 	ec.InitialCluster = InitialClusterString(c.InitialCluster)
 	ec.InitialClusterToken = c.ClusterToken
+	ec.ForceNewCluster = c.ForceNewCluster
 	ec.StrictReconfigCheck = true
 	ec.PreVote = true
 	// kubeadm's --watch-progress-notify-interval: the apiserver's watch

@@ -142,15 +142,33 @@ func (o *Ops) retryUnhealthy(ctx context.Context, op func() error) error {
 	}
 }
 
+// learnerWaitFor bounds how long a join waits for another learner to be
+// promoted: etcd admits one learner at a time, so nodes joining together
+// (every member rejoining after a recovery) take turns.
+const learnerWaitFor = time.Minute
+
 // AddLearner adds a learner at peerURL and returns its ID and the initial
 // cluster the new member must start with (state existing).
 func (o *Ops) AddLearner(ctx context.Context, name, peerURL string) (uint64, []Peer, error) {
 	var resp *clientv3.MemberAddResponse
-	err := o.retryUnhealthy(ctx, func() error {
-		var err error
-		resp, err = o.Client.MemberAddAsLearner(ctx, []string{peerURL})
-		return err
-	})
+	deadline := time.Now().Add(learnerWaitFor)
+	var err error
+	for {
+		err = o.retryUnhealthy(ctx, func() error {
+			var err error
+			resp, err = o.Client.MemberAddAsLearner(ctx, []string{peerURL})
+			return err
+		})
+		if err == nil || !errors.Is(err, rpctypes.ErrTooManyLearners) || time.Now().After(deadline) {
+			break
+		}
+		o.log().Info("etcd admits one learner at a time: waiting for the other learner's promotion", "name", name)
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("etcdnode: add learner %s at %s: %w", name, peerURL, err)
 	}

@@ -29,6 +29,11 @@ type Change struct {
 	Target Target
 	From   Status
 	To     Status
+	// Live is the target's liveness after the change: Up while it
+	// passes the readiness probe or the liveness probe, Down when it
+	// fails both (Unknown before the first probe). A Change is also
+	// reported when only Live changed (From == To).
+	Live Status
 	// Result is the probe that caused the change (its Err says why a
 	// target went down).
 	Result Result
@@ -52,6 +57,9 @@ type CheckerConfig struct {
 	// Probe for each target. Tests use it to drive the checker on a fake
 	// clock; it must honour ctx.
 	ProbeFunc func(ctx context.Context, t Target) Result
+	// LiveFunc replaces the liveness probe where ProbeFunc replaces the
+	// readiness probe; nil with ProbeFunc set: no liveness probe.
+	LiveFunc func(ctx context.Context, t Target) Result
 	// Logger receives status changes (default: discard).
 	Logger *slog.Logger
 	// Registerer receives the checker's metrics; nil registers nothing.
@@ -89,8 +97,11 @@ func (c *CheckerConfig) validate() error {
 
 // TargetState is a snapshot of one target's health.
 type TargetState struct {
-	Target      Target        `json:"target"`
-	Status      Status        `json:"status"`
+	Target Target `json:"target"`
+	Status Status `json:"status"`
+	// Live is Up while the target passes the readiness or the liveness
+	// probe (see Change.Live).
+	Live        Status        `json:"live"`
 	LastError   string        `json:"lastError,omitempty"`
 	LastLatency time.Duration `json:"lastLatency"`
 }
@@ -118,6 +129,7 @@ type loop struct {
 	target Target
 	cfg    CheckerConfig // the configuration it probes with
 	state  State         // its last hysteresis state, guarded by Checker.mu
+	live   State         // the same for liveness
 	cancel context.CancelFunc
 }
 
@@ -235,7 +247,7 @@ func (c *Checker) Run(ctx context.Context) error {
 // run is one target's loop: probe at once, then every Interval.
 func (c *Checker) run(ctx context.Context, l *loop) {
 	t, cfg := l.target, l.cfg
-	probe := cfg.ProbeFunc
+	probe, probeLive := cfg.ProbeFunc, cfg.LiveFunc
 	if probe == nil {
 		p, err := NewProber(t.Addr, cfg.Probe)
 		if err != nil { // validated in SetTargets; cannot happen
@@ -244,11 +256,14 @@ func (c *Checker) run(ctx context.Context, l *loop) {
 		}
 		defer p.Close()
 		probe = func(ctx context.Context, _ Target) Result { return p.Probe(ctx) }
+		if p.Live() {
+			probeLive = func(ctx context.Context, _ Target) Result { return p.ProbeLive(ctx) }
+		}
 	}
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	c.mu.Lock()
-	st := l.state
+	st, live := l.state, l.live
 	c.mu.Unlock()
 	for {
 		r := probe(ctx, t)
@@ -260,11 +275,27 @@ func (c *Checker) run(ctx context.Context, l *loop) {
 			label = "fail"
 		}
 		c.latency.WithLabelValues(t.Name, label).Observe(r.Latency.Seconds())
+		// Liveness is probed only when readiness fails: a ready target
+		// is live, and the healthy case costs no second request.
+		liveOK := r.OK
+		if !r.OK && probeLive != nil {
+			liveOK = probeLive(ctx, t).OK
+			if ctx.Err() != nil {
+				return
+			}
+		}
 		prev := st.Status
-		var changed bool
+		var changed, liveChanged bool
 		st, changed = Step(st, r.OK, cfg.Fall, cfg.Rise)
-		if !c.record(l, st, r) {
+		live, liveChanged = Step(live, liveOK, cfg.Fall, cfg.Rise)
+		if !c.record(l, st, live, r) {
 			return // removed by SetTargets, or replaced by Reconfigure, while probing
+		}
+		if liveChanged && !changed {
+			cfg.Logger.Info("health: target liveness "+live.Status.String(), "target", t.Name, "ready", st.Status)
+			if cfg.OnChange != nil {
+				cfg.OnChange(Change{Target: t, From: prev, To: st.Status, Live: live.Status, Result: r})
+			}
 		}
 		if changed {
 			c.up.WithLabelValues(t.Name).Set(float64(st.Status))
@@ -274,7 +305,7 @@ func (c *Checker) run(ctx context.Context, l *loop) {
 				cfg.Logger.Info("health: target "+st.Status.String(), "target", t.Name, "latency", r.Latency)
 			}
 			if cfg.OnChange != nil {
-				cfg.OnChange(Change{Target: t, From: prev, To: st.Status, Result: r})
+				cfg.OnChange(Change{Target: t, From: prev, To: st.Status, Live: live.Status, Result: r})
 			}
 		}
 		select {
@@ -287,15 +318,15 @@ func (c *Checker) run(ctx context.Context, l *loop) {
 
 // record stores a result of loop l; it reports false when l is no longer
 // the loop of its target.
-func (c *Checker) record(l *loop, s State, r Result) bool {
+func (c *Checker) record(l *loop, s, live State, r Result) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts, ok := c.states[l.target.Addr]
 	if !ok || c.loops[l.target.Addr] != l {
 		return false
 	}
-	l.state = s
-	ts.Status = s.Status
+	l.state, l.live = s, live
+	ts.Status, ts.Live = s.Status, live.Status
 	ts.LastLatency = r.Latency
 	ts.LastError = ""
 	if r.Err != nil {
@@ -325,6 +356,33 @@ func (c *Checker) AnyHealthy() bool {
 		}
 	}
 	return false
+}
+
+// Live returns the liveness of the target at addr (Unknown if unchecked).
+func (c *Checker) Live(addr string) Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ts, ok := c.states[addr]; ok {
+		return ts.Live
+	}
+	return Unknown
+}
+
+// Counts returns how many targets are ready (Up) and how many live
+// (ready, or passing the liveness probe), and how many there are.
+func (c *Checker) Counts() (ready, live, total int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ts := range c.states {
+		total++
+		if ts.Status == Up {
+			ready++
+		}
+		if ts.Live == Up || ts.Status == Up {
+			live++
+		}
+	}
+	return ready, live, total
 }
 
 // States returns a snapshot of every target, sorted by address.
@@ -367,7 +425,7 @@ func (c *Checker) Reconfigure(next CheckerConfig) error {
 		if old.cancel != nil {
 			old.cancel()
 		}
-		l := &loop{target: old.target, cfg: next, state: old.state}
+		l := &loop{target: old.target, cfg: next, state: old.state, live: old.live}
 		c.loops[addr] = l
 		if c.ctx != nil {
 			c.start(l)

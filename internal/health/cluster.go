@@ -11,12 +11,17 @@ import (
 // cluster CA (nil: probes do not verify certificates).
 func ConfigFromCluster(c *config.Cluster, roots *x509.CertPool) CheckerConfig {
 	hc := c.LoadBalancer.HealthCheck
+	live := hc.LivenessPath
+	if live == "none" {
+		live = ""
+	}
 	return CheckerConfig{
 		Probe: ProbeConfig{
-			Kind:    KindHTTPS,
-			Path:    hc.Path,
-			Timeout: hc.Timeout.Duration,
-			RootCAs: roots,
+			Kind:         KindHTTPS,
+			Path:         hc.Path,
+			LivenessPath: live,
+			Timeout:      hc.Timeout.Duration,
+			RootCAs:      roots,
 		},
 		Interval: hc.Interval.Duration,
 		Fall:     hc.Fall,

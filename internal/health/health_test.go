@@ -201,13 +201,19 @@ func TestConfigErrors(t *testing.T) {
 type backend struct {
 	srv    *httptest.Server
 	status atomic.Int32
+	live   atomic.Int32 // /livez
 	conns  atomic.Int32
 }
 
 func newBackend(t *testing.T, pki testPKI) *backend {
 	b := &backend{}
 	b.status.Store(200)
+	b.live.Store(200)
 	b.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/livez" {
+			w.WriteHeader(int(b.live.Load()))
+			return
+		}
 		if r.URL.Path != "/readyz" && r.URL.Path != "/healthz" {
 			http.NotFound(w, r)
 			return
@@ -413,4 +419,49 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no single series %s", name)
 	return 0
+}
+
+// TestCheckerLiveness: a target failing /readyz but answering /livez is
+// Down and live, reported once for each change; failing /livez too it is
+// no longer live; a target passing /readyz is live without a /livez probe.
+func TestCheckerLiveness(t *testing.T) {
+	pki := newTestPKI(t)
+	b := newBackend(t, pki)
+	changes := make(chan Change, 16)
+	c, err := NewChecker(CheckerConfig{
+		Probe:    ProbeConfig{RootCAs: pki.pool, LivenessPath: "/livez?exclude=etcd"},
+		Interval: 50 * time.Millisecond, Fall: 2, Rise: 2,
+		OnChange: func(ch Change) { changes <- ch },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTargets([]Target{{Name: "b1", Addr: b.addr()}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wait := func(ready, live Status) {
+		t.Helper()
+		select {
+		case ch := <-changes:
+			if ch.To != ready || ch.Live != live {
+				t.Fatalf("change to ready %v live %v, want %v %v", ch.To, ch.Live, ready, live)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no change to ready %v live %v", ready, live)
+		}
+	}
+	wait(Up, Up)
+	b.status.Store(500)
+	wait(Down, Up)
+	if r, l, n := c.Counts(); r != 0 || l != 1 || n != 1 || c.Live(b.addr()) != Up {
+		t.Fatalf("counts ready %d live %d of %d, live %v; want 0 1 1 up", r, l, n, c.Live(b.addr()))
+	}
+	b.live.Store(500)
+	wait(Down, Down)
+	b.live.Store(200)
+	wait(Down, Up)
+	b.status.Store(200)
+	wait(Up, Up)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +40,10 @@ type ProbeConfig struct {
 	Kind Kind
 	// Path is fetched by https probes (default /readyz).
 	Path string
+	// LivenessPath is fetched by https probes when Path fails: a target
+	// that answers it is live though not ready (panic routing may use it).
+	// Empty: no liveness probe; a target that fails Path is dead.
+	LivenessPath string
 	// ExpectStatus is the status an https probe must get (default 200).
 	ExpectStatus int
 	// Timeout bounds one probe, connect to last byte (default 1s).
@@ -80,6 +85,9 @@ func (c *ProbeConfig) validate() error {
 	if c.Path == "" || c.Path[0] != '/' {
 		return fmt.Errorf("health: path %q must start with '/'", c.Path)
 	}
+	if c.LivenessPath != "" && c.LivenessPath[0] != '/' {
+		return fmt.Errorf("health: liveness path %q must start with '/'", c.LivenessPath)
+	}
 	if c.ExpectStatus < 100 || c.ExpectStatus > 599 {
 		return fmt.Errorf("health: expected status %d is not an HTTP status", c.ExpectStatus)
 	}
@@ -102,12 +110,13 @@ type Result struct {
 // backend stopped accepting new ones, which is exactly what clients see.
 // A Prober is safe for concurrent use.
 type Prober struct {
-	cfg    ProbeConfig
-	addr   string
-	url    string
-	dialer net.Dialer
-	tls    *tls.Config
-	client *http.Client
+	cfg     ProbeConfig
+	addr    string
+	url     string
+	liveURL string // "" without a liveness path
+	dialer  net.Dialer
+	tls     *tls.Config
+	client  *http.Client
 }
 
 // NewProber returns a prober of addr (host:port) with cfg (defaults applied).
@@ -164,6 +173,9 @@ func NewProber(addr string, cfg ProbeConfig) (*Prober, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 		p.url = "https://" + addr + cfg.Path
+		if cfg.LivenessPath != "" {
+			p.liveURL = "https://" + addr + cfg.LivenessPath
+		}
 	}
 	return p, nil
 }
@@ -177,6 +189,22 @@ func (p *Prober) Probe(ctx context.Context) Result {
 	defer cancel()
 	start := time.Now()
 	err := p.probe(ctx)
+	return Result{OK: err == nil, Err: err, Latency: time.Since(start)}
+}
+
+// Live reports whether the prober has a liveness probe.
+func (p *Prober) Live() bool { return p.liveURL != "" }
+
+// ProbeLive runs one liveness probe: GET LivenessPath expecting
+// ExpectStatus. Without a liveness path it fails.
+func (p *Prober) ProbeLive(ctx context.Context) Result {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	err := errors.New("health: no liveness path")
+	if p.liveURL != "" {
+		err = p.get(ctx, p.liveURL)
+	}
 	return Result{OK: err == nil, Err: err, Latency: time.Since(start)}
 }
 
@@ -200,24 +228,29 @@ func (p *Prober) probe(ctx context.Context) error {
 		}
 		return nil
 	default:
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-		if err != nil {
-			return fmt.Errorf("health: request %s: %w", p.url, err)
-		}
-		req.Header.Set("User-Agent", "haplane-health")
-		resp, err := p.client.Do(req)
-		if err != nil {
-			return fmt.Errorf("health: GET %s: %w", p.url, err)
-		}
-		// Read a little of the body so a server that answers slowly is
-		// caught by the timeout, then drop the connection.
-		_, _ = io.CopyN(io.Discard, resp.Body, 4096)
-		resp.Body.Close()
-		if resp.StatusCode != p.cfg.ExpectStatus {
-			return &StatusError{URL: p.url, Got: resp.StatusCode, Want: p.cfg.ExpectStatus}
-		}
-		return nil
+		return p.get(ctx, p.url)
 	}
+}
+
+// get fetches url and expects ExpectStatus.
+func (p *Prober) get(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("health: request %s: %w", url, err)
+	}
+	req.Header.Set("User-Agent", "haplane-health")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("health: GET %s: %w", url, err)
+	}
+	// Read a little of the body so a server that answers slowly is
+	// caught by the timeout, then drop the connection.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4096)
+	resp.Body.Close()
+	if resp.StatusCode != p.cfg.ExpectStatus {
+		return &StatusError{URL: url, Got: resp.StatusCode, Want: p.cfg.ExpectStatus}
+	}
+	return nil
 }
 
 // fullHandshakeEvery: one probe in this many skips session resumption.

@@ -115,7 +115,7 @@ func TestCheckerReconfigureProbe(t *testing.T) {
 	}
 	wait(Up)
 	next := base
-	next.Probe.Path = "/livez" // the backend answers 404
+	next.Probe.Path = "/nope" // the backend answers 404
 	if err := c.Reconfigure(next); err != nil {
 		t.Fatal(err)
 	}

@@ -175,6 +175,7 @@ func startServer(t *testing.T, ca *testCA) *harness {
 		h.sawBody.Add(1)
 		h.srv.ServeHTTP(w, r)
 	})
+	mux.HandleFunc(RenewPath, func(w http.ResponseWriter, r *http.Request) { h.srv.ServeRenew(w, r) })
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)

@@ -93,6 +93,8 @@ type Server struct {
 	Tokens  TokenStore
 	Signer  Signer
 	Secrets Secrets
+	// Renewer renews certificates at RenewPath (nil: refused).
+	Renewer Renewer
 	// ClusterFile returns the cluster file sent to joiners, read at each
 	// join so an edit (the new node added) needs no restart.
 	ClusterFile func() ([]byte, error)

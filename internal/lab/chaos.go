@@ -53,7 +53,10 @@ type Observation struct {
 
 // PathObservation is a further probe's samples and their summary.
 type PathObservation struct {
-	Path     string        `json:"path"`
+	Path string `json:"path"`
+	// Endpoint is set when the probes went elsewhere than the VIP: the
+	// client host's node-local load balancer.
+	Endpoint string        `json:"endpoint,omitempty"`
 	Samples  []Sample      `json:"samples"`
 	Requests int           `json:"requests"`
 	Failed   int           `json:"failed"`

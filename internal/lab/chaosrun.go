@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/haplane/haplane/internal/config"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -36,16 +37,28 @@ type ChaosEnv struct {
 type scenario struct {
 	name, desc string
 	kubeOnly   bool
-	probePath  string        // default /readyz
-	window     time.Duration // fault to heal
-	post       time.Duration // observed after the heal (default 3s)
-	maxGap     time.Duration // the client's longest gap that passes
+	// needsEtcdProc: the scenario stops etcd alone, so etcd must not live
+	// in the agent of a control-plane host.
+	needsEtcdProc bool
+	// vipStays: the VIP must stay on the host that held it at the start,
+	// alone, for the whole scenario (a fault every node shares).
+	vipStays bool
+	// vipLeavesWithin: from this long after the fault on, only one host,
+	// not the target, may hold the VIP (a dead holder's copy expires).
+	vipLeavesWithin time.Duration
+	probePath       string        // default /readyz
+	window          time.Duration // fault to heal
+	post            time.Duration // observed after the heal (default 3s)
+	maxGap          time.Duration // the client's longest gap that passes
 	// alsoPath is probed too (same pace, summarized apart) and passes
 	// with a longest gap of at most alsoMaxGap.
 	alsoPath   string
 	alsoMaxGap time.Duration
-	lease      string // the leader Lease whose takeover is measured
-	apply      func(r *chaosRun) (target string, heal func() error, err error)
+	// localMaxGap bounds the longest gap seen through the client host's
+	// node-local load balancer, when the lab runs one (0: reported only).
+	localMaxGap time.Duration
+	lease       string // the leader Lease whose takeover is measured
+	apply       func(r *chaosRun) (target string, heal func() error, err error)
 }
 
 // Scenarios lists the names `lab chaos --scenario` takes, in run order.
@@ -119,9 +132,9 @@ func scenarios() []scenario {
 	}
 	return []scenario{
 		{name: "vip-holder-kill", desc: "kill -9 what holds the VIP and balances on the VIP holder (haplane: its agent; classic: keepalived and haproxy)",
-			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAgent)},
+			window: 4 * time.Second, maxGap: time.Second, localMaxGap: time.Second, apply: kill(holderAgent)},
 		{name: "vip-holder-link-down", desc: "pull the VIP holder's cable (its link goes down), then plug it back",
-			window: 4 * time.Second, maxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
+			window: 4 * time.Second, maxGap: time.Second, localMaxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
 				h, err := r.holder()
 				if err != nil {
 					return "", nil, err
@@ -155,7 +168,7 @@ func scenarios() []scenario {
 		// ready again after the members' restart (bounded: they must come
 		// back). /livez?exclude=etcd shows that the VIP, the load balancer
 		// and the API servers themselves kept serving all along.
-		{name: "etcd-quorum-loss", desc: "kill -9 two of three etcd members (none on the VIP holder), restart them after 6s: /readyz fails until quorum is back, while the VIP, the load balancer and the API servers keep serving /livez (etcd excluded)",
+		{name: "etcd-quorum-loss", vipStays: true, desc: "kill -9 two of three etcd members (none on the VIP holder), restart them after 6s: /readyz fails until quorum is back, while the VIP, the load balancer and the API servers keep serving /livez (etcd excluded)",
 			window: 6 * time.Second, post: 12 * time.Second, maxGap: 16 * time.Second,
 			alsoPath: "/livez?exclude=etcd", alsoMaxGap: time.Second, apply: func(r *chaosRun) (string, func() error, error) {
 				h, err := r.holder()
@@ -204,6 +217,33 @@ func scenarios() []scenario {
 				}
 				return h, func() error { r.event("heal " + h); return r.st.SetPartitioned(h, false) }, nil
 			}},
+		{name: "agent-kill", desc: "kill -9 the VIP holder's agent and leave it dead: the next node takes the VIP, and the dead node's copy of the address expires by itself (vip.addressLifetime), so within 2s only the new holder answers for it",
+			vipLeavesWithin: 2 * time.Second, window: 5 * time.Second, maxGap: time.Second, apply: kill(holderAgent)},
+		{name: "apiserver-all-stall", desc: "SIGSTOP every API server at once for 5s, then SIGCONT: nobody serves better, so the VIP stays where it is",
+			vipStays: true, window: 5 * time.Second, post: 6 * time.Second, maxGap: 12 * time.Second, apply: func(r *chaosRun) (string, func() error, error) {
+				var hosts []string
+				for _, h := range r.st.Hosts {
+					if h.Role == "control-plane" {
+						hosts = append(hosts, h.Name)
+					}
+				}
+				name := r.st.APIServerProc()
+				r.event("SIGSTOP " + name + " on " + strings.Join(hosts, ", "))
+				for _, h := range hosts {
+					if err := r.st.Signal(h, name, syscall.SIGSTOP); err != nil {
+						return "all", nil, err
+					}
+				}
+				return "all", func() error {
+					r.event("SIGCONT " + name + " everywhere")
+					var errs []error
+					for _, h := range hosts {
+						errs = append(errs, r.st.Signal(h, name, syscall.SIGCONT))
+					}
+					return errors.Join(errs...)
+				}, nil
+			}},
+		permanentLoss(),
 	}
 }
 
@@ -248,7 +288,7 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
-		if s.name == "vip-holder-kill" && !st.SeparateEtcd {
+		if (s.name == "vip-holder-kill" || s.name == "agent-kill") && !st.SeparateEtcd {
 			// The member dies with the agent: when it led etcd, every read
 			// waits for etcd's election (its 1s election timeout, then a
 			// vote), whatever the VIP does.
@@ -258,6 +298,12 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 		res := ScenarioResult{Name: s.name, Description: s.desc, Stack: o.Stack, Backend: st.Backend, MaxGapW: s.maxGap}
 		if s.kubeOnly && st.Backend != BackendKube {
 			res.Skipped = "needs the kube backend (leader Leases of the real scheduler and controller-manager)"
+			rep.Scenarios = append(rep.Scenarios, res)
+			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
+			continue
+		}
+		if s.needsEtcdProc && !st.SeparateEtcd && st.Topology() == config.TopologyStacked {
+			res.Skipped = "needs etcd as its own process (--separate-etcd, the default with real Kubernetes, or --topology external)"
 			rep.Scenarios = append(rep.Scenarios, res)
 			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
 			continue
@@ -362,6 +408,9 @@ func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) err
 	if r.st.Backend == BackendKube {
 		args = append(args, "--kubeconfig", filepath.Join(r.st.HostDir("cp1"), "admin.conf"))
 	}
+	if ep := r.st.NodeLocalEndpoint(); ep != "" {
+		args = append(args, "--local-endpoint", ep)
+	}
 	obs := (&Host{NS: r.st.Prefix + "-client"}).Command(r.st.Binary, args...)
 	var stdout, stderr strings.Builder
 	obs.Stdout, obs.Stderr = &stdout, &stderr
@@ -413,6 +462,14 @@ func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) err
 	}
 	res.LeaseTakeover = leaseTakeovers(res.Observed.Leases, faultAt, s.lease)
 	judge(res, s)
+	if why := judgeVIP(res.VIPHolder, s, res.Target, faultAt); why != "" {
+		if res.Pass {
+			res.Verdict = "fail: " + why
+		} else {
+			res.Verdict += "; " + why
+		}
+		res.Pass = false
+	}
 	return nil
 }
 
@@ -469,6 +526,13 @@ func judge(res *ScenarioResult, s scenario) {
 	}
 	also := ""
 	for _, a := range o.Also {
+		if a.Endpoint != "" {
+			also += fmt.Sprintf("; node-local LB: longest gap %s, %d of %d failed", a.MaxGap.Round(time.Millisecond), a.Failed, a.Requests)
+			if s.localMaxGap > 0 && a.MaxGap > s.localMaxGap {
+				why = append(why, fmt.Sprintf("node-local LB %s: longest gap %s > %s", a.Endpoint, a.MaxGap.Round(time.Millisecond), s.localMaxGap))
+			}
+			continue
+		}
 		if a.Path != s.alsoPath {
 			continue
 		}
@@ -477,7 +541,7 @@ func judge(res *ScenarioResult, s scenario) {
 			why = append(why, fmt.Sprintf("%s: longest gap %s > %s", a.Path, a.MaxGap.Round(time.Millisecond), s.alsoMaxGap))
 		}
 	}
-	if s.alsoPath != "" && also == "" {
+	if s.alsoPath != "" && !strings.Contains(also, s.alsoPath+":") {
 		why = append(why, "no probe of "+s.alsoPath)
 	}
 	res.Pass = len(why) == 0
@@ -487,6 +551,45 @@ func judge(res *ScenarioResult, s scenario) {
 		return
 	}
 	res.Verdict = "fail: " + strings.Join(why, "; ")
+}
+
+// judgeVIP checks the VIP holder marks (sampled every 100ms) against the
+// scenario's VIP rules; "" when they hold.
+func judgeVIP(holders []Mark, s scenario, target string, faultAt time.Duration) string {
+	if len(holders) == 0 || (!s.vipStays && s.vipLeavesWithin == 0) {
+		return ""
+	}
+	if s.vipStays {
+		first := holders[0].Value
+		for _, m := range holders[1:] {
+			if m.Value != first {
+				return fmt.Sprintf("the VIP moved from %s to %s at %s", first, m.Value, m.At.Round(time.Millisecond))
+			}
+		}
+		if first == "nobody" || strings.Contains(first, "+") {
+			return "no single VIP holder: " + first
+		}
+	}
+	if s.vipLeavesWithin > 0 {
+		// From by until the heal (the agent's restart takes the VIP back).
+		by, heal := faultAt+s.vipLeavesWithin, faultAt+s.window
+		// Marks are stamped when a poll of every host starts, and a poll
+		// takes a while on a busy machine: judge the polls started at by
+		// or later, each of which read every host after by.
+		for _, m := range holders {
+			if m.At < by {
+				continue
+			}
+			if m.At >= heal {
+				break
+			}
+			if m.Value == "nobody" || strings.Contains(m.Value, "+") || m.Value == target {
+				at := max(m.At, by)
+				return fmt.Sprintf("%s after the fault the VIP is held by %s (want one host, not %s)", (at - faultAt).Round(time.Millisecond), m.Value, target)
+			}
+		}
+	}
+	return ""
 }
 
 // VIPHolder says which hosts have the VIP on their interface: a host name,

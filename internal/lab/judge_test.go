@@ -86,3 +86,38 @@ func TestLeaseTakeovers(t *testing.T) {
 		})
 	}
 }
+
+func TestJudgeVIP(t *testing.T) {
+	ms := func(vals ...string) []Mark {
+		var out []Mark
+		for i, v := range vals {
+			out = append(out, Mark{At: time.Duration(i) * time.Second, Value: v})
+		}
+		return out
+	}
+	stays := scenario{vipStays: true, window: 5 * time.Second}
+	leaves := scenario{vipLeavesWithin: 2 * time.Second, window: 5 * time.Second}
+	for _, tc := range []struct {
+		name    string
+		holders []Mark
+		s       scenario
+		fail    bool
+	}{
+		{"stays", ms("cp1"), stays, false},
+		{"moves", ms("cp1", "cp2"), stays, true},
+		{"two holders while it should stay", ms("cp1", "cp1+cp2"), stays, true},
+		// fault at 1s: by 3s only cp2, until the heal at 6s.
+		{"old copy gone in time", ms("cp1", "cp1+cp2", "cp2", "cp2", "cp2", "cp2", "nobody", "cp1"), leaves, false},
+		{"a poll started before the bound is not judged", ms("cp1", "cp1", "cp1+cp2", "cp2"), leaves, false},
+		{"old copy still there after 2s", ms("cp1", "cp1+cp2", "cp1+cp2", "cp1+cp2", "cp2"), leaves, true},
+		{"nobody after 2s", ms("cp1", "cp1", "cp1", "nobody", "cp2"), leaves, true},
+		{"no rules", ms("cp1", "cp2"), scenario{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			why := judgeVIP(tc.holders, tc.s, "cp1", time.Second)
+			if (why != "") != tc.fail {
+				t.Fatalf("judgeVIP = %q, want fail %v", why, tc.fail)
+			}
+		})
+	}
+}

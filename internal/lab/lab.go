@@ -124,6 +124,20 @@ type State struct {
 	Started time.Time `json:"started"`
 }
 
+// NodeLocalAddr is the client host's node-local load balancer (haplane
+// agent --role worker), as a worker runs it, in a lab with real
+// apiservers and haplane's stack.
+const NodeLocalAddr = "127.0.0.1:6443"
+
+// NodeLocalEndpoint is the URL of the client host's node-local load
+// balancer, "" when this lab runs none.
+func (s *State) NodeLocalEndpoint() string {
+	if s.Backend == BackendKube && s.Stack() == VIPLBHaplane {
+		return "https://" + NodeLocalAddr
+	}
+	return ""
+}
+
 // HostDir is where a host's files live in the lab (its /etc/kubernetes).
 func (s *State) HostDir(host string) string { return filepath.Join(s.Dir, "hosts", host) }
 

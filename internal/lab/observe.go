@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -34,6 +35,14 @@ type ObserveConfig struct {
 	Every     time.Duration
 	// AlsoPaths are probed too, each the same way, and summarized apart.
 	AlsoPaths []string
+	// LocalEndpoint, when set, is a node-local load balancer on the
+	// client host (haplane agent --role worker): ProbePath is probed
+	// through it too, the same way, verifying the apiservers' certificate
+	// for ServerName (the VIP), and summarized apart.
+	LocalEndpoint string
+	// ServerName is the name the probes verify (default: the endpoint's
+	// host).
+	ServerName string
 	// T0 is the scenario's start: every time in the Observation is since
 	// T0. For is how long to probe and write.
 	T0  time.Time
@@ -112,6 +121,22 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 			obs.Also[i] = PathObservation{Path: p, Samples: probe(ctx, c, pool, end)}
 		}()
 	}
+	if cfg.LocalEndpoint != "" {
+		obs.Also = append(obs.Also, PathObservation{Path: cfg.ProbePath, Endpoint: cfg.LocalEndpoint})
+		i := len(obs.Also) - 1
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cfg
+			c.Endpoint = cfg.LocalEndpoint
+			if c.ServerName == "" {
+				if u, err := url.Parse(cfg.Endpoint); err == nil {
+					c.ServerName = u.Hostname()
+				}
+			}
+			obs.Also[i].Samples = probe(ctx, c, pool, end)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
@@ -164,7 +189,7 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 // hide the answers of those after it. At most 2s/Every are in flight.
 func probe(ctx context.Context, cfg ObserveConfig, pool *x509.CertPool, end time.Time) []Sample {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: cfg.ServerName}, DisableKeepAlives: true,
 	}}
 	var mu sync.Mutex // protects out
 	var out []Sample

@@ -157,7 +157,8 @@ func TestLBRunCommand(t *testing.T) {
 	}
 
 	setStatus[1](500)
-	eventually("cp2 down", func() bool { return metric(fmt.Sprintf(`haplane_lb_backend_health{backend="10.77.4.12:%d"} 2`, port)) })
+	// Not ready but live (it answers /livez): out of the pool while others are ready.
+	eventually("cp2 not ready", func() bool { return metric(fmt.Sprintf(`haplane_lb_backend_health{backend="10.77.4.12:%d"} 3`, port)) })
 	before := hits[1]()
 	for range 6 {
 		if _, name, err := get("https://" + front + "/"); err != nil || name == "cp2" {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/haplane/haplane/internal/health"
 )
 
@@ -14,8 +16,13 @@ import (
 func wireHealth(t *testing.T, l *LB, cfg health.CheckerConfig, addrs []string) {
 	t.Helper()
 	cfg.OnChange = func(ch health.Change) {
+		// As agent.LBHealth maps it (agent imports lb, not the reverse).
 		h := HealthUp
-		if ch.To == health.Down {
+		switch {
+		case ch.To == health.Up:
+		case ch.Live == health.Up:
+			h = HealthLive
+		default:
 			h = HealthDown
 		}
 		l.SetHealth(ch.Target.Addr, h)
@@ -43,13 +50,7 @@ func wireHealth(t *testing.T, l *LB, cfg health.CheckerConfig, addrs []string) {
 func TestReadyz500LeavesAndReturns(t *testing.T) {
 	const interval, fall, rise = 100 * time.Millisecond, 3, 2
 	pki := newTestPKI(t)
-	var addrs []string
-	var bs []*tlsBackend
-	for i := range 3 {
-		b := startTLSBackend(t, pki, listenLoopback(t), fmt.Sprint("b", i))
-		bs = append(bs, b)
-		addrs = append(addrs, b.addr())
-	}
+	bs, addrs := startTLSBackends(t, pki, 3)
 	l := startLB(t, Config{Backends: addrs})
 	wireHealth(t, l, health.CheckerConfig{
 		Probe:    health.ProbeConfig{RootCAs: pki.pool, ServerName: "backend", Timeout: 500 * time.Millisecond},
@@ -98,5 +99,107 @@ func TestReadyz500LeavesAndReturns(t *testing.T) {
 	}
 	if !seen["b1"] {
 		t.Errorf("b1 back up but got no requests: %v", seen)
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	const U, D, L, N = HealthUp, HealthDown, HealthLive, HealthUnknown
+	for _, tc := range []struct {
+		name    string
+		health  []Health
+		suspect []bool
+		want    []int
+		panic   bool
+	}{
+		{"all up", []Health{U, U, U}, []bool{false, false, false}, []int{0, 1, 2}, false},
+		{"unknown counts as ready", []Health{N, D, L}, []bool{false, false, false}, []int{0}, false},
+		{"one ready beats live ones", []Health{L, U, L}, []bool{false, false, false}, []int{1}, false},
+		{"none ready: the live ones (panic)", []Health{L, D, L}, []bool{false, false, false}, []int{0, 2}, true},
+		{"a suspect live one is skipped in panic", []Health{L, D, L}, []bool{true, false, false}, []int{2}, true},
+		{"ready but suspect, live other: panic", []Health{U, L}, []bool{true, false}, []int{1}, true},
+		{"none ready nor live: every one", []Health{D, D, D}, []bool{false, false, false}, []int{0, 1, 2}, false},
+		{"every one suspect: every one", []Health{U, L}, []bool{true, true}, []int{0, 1}, false},
+		{"empty pool", nil, nil, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, p := Candidates(tc.health, tc.suspect)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) || p != tc.panic {
+				t.Fatalf("Candidates = %v panic %v, want %v panic %v", got, p, tc.want, tc.panic)
+			}
+		})
+	}
+}
+
+// TestPanicRouting: with every backend failing /readyz but answering
+// /livez, clients are still served, by the live ones (the pool is in
+// panic, and the metric says so); a backend failing both gets nothing;
+// once one is ready again it alone gets the clients.
+func TestPanicRouting(t *testing.T) {
+	pki := newTestPKI(t)
+	bs, addrs := startTLSBackends(t, pki, 3)
+	reg := prometheus.NewPedanticRegistry()
+	l := startLB(t, Config{Backends: addrs, Registerer: reg})
+	wireHealth(t, l, health.CheckerConfig{
+		Probe:    health.ProbeConfig{RootCAs: pki.pool, ServerName: "backend", Timeout: 500 * time.Millisecond, LivenessPath: "/livez"},
+		Interval: 50 * time.Millisecond, Fall: 2, Rise: 2,
+	}, addrs)
+	healthOf := func(i int) Health { return l.Backends()[i].Health }
+	waitFor(t, "all up", func() bool { return healthOf(0) == HealthUp && healthOf(1) == HealthUp && healthOf(2) == HealthUp })
+	panicGauge := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "haplane_lb_panic" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no haplane_lb_panic metric")
+		return 0
+	}
+	if l.Panic() || panicGauge() != 0 {
+		t.Fatal("panic with every backend ready")
+	}
+	c := newClient(pki, l.addr())
+	spread := func(n int) map[string]int {
+		t.Helper()
+		seen := map[string]int{}
+		for range n {
+			name, err := c.get()
+			if err != nil {
+				t.Fatalf("request: %v", err)
+			}
+			seen[name]++
+		}
+		return seen
+	}
+
+	for _, b := range bs {
+		b.status.Store(500)
+	}
+	waitFor(t, "all live, none ready", func() bool {
+		return healthOf(0) == HealthLive && healthOf(1) == HealthLive && healthOf(2) == HealthLive
+	})
+	if !l.Panic() || panicGauge() != 1 {
+		t.Fatalf("no panic with every backend live and none ready: %v", l.Backends())
+	}
+	if seen := spread(30); len(seen) != 3 {
+		t.Errorf("in panic, requests went to %v, want all three live backends", seen)
+	}
+
+	bs[2].live.Store(500)
+	waitFor(t, "b2 down", func() bool { return healthOf(2) == HealthDown })
+	if seen := spread(30); seen["b2"] != 0 || len(seen) != 2 {
+		t.Errorf("in panic with b2 dead, requests went to %v, want b0 and b1 only", seen)
+	}
+
+	bs[0].status.Store(200)
+	waitFor(t, "b0 up", func() bool { return healthOf(0) == HealthUp })
+	if l.Panic() || panicGauge() != 0 {
+		t.Error("still in panic with b0 ready")
+	}
+	if seen := spread(20); seen["b0"] != 20 {
+		t.Errorf("with b0 ready, requests went to %v, want b0 only", seen)
 	}
 }

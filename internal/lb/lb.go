@@ -130,6 +130,11 @@ const (
 	HealthUnknown Health = iota // not checked yet: usable
 	HealthUp
 	HealthDown
+	// HealthLive is a backend that fails the readiness check but passes
+	// the liveness check: skipped while any backend is ready, used when
+	// none is (panic routing). Every apiserver is unready together when
+	// etcd loses quorum, yet each still serves what needs no etcd.
+	HealthLive
 )
 
 func (h Health) String() string {
@@ -138,6 +143,8 @@ func (h Health) String() string {
 		return "up"
 	case HealthDown:
 		return "down"
+	case HealthLive:
+		return "live"
 	}
 	return "unknown"
 }
@@ -171,7 +178,37 @@ func (b *Backend) Addr() string { return b.addr }
 func (b *Backend) Active() int64 { return b.active.Load() }
 
 func (b *Backend) usable(now int64) bool {
-	return Health(b.health.Load()) != HealthDown && now >= b.suspectUntil.Load()
+	h := Health(b.health.Load())
+	return h != HealthDown && h != HealthLive && now >= b.suspectUntil.Load()
+}
+
+// Candidates is the pure choice of the backends a new session may go to,
+// given each one's health and whether it is suspect (a failed connect):
+// the ready ones (up, or not checked yet) that are not suspect; when there
+// is none, the live ones (panic: the pool is in panic); when there is none
+// of those either, every one, since a check can be wrong (a bad CA) and
+// suspects recover. It returns the indexes and whether the pool panics.
+func Candidates(health []Health, suspect []bool) (idx []int, panic bool) {
+	for i, h := range health {
+		if h != HealthDown && h != HealthLive && !suspect[i] {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) > 0 {
+		return idx, false
+	}
+	for i, h := range health {
+		if h == HealthLive && !suspect[i] {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) > 0 {
+		return idx, true
+	}
+	for i := range health {
+		idx = append(idx, i)
+	}
+	return idx, false
 }
 
 // BackendStatus is a snapshot of one backend.
@@ -601,22 +638,35 @@ func (l *LB) probeClients() {
 func (l *LB) pick(tried []*Backend) *Backend {
 	pool := *l.pool.Load()
 	now := time.Now().UnixNano()
-	cand := make([]*Backend, 0, len(pool))
+	left := make([]*Backend, 0, len(pool))
 	for _, b := range pool {
-		if b.usable(now) && !slices.Contains(tried, b) {
-			cand = append(cand, b)
+		if !slices.Contains(tried, b) {
+			left = append(left, b)
 		}
 	}
-	if len(cand) == 0 {
-		// Every backend is down or suspect: trying one beats refusing the
-		// client, since checks can be wrong (a bad CA) and suspects recover.
-		for _, b := range pool {
-			if !slices.Contains(tried, b) {
-				cand = append(cand, b)
-			}
-		}
+	health, suspect := make([]Health, len(left)), make([]bool, len(left))
+	for i, b := range left {
+		health[i], suspect[i] = Health(b.health.Load()), now < b.suspectUntil.Load()
+	}
+	idx, _ := Candidates(health, suspect)
+	cand := make([]*Backend, len(idx))
+	for i, j := range idx {
+		cand[i] = left[j]
 	}
 	return l.tun.Load().policy.Select(cand)
+}
+
+// Panic reports whether the pool is in panic: no backend ready, some live
+// (see Candidates).
+func (l *LB) Panic() bool {
+	pool := *l.pool.Load()
+	now := time.Now().UnixNano()
+	health, suspect := make([]Health, len(pool)), make([]bool, len(pool))
+	for i, b := range pool {
+		health[i], suspect[i] = Health(b.health.Load()), now < b.suspectUntil.Load()
+	}
+	_, p := Candidates(health, suspect)
+	return p
 }
 
 // connect dials backends in policy order, starting with first when set

@@ -99,6 +99,7 @@ type tlsBackend struct {
 	ln     net.Listener
 	srv    *http.Server
 	status atomic.Int32 // /readyz answer
+	live   atomic.Int32 // /livez answer
 	hits   atomic.Int64 // requests to /
 
 	mu    sync.Mutex // protects conns
@@ -109,8 +110,10 @@ func startTLSBackend(t *testing.T, pki testPKI, ln net.Listener, name string) *t
 	t.Helper()
 	b := &tlsBackend{name: name, ln: ln, conns: map[net.Conn]struct{}{}}
 	b.status.Store(200)
+	b.live.Store(200)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(b.status.Load())) })
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(b.live.Load())) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		io.WriteString(w, name)
@@ -154,6 +157,17 @@ func (b *tlsBackend) kill() int {
 		c.Close()
 	}
 	return n
+}
+
+// startTLSBackends starts n backends named b0, b1, ... on loopback.
+func startTLSBackends(t *testing.T, pki testPKI, n int) (bs []*tlsBackend, addrs []string) {
+	t.Helper()
+	for i := range n {
+		b := startTLSBackend(t, pki, listenLoopback(t), fmt.Sprint("b", i))
+		bs = append(bs, b)
+		addrs = append(addrs, b.addr())
+	}
+	return bs, addrs
 }
 
 func listenLoopback(t *testing.T) net.Listener {
@@ -232,13 +246,7 @@ func (c *client) get() (string, error) {
 
 func TestProxyTLSAndSpread(t *testing.T) {
 	pki := newTestPKI(t)
-	var addrs []string
-	var bs []*tlsBackend
-	for i := range 3 {
-		b := startTLSBackend(t, pki, listenLoopback(t), fmt.Sprint("b", i))
-		bs = append(bs, b)
-		addrs = append(addrs, b.addr())
-	}
+	bs, addrs := startTLSBackends(t, pki, 3)
 	reg := prometheus.NewPedanticRegistry()
 	l := startLB(t, Config{Backends: addrs, Registerer: reg})
 	c := newClient(pki, l.addr())
@@ -309,13 +317,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 //     answer (mid-handshake or mid-request), which no L4 proxy can save.
 func TestBackendKilledUnderLoad(t *testing.T) {
 	pki := newTestPKI(t)
-	var addrs []string
-	var bs []*tlsBackend
-	for i := range 3 {
-		b := startTLSBackend(t, pki, listenLoopback(t), fmt.Sprint("b", i))
-		bs = append(bs, b)
-		addrs = append(addrs, b.addr())
-	}
+	bs, addrs := startTLSBackends(t, pki, 3)
 	l := startLB(t, Config{Backends: addrs})
 	var killedAt atomic.Int64
 	var ok, failedAfter, failedBefore, okKilled atomic.Int64

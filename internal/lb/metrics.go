@@ -12,7 +12,7 @@ type collector struct{ l *LB }
 
 var (
 	descHealth = prometheus.NewDesc("haplane_lb_backend_health",
-		"Active-check health of a backend: 0 unknown, 1 up, 2 down.", []string{"backend"}, nil)
+		"Active-check health of a backend: 0 unknown, 1 up, 2 down, 3 live (not ready; used in panic only).", []string{"backend"}, nil)
 	descUsable = prometheus.NewDesc("haplane_lb_backend_usable",
 		"1 when new connections may go to the backend (not down, not suspect, in the pool).", []string{"backend"}, nil)
 	descActive = prometheus.NewDesc("haplane_lb_backend_active_sessions",
@@ -32,10 +32,12 @@ var (
 		"Client connections accepted on the frontends.", nil, nil)
 	descNoBackend = prometheus.NewDesc("haplane_lb_no_backend_total",
 		"Client connections closed because no backend accepted them.", nil, nil)
+	descPanic = prometheus.NewDesc("haplane_lb_panic",
+		"1 while no backend passes the readiness check and new sessions go to the live ones (panic routing).", nil, nil)
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHealth, descUsable, descActive, descTotal, descFailures, descBytes, descRetries, descReplays, descAccepted, descNoBackend} {
+	for _, d := range []*prometheus.Desc{descHealth, descUsable, descActive, descTotal, descFailures, descBytes, descRetries, descReplays, descAccepted, descNoBackend, descPanic} {
 		ch <- d
 	}
 }
@@ -71,4 +73,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplays, counter, float64(c.l.replays.Load()))
 	ch <- prometheus.MustNewConstMetric(descAccepted, counter, float64(c.l.accepts.Load()))
 	ch <- prometheus.MustNewConstMetric(descNoBackend, counter, float64(c.l.noneOK.Load()))
+	panicking := 0.0
+	if c.l.Panic() {
+		panicking = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descPanic, gauge, panicking)
 }

@@ -149,3 +149,21 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// WriteWithBackup replaces the file at p with data, keeping what was there
+// as p+".bak": the backup is written first (atomically, same mode), then
+// the file itself, so at every moment p holds either the old or the new
+// contents, whole, and after a crash the old ones are still in the backup.
+// A p that does not exist yet is simply written.
+func WriteWithBackup(p string, data []byte, mode fs.FileMode) error {
+	old, err := os.ReadFile(p)
+	switch {
+	case err == nil:
+		if err := writeAtomic(p+".bak", old, mode); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("pki: back up %s: %w", p, err)
+	}
+	return writeAtomic(p, data, mode)
+}

@@ -30,6 +30,10 @@ type AgentOptions struct {
 	StateDir string
 	// APIPort is the agent's local API port on 127.0.0.1 (default 9444).
 	APIPort int
+	// Worker renders `agent --role worker`, a worker's node-local load
+	// balancer (loadBalancer.nodeLocal), instead of a control-plane node's
+	// agent; node is then unused.
+	Worker bool
 }
 
 // Defaults for AgentOptions.
@@ -61,6 +65,10 @@ func (o AgentOptions) withDefaults() AgentOptions {
 }
 
 func agentArgs(c *config.Cluster, node string, o AgentOptions) []string {
+	if o.Worker {
+		return []string{"agent", "--role", "worker", "--config", o.ConfigPath, "--state-dir", o.StateDir,
+			"--api-addr", fmt.Sprintf("127.0.0.1:%d", o.APIPort)}
+	}
 	return []string{"agent", "--config", o.ConfigPath, "--node", node, "--state-dir", o.StateDir,
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", o.APIPort)}
 }
@@ -70,7 +78,7 @@ func agentArgs(c *config.Cluster, node string, o AgentOptions) []string {
 // (VRRP's raw socket, the VIP's address and gratuitous ARP) and mounts the
 // cluster file, the PKI and, for a stacked member, the etcd data folder.
 func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
-	if _, ok := c.NodeByName(node); !ok {
+	if _, ok := c.NodeByName(node); !ok && !o.Worker {
 		return nil, fmt.Errorf("render: node %q is not in the cluster file", node)
 	}
 	o = o.withDefaults()
@@ -86,7 +94,18 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 		{"pki", c.Certificates.Dir, &dirOrCreate, false},
 		{"state", o.StateDir, &dirOrCreate, false},
 	}
-	if c.Etcd.Topology == config.TopologyStacked {
+	caps := []corev1.Capability{"NET_ADMIN", "NET_RAW"}
+	labels := map[string]string{"component": "haplane-agent", "tier": "control-plane"}
+	switch {
+	case o.Worker:
+		// A load balancer on loopback: no VIP, no raw socket. It reads the
+		// CA from the PKI folder and watches the apiservers with the
+		// kubelet's identity.
+		caps = nil
+		labels = map[string]string{"component": "haplane-agent", "tier": "node"}
+		mounts[1].readOnly = true
+		mounts = append(mounts, mount{"kubeconfig", c.LoadBalancer.NodeLocal.Kubeconfig, &file, true})
+	case c.Etcd.Topology == config.TopologyStacked:
 		mounts = append(mounts, mount{"etcd-data", c.Etcd.DataDir, &dirOrCreate, false})
 	}
 	var vols []corev1.Volume
@@ -109,19 +128,17 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      "haplane-agent",
 			Namespace: "kube-system",
-			Labels:    map[string]string{"component": "haplane-agent", "tier": "control-plane"},
+			Labels:    labels,
 		},
 		Spec: corev1.PodSpec{
 			HostNetwork:                   true,
 			PriorityClassName:             "system-node-critical",
 			TerminationGracePeriodSeconds: &grace,
 			Containers: []corev1.Container{{
-				Name:    "agent",
-				Image:   o.Image,
-				Command: append([]string{"haplane"}, agentArgs(c, node, o)...),
-				SecurityContext: &corev1.SecurityContext{
-					Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
-				},
+				Name:            "agent",
+				Image:           o.Image,
+				Command:         append([]string{"haplane"}, agentArgs(c, node, o)...),
+				SecurityContext: securityContext(caps),
 				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 					corev1.ResourceCPU:    resource.MustParse("100m"),
 					corev1.ResourceMemory: resource.MustParse("128Mi"),
@@ -144,11 +161,27 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 	return out, nil
 }
 
+func securityContext(caps []corev1.Capability) *corev1.SecurityContext {
+	if len(caps) == 0 {
+		return nil
+	}
+	return &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: caps}}
+}
+
 var unitTmpl = template.Must(template.New("unit").Parse(`# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
 [Unit]
+{{- if .Worker}}
+Description=haplane agent: this worker's own load balancer to every kube-apiserver
+{{- else}}
 Description=haplane agent: VIP, API load balancer{{if .Stacked}} and etcd member{{end}} for the Kubernetes control plane
+{{- end}}
 Wants=network-online.target
 After=network-online.target
+# A crash loop ends in the failed state (systemctl --failed, alerts) after
+# 20 starts in 10 minutes, about 7 minutes of the back-off below; a single
+# crash never gets there.
+StartLimitIntervalSec=10min
+StartLimitBurst=20
 {{- if .Stacked}}
 RequiresMountsFor={{.DataDir}}
 {{- end}}
@@ -162,11 +195,21 @@ ExecReload=/bin/kill -HUP $MAINPID
 # and etcd stopped cleanly; KillMode=mixed leaves that to the agent.
 KillMode=mixed
 TimeoutStopSec=45s
+# A dead agent (kill -9, OOM, a panic) comes back at once: the VIP it held
+# expires by itself (vip.addressLifetime), and the restarted agent removes
+# any copy left before it starts as backup. Repeated crashes back off from
+# 100ms to 30s in 8 steps (systemd 254+; older versions keep 100ms).
 Restart=always
-RestartSec=1s
+RestartSec=100ms
+RestartSteps=8
+RestartMaxDelaySec=30s
 LimitNOFILE=1048576
+{{- if .Worker}}
+CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER
+{{- else}}
 AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER
+{{- end}}
 {{- if .StateDirName}}
 StateDirectory={{.StateDirName}}
 {{- end}}
@@ -181,14 +224,15 @@ WantedBy=multi-user.target
 
 // AgentUnit renders a systemd unit running the agent for node.
 func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
-	if _, ok := c.NodeByName(node); !ok {
+	if _, ok := c.NodeByName(node); !ok && !o.Worker {
 		return nil, fmt.Errorf("render: node %q is not in the cluster file", node)
 	}
 	o = o.withDefaults()
 	var b bytes.Buffer
 	err := unitTmpl.Execute(&b, map[string]any{
 		"Node":         node,
-		"Stacked":      c.Etcd.Topology == config.TopologyStacked,
+		"Worker":       o.Worker,
+		"Stacked":      c.Etcd.Topology == config.TopologyStacked && !o.Worker,
 		"DataDir":      c.Etcd.DataDir,
 		"Binary":       o.Binary,
 		"Args":         strings.Join(agentArgs(c, node, o), " "),

@@ -59,18 +59,44 @@ func (l *Link) nlAddr(a netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 }
 
-// Take adds the addresses; one already present is not an error.
-func (l *Link) Take() error {
+// Take adds the addresses, or refreshes those already present, valid for
+// lifetime: the kernel removes an address whose lifetime ran out, so a
+// holder that dies or hangs without releasing it stops answering for it
+// once it is no longer renewed (by calling Take again). The kernel counts
+// whole seconds, so lifetime is rounded up to one; zero or less means no
+// expiry. The kernel's own check runs about once a second: an address
+// outlives its lifetime by up to about 250ms.
+func (l *Link) Take(lifetime time.Duration) error {
 	link, err := l.link()
 	if err != nil {
 		return err
 	}
+	secs := LifetimeSeconds(lifetime)
 	for _, a := range l.addrs {
-		if err := netlink.AddrAdd(link, l.nlAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("vip: add %v to %s: %w", a, l.ifname, err)
+		na := l.nlAddr(a)
+		// Both lifetimes alike: an address past its preferred lifetime
+		// alone is deprecated, not removed, and would still answer.
+		na.ValidLft, na.PreferedLft = int(secs), int(secs)
+		// Replace, not add: a present address gets the new lifetime (an
+		// add would fail with EEXIST and leave the old one running out).
+		if err := netlink.AddrReplace(link, na); err != nil {
+			return fmt.Errorf("vip: add %v to %s (lifetime %ds): %w", a, l.ifname, secs, err)
 		}
 	}
 	return nil
+}
+
+// Forever is the kernel's infinite address lifetime (INFINITY_LIFE_TIME).
+const Forever = ^uint32(0)
+
+// LifetimeSeconds is the kernel lifetime Take gives an address for d:
+// whole seconds rounded up, Forever for zero or less.
+func LifetimeSeconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return Forever
+	}
+	s := (d + time.Second - 1) / time.Second
+	return uint32(min(s, time.Duration(Forever-1)))
 }
 
 // Release removes the addresses; one already absent is not an error. It

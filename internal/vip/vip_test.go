@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,8 @@ func TestLinkInNamespace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		steps := map[string][]func() error{"take": {l.Take, l.Take, l.Announce}, "release": {l.Release, l.Release}}[act]
+		take := func() error { return l.Take(0) }
+		steps := map[string][]func() error{"take": {take, take, l.Announce}, "release": {l.Release, l.Release}}[act]
 		for _, step := range steps {
 			if err := step(); err != nil {
 				t.Fatal(err)
@@ -203,4 +205,190 @@ func TestReleaseRemovesStaleCopies(t *testing.T) {
 			t.Errorf("after Release with promote_secondaries on: %v, want the node's own address alone", got)
 		}
 	})
+}
+
+func TestLifetimeSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want uint32
+	}{
+		{0, Forever}, {-time.Second, Forever}, {time.Nanosecond, 1}, {time.Second, 1},
+		{1500 * time.Millisecond, 2}, {2 * time.Second, 2}, {time.Hour, 3600}, {1 << 62, Forever - 1},
+	} {
+		if got := LifetimeSeconds(tc.d); got != tc.want {
+			t.Errorf("LifetimeSeconds(%v) = %d, want %d", tc.d, got, tc.want)
+		}
+	}
+}
+
+// TestLifetime: an address taken with a lifetime of 1s stays while it is
+// renewed (Take again every 250ms, over 3.5 lifetimes), and leaves the link
+// by itself within 2s of the last renewal once its holder is gone (the
+// child process exits, as a killed agent would), IPv4 and IPv6 alike. A
+// Take with no lifetime makes a renewed address permanent again.
+func TestLifetime(t *testing.T) {
+	if spec := os.Getenv("HAPLANE_VIP_LIFETIME"); spec != "" {
+		// The child, inside the namespace: "lifetime renewFor".
+		f := strings.Fields(spec)
+		lt, _ := time.ParseDuration(f[0])
+		renewFor, _ := time.ParseDuration(f[1])
+		l, err := New("eth0", []netip.Addr{netip.MustParseAddr("10.77.9.100"), netip.MustParseAddr("fd77:909::100")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := time.Now().Add(renewFor)
+		for {
+			if err := l.Take(lt); err != nil {
+				t.Fatal(err)
+			}
+			if !time.Now().Before(end) {
+				// When the last renewal was done, for the parent.
+				fmt.Fprintf(os.Stderr, "last-renew %d\n", time.Now().UnixNano())
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root for network namespaces")
+	}
+	ns := fmt.Sprintf("hpv%d-l", os.Getpid()%100000)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	run("ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	run("ip", "-n", ns, "link", "set", "eth0", "up")
+	run("ip", "-n", ns, "link", "set", "eth1", "up")
+	// held reports which of the two VIPs are on eth0, and their valid
+	// lifetime as ip shows it ("1sec", "forever").
+	held := func() (v4, v6 string) {
+		out, _ := exec.Command("ip", "-n", ns, "-o", "addr", "show", "dev", "eth0").Output()
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			lft := ""
+			for i := range f {
+				if f[i] == "valid_lft" && i+1 < len(f) {
+					lft = f[i+1]
+				}
+			}
+			if slices.Contains(f, "10.77.9.100/32") {
+				v4 = lft
+			}
+			if slices.Contains(f, "fd77:909::100/128") {
+				if slices.Contains(f, "tentative") {
+					t.Errorf("IPv6 VIP is tentative (duplicate address detection): %s", line)
+				}
+				v6 = lft
+			}
+		}
+		return v4, v6
+	}
+	// child runs the holder; its error channel gets the exit status and
+	// the time of the last renewal, which the child reports.
+	var lastRenew time.Time
+	child := func(spec string) chan error {
+		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestLifetime$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "HAPLANE_VIP_LIFETIME="+spec)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		done := make(chan error, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			err := cmd.Wait()
+			for _, line := range strings.Split(out.String(), "\n") {
+				if ns, ok := strings.CutPrefix(line, "last-renew "); ok {
+					n, _ := strconv.ParseInt(ns, 10, 64)
+					lastRenew = time.Unix(0, n)
+				}
+			}
+			if err != nil {
+				err = fmt.Errorf("%w\n%s", err, out.String())
+			}
+			done <- err
+		}()
+		return done
+	}
+
+	const renewFor = 3500 * time.Millisecond
+	done := child("1s " + renewFor.String())
+	// While renewed: present all along, with a finite lifetime.
+	var seen bool
+	var exited time.Time
+	deadline := time.Now().Add(renewFor + 5*time.Second)
+	for exited.IsZero() && time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("renewing child: %v", err)
+			}
+			exited = time.Now()
+			continue
+		default:
+		}
+		v4, v6 := held()
+		if v4 != "" || v6 != "" {
+			seen = true
+		}
+		if seen && (v4 == "" || v6 == "") {
+			t.Fatalf("while renewed, an address went: IPv4 lifetime %q, IPv6 %q", v4, v6)
+		}
+		if v4 == "forever" || v6 == "forever" {
+			t.Fatalf("lifetimes %q/%q, want finite", v4, v6)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !seen || exited.IsZero() || lastRenew.IsZero() {
+		t.Fatalf("child never held the addresses (%v) or did not exit in time", seen)
+	}
+	t.Logf("child exited %v after its last renewal", exited.Sub(lastRenew))
+	// Renewal stopped: gone within 2s of the last one.
+	var gone4, gone6 time.Duration
+	for time.Since(lastRenew) < 4*time.Second && (gone4 == 0 || gone6 == 0) {
+		v4, v6 := held()
+		if v4 == "" && gone4 == 0 {
+			gone4 = time.Since(lastRenew)
+		}
+		if v6 == "" && gone6 == 0 {
+			gone6 = time.Since(lastRenew)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("after the last renewal: IPv4 gone in %v, IPv6 in %v", gone4, gone6)
+	for fam, g := range map[string]time.Duration{"IPv4": gone4, "IPv6": gone6} {
+		if g == 0 || g >= 2*time.Second {
+			t.Errorf("%s VIP still there %v after the last renewal, want gone in < 2s", fam, cmp(g, 4*time.Second))
+		}
+	}
+
+	// A lifetime of zero: permanent again, also for an address renewed
+	// with a lifetime before.
+	done = child("1s 0s")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done = child("0s 0s")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if v4, v6 := held(); v4 != "forever" || v6 != "forever" {
+		t.Errorf("after Take(0): lifetimes %q/%q, want forever", v4, v6)
+	}
+}
+
+// cmp is g, or over when g is zero (never seen gone).
+func cmp(g, over time.Duration) string {
+	if g == 0 {
+		return "over " + over.String()
+	}
+	return strconv.Quote(g.String())
 }

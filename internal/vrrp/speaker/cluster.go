@@ -42,7 +42,7 @@ func FromCluster(c *config.Cluster, nodeName string) (Config, string, error) {
 		}
 		vc.AuthType, vc.AuthData = vrrp.AuthSimple, pw
 	}
-	cfg := Config{VRRP: vc}
+	cfg := Config{VRRP: vc, AddressLifetime: v.AddressLifetime.Duration}
 	if v.Unicast {
 		for _, o := range c.Nodes {
 			if o.Name != n.Name {

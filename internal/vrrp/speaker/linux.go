@@ -36,47 +36,23 @@ func ListenIPv4(ifname string, primary netip.Addr) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("speaker: interface %s: %w", ifname, err)
 	}
-	c, err := net.ListenPacket(fmt.Sprintf("ip4:%d", vrrp.IPProto), "0.0.0.0")
+	c, err := listenRaw("ip4", "0.0.0.0", ifname)
 	if err != nil {
-		return nil, fmt.Errorf("speaker: open raw VRRP socket: %w", err)
-	}
-	fail := func(op string, err error) (Conn, error) {
-		c.Close()
-		return nil, fmt.Errorf("speaker: %s on %s: %w", op, ifname, err)
-	}
-	if sc, ok := c.(syscall.Conn); ok {
-		raw, err := sc.SyscallConn()
-		if err != nil {
-			return fail("raw conn", err)
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
-		}); err != nil {
-			return fail("bind to device", err)
-		}
-		if serr != nil {
-			return fail("bind to device", serr)
-		}
+		return nil, err
 	}
 	pc := ipv4.NewPacketConn(c)
-	if err := pc.JoinGroup(ifi, &net.IPAddr{IP: vrrp.GroupV4.AsSlice()}); err != nil {
-		return fail("join 224.0.0.18", err)
-	}
-	if err := pc.SetMulticastInterface(ifi); err != nil {
-		return fail("set multicast interface", err)
-	}
-	if err := pc.SetMulticastTTL(vrrp.TTL); err != nil {
-		return fail("set multicast TTL", err)
-	}
-	if err := pc.SetTTL(vrrp.TTL); err != nil {
-		return fail("set TTL", err)
-	}
-	if err := pc.SetMulticastLoopback(false); err != nil {
-		return fail("disable multicast loopback", err)
-	}
-	if err := pc.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
-		return fail("enable control messages", err)
+	err = setup(c, ifname,
+		step{"join 224.0.0.18", func() error { return pc.JoinGroup(ifi, &net.IPAddr{IP: vrrp.GroupV4.AsSlice()}) }},
+		step{"set multicast interface", func() error { return pc.SetMulticastInterface(ifi) }},
+		step{"set multicast TTL", func() error { return pc.SetMulticastTTL(vrrp.TTL) }},
+		step{"set TTL", func() error { return pc.SetTTL(vrrp.TTL) }},
+		step{"disable multicast loopback", func() error { return pc.SetMulticastLoopback(false) }},
+		step{"enable control messages", func() error {
+			return pc.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true)
+		}},
+	)
+	if err != nil {
+		return nil, err
 	}
 	return &rawConn{pc: pc, c: c, ifindex: ifi.Index, src: primary.AsSlice()}, nil
 }
@@ -113,6 +89,52 @@ func (r *rawConn) WriteTo(b []byte, dst netip.Addr, deadline time.Time) error {
 }
 
 func (r *rawConn) Close() error { return r.c.Close() }
+
+// listenRaw opens a raw VRRP socket of family ("ip4", "ip6") on laddr,
+// bound to ifname (SO_BINDTODEVICE) so that only that link's adverts reach
+// it.
+func listenRaw(family, laddr, ifname string) (net.PacketConn, error) {
+	c, err := net.ListenPacket(fmt.Sprintf("%s:%d", family, vrrp.IPProto), laddr)
+	if err != nil {
+		return nil, fmt.Errorf("speaker: open raw VRRP socket (%s): %w", family, err)
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c, nil
+	}
+	err = setup(c, ifname, step{"bind to device", func() error {
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}})
+	return c, err
+}
+
+// step is one socket option set by setup.
+type step struct {
+	op string
+	do func() error
+}
+
+// setup runs the steps in order; at the first failure it closes c and
+// returns the error, naming the step and the interface.
+func setup(c net.PacketConn, ifname string, steps ...step) error {
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			c.Close()
+			return fmt.Errorf("speaker: %s on %s: %w", st.op, ifname, err)
+		}
+	}
+	return nil
+}
 
 // LinkAddrs manages the virtual addresses on ifname with internal/vip:
 // netlink add and remove, gratuitous ARP and unsolicited neighbour

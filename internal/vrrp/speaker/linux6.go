@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 
 	"github.com/haplane/haplane/internal/vrrp"
 )
@@ -55,47 +53,23 @@ func ListenIPv6(ifname string) (Conn, netip.Addr, error) {
 	if err != nil {
 		return nil, netip.Addr{}, err
 	}
-	c, err := net.ListenPacket(fmt.Sprintf("ip6:%d", vrrp.IPProto), "::")
+	c, err := listenRaw("ip6", "::", ifname)
 	if err != nil {
-		return nil, netip.Addr{}, fmt.Errorf("speaker: open raw VRRP socket (IPv6): %w", err)
-	}
-	fail := func(op string, err error) (Conn, netip.Addr, error) {
-		c.Close()
-		return nil, netip.Addr{}, fmt.Errorf("speaker: %s on %s: %w", op, ifname, err)
-	}
-	if sc, ok := c.(syscall.Conn); ok {
-		raw, err := sc.SyscallConn()
-		if err != nil {
-			return fail("raw conn", err)
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
-		}); err != nil {
-			return fail("bind to device", err)
-		}
-		if serr != nil {
-			return fail("bind to device", serr)
-		}
+		return nil, netip.Addr{}, err
 	}
 	pc := ipv6.NewPacketConn(c)
-	if err := pc.JoinGroup(ifi, &net.IPAddr{IP: vrrp.GroupV6.AsSlice()}); err != nil {
-		return fail("join ff02::12", err)
-	}
-	if err := pc.SetMulticastInterface(ifi); err != nil {
-		return fail("set multicast interface", err)
-	}
-	if err := pc.SetMulticastHopLimit(vrrp.TTL); err != nil {
-		return fail("set multicast hop limit", err)
-	}
-	if err := pc.SetHopLimit(vrrp.TTL); err != nil {
-		return fail("set hop limit", err)
-	}
-	if err := pc.SetMulticastLoopback(false); err != nil {
-		return fail("disable multicast loopback", err)
-	}
-	if err := pc.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
-		return fail("enable control messages", err)
+	err = setup(c, ifname,
+		step{"join ff02::12", func() error { return pc.JoinGroup(ifi, &net.IPAddr{IP: vrrp.GroupV6.AsSlice()}) }},
+		step{"set multicast interface", func() error { return pc.SetMulticastInterface(ifi) }},
+		step{"set multicast hop limit", func() error { return pc.SetMulticastHopLimit(vrrp.TTL) }},
+		step{"set hop limit", func() error { return pc.SetHopLimit(vrrp.TTL) }},
+		step{"disable multicast loopback", func() error { return pc.SetMulticastLoopback(false) }},
+		step{"enable control messages", func() error {
+			return pc.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true)
+		}},
+	)
+	if err != nil {
+		return nil, netip.Addr{}, err
 	}
 	return &rawConn6{pc: pc, c: c, ifindex: ifi.Index, src: ll.AsSlice()}, ll, nil
 }

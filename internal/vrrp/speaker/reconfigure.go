@@ -33,7 +33,8 @@ func destinations(c Config) []netip.Addr {
 // virtual router: the priority, advertisement interval, preemption and
 // VRRPv2 password go to the state machine (see vrrp.Machine.Reconfigure:
 // a master advertises the change at once), the unicast peers take the
-// next advert, and so do the write timeout and release delay. The tracked
+// next advert, and so do the write timeout, release delay and address
+// lifetime (a master renews with the new one at once). The tracked
 // checks, announcement settings, logger and metrics stay those of New.
 // A change the router cannot take (VRID, version, addresses) is refused
 // with an error wrapping vrrp.ErrRestartNeeded and changes nothing.
@@ -80,7 +81,7 @@ func (s *Speaker) applyReconfigure(next Config, cstate []vrrp.CheckState, apply 
 	peersChanged := !slices.Equal(next.Peers, s.cfg.Peers)
 	s.cfg.VRRP, s.cfg.Peers = next.VRRP, next.Peers
 	s.cfg.WriteTimeout, s.cfg.ReleaseDelay, s.cfg.ShutdownTimeout = next.WriteTimeout, next.ReleaseDelay, next.ShutdownTimeout
-	s.cfg.TakeoverHold = next.TakeoverHold
+	s.cfg.TakeoverHold, s.cfg.AddressLifetime = next.TakeoverHold, next.AddressLifetime
 	s.dsts = destinations(s.cfg)
 	if peersChanged {
 		s.log.Info("vrrp peers changed", "peers", s.dsts)

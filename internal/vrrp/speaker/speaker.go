@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haplane/haplane/internal/vrrp"
@@ -37,8 +38,11 @@ type Conn interface {
 // Addrs owns the virtual addresses on the link. Its methods are called from
 // one goroutine, in order.
 type Addrs interface {
-	// Take adds the addresses; adding one already present is not an error.
-	Take() error
+	// Take adds the addresses, or refreshes those already present, valid
+	// for lifetime: once it runs out without another Take, the kernel
+	// removes them by itself. The speaker calls it again (renews) every
+	// RenewInterval(lifetime) while it is a working master.
+	Take(lifetime time.Duration) error
 	// Release removes them; removing an absent one is not an error.
 	Release() error
 	// Announce sends one round of gratuitous ARPs / unsolicited
@@ -136,8 +140,38 @@ type Config struct {
 	// of the advert interval, at most half the ReleaseDelay; negative:
 	// none.
 	TakeoverHold time.Duration
-	Logger       *slog.Logger
-	Metrics      Metrics
+	// AddressLifetime is the lifetime the addresses get at each take and
+	// renewal (whole seconds, default DefaultAddressLifetime). A master
+	// renews them every RenewInterval(AddressLifetime), from the state
+	// machine's goroutine and only while its adverts go out: a node whose
+	// speaker is killed, hangs or cannot advertise loses them within about
+	// AddressLifetime + RenewInterval, instead of answering for the VIP
+	// next to the new master until someone removes them.
+	AddressLifetime time.Duration
+	Logger          *slog.Logger
+	Metrics         Metrics
+}
+
+// DefaultAddressLifetime is Config.AddressLifetime's default: the
+// shortest the kernel keeps (it counts whole seconds), so that a killed
+// master's copy is gone in about 1.25s, plus the up to 250ms by which the
+// kernel's once-a-second check rounds.
+const DefaultAddressLifetime = time.Second
+
+// RenewInterval is how often a master renews addresses of the given
+// lifetime: four times per lifetime, so a renewal delayed by up to three
+// quarters of a lifetime (a loaded CPU, a slow netlink call, a GC pause)
+// still lands before the address expires, while a dead holder's copy
+// outlives its last renewal by the lifetime alone.
+func RenewInterval(lifetime time.Duration) time.Duration { return lifetime / 4 }
+
+// renewDue says whether a master renews its addresses now: only while its
+// adverts go out. sinceAdvert is the time since the last advert was
+// written (negative: none yet). Once adverts have stopped for
+// Master_Down_Interval's three intervals, the backups take over, and so
+// must the addresses' expiry.
+func renewDue(st vrrp.State, sinceAdvert, advertInterval time.Duration) bool {
+	return st == vrrp.Master && sinceAdvert >= 0 && sinceAdvert <= 3*advertInterval
 }
 
 func (c *Config) validate() error {
@@ -168,6 +202,12 @@ func (c *Config) validate() error {
 	c.ReleaseDelay = min(c.ReleaseDelay, c.ShutdownTimeout/2)
 	if c.TakeoverHold == 0 {
 		c.TakeoverHold = min(iv/4, c.ReleaseDelay/2)
+	}
+	if c.AddressLifetime == 0 {
+		c.AddressLifetime = DefaultAddressLifetime
+	}
+	if c.AddressLifetime < time.Second || c.AddressLifetime%time.Second != 0 {
+		return fmt.Errorf("speaker: address lifetime %v: want whole seconds, at least 1s (the kernel counts address lifetimes in seconds)", c.AddressLifetime)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -204,6 +244,9 @@ type Status struct {
 	// change with Reconfigure).
 	AdvertInterval string `json:"advertInterval"`
 	Preempt        bool   `json:"preempt"`
+	// AddressRenewed is when the addresses were last added or renewed
+	// (zero if never); a master renews them every RenewInterval.
+	AddressRenewed time.Time `json:"addressRenewed,omitzero"`
 }
 
 // Speaker runs one virtual router.
@@ -218,6 +261,20 @@ type Speaker struct {
 	// reconf carries Reconfigure's requests into Run's loop, the only
 	// goroutine that touches the machine and cfg.VRRP.
 	reconf chan reconfReq
+
+	// lastAdvert is when an advert was last written (Unix ns; 0: never),
+	// set by the send goroutine and read by the loop before a renewal.
+	lastAdvert atomic.Int64
+	// sent is poked (never blocking) each time an advert is written, so a
+	// held-back announcement goes out with the first advert that does.
+	sent chan struct{}
+	// renewed is when the addresses were last taken or renewed (Unix ns),
+	// held whether they are on the link; both are set by the address
+	// goroutine.
+	renewed atomic.Int64
+	held    atomic.Bool
+	// renewQueued is set while a renewal waits in the address queue.
+	renewQueued atomic.Bool
 
 	// mu protects status, read by Status from any goroutine.
 	mu     sync.Mutex
@@ -236,15 +293,19 @@ func New(cfg Config, conn Conn, addrs Addrs) (*Speaker, error) {
 		return nil, err
 	}
 	return &Speaker{cfg: cfg, m: m, conn: conn, addrs: addrs, log: cfg.Logger, dsts: destinations(cfg),
-		reconf: make(chan reconfReq),
+		reconf: make(chan reconfReq), sent: make(chan struct{}, 1),
 		status: Status{State: vrrp.Initialize, Priority: m.Priority(), AdvertInterval: cfg.VRRP.AdvertInterval.String(), Preempt: cfg.VRRP.Preempt}}, nil
 }
 
 // Status returns the current state.
 func (s *Speaker) Status() Status {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.status
+	st := s.status
+	s.mu.Unlock()
+	if n := s.renewed.Load(); n != 0 {
+		st.AddressRenewed = time.Unix(0, n)
+	}
+	return st
 }
 
 type rxPacket struct {
@@ -271,6 +332,12 @@ type addrOp struct {
 	// (TakeoverHold after a priority-0 advert); a newer take or release
 	// queued meanwhile cancels it.
 	after time.Time
+	// lifetime is the addresses' lifetime for a take or renewal, and
+	// what a delayed release keeps renewing them with while it waits.
+	lifetime time.Duration
+	// renew marks a TakeAddrs that refreshes addresses already taken (of
+	// generation gen); it never adds them anew.
+	renew bool
 }
 
 // FailoverObserver is implemented by Metrics that time the steps of a
@@ -329,21 +396,32 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// Renewals come from this goroutine, the one that runs the state
+	// machine: if it hangs, the addresses expire, whatever the other
+	// goroutines do.
+	renew := time.NewTicker(RenewInterval(s.cfg.AddressLifetime))
+	defer renew.Stop()
 
 	var lastRx time.Time   // last well-formed advert from another router
 	var lastStop time.Time // last priority-0 advert from another router
+	// pendingAnnounce is a re-assert's announcement held back while this
+	// master's adverts were not going out (a link just back up, say): it
+	// is made at the first renewal once they go out again, not dropped.
+	pendingAnnounce := false
 	apply := func(o vrrp.Output) {
 		now := time.Now()
 		takeover := o.Changed && o.State == vrrp.Master && s.statusState() == vrrp.Backup
 		if takeover && !lastRx.IsZero() {
 			s.observe("detect", now.Sub(lastRx))
 		}
+		took := false // a take precedes this output's announcement
 		for _, a := range o.Actions {
 			switch a.Kind {
 			case vrrp.SendAdvert:
 				s.enqueueAdvert(tx, a.Priority)
 			case vrrp.TakeAddrs:
-				op := addrOp{kind: a.Kind, gen: gen.next(), at: now, failover: takeover}
+				took = true
+				op := addrOp{kind: a.Kind, gen: gen.next(), at: now, failover: takeover, lifetime: s.cfg.AddressLifetime}
 				if takeover && s.cfg.TakeoverHold > 0 && !lastStop.IsZero() && now.Sub(lastStop) < s.cfg.VRRP.AdvertInterval {
 					// The old master still answers for the VIP: let a
 					// better backup, if any, be heard first.
@@ -351,7 +429,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 				}
 				ops.push(op)
 			case vrrp.ReleaseAddrs:
-				op := addrOp{kind: a.Kind, gen: gen.next(), at: now}
+				op := addrOp{kind: a.Kind, gen: gen.next(), at: now, lifetime: s.cfg.AddressLifetime}
 				if o.Changed && o.State == vrrp.Backup && s.cfg.ReleaseDelay > 0 {
 					// Yielding to a better master: keep answering for the
 					// VIP while it announces itself, as on shutdown.
@@ -359,8 +437,28 @@ func (s *Speaker) Run(ctx context.Context) error {
 				}
 				ops.push(op)
 			case vrrp.Announce:
+				if !took {
+					// A re-assert against a second master, with no take:
+					// the addresses are there only if they were renewed.
+					// A master whose adverts do not go out stopped renewing
+					// them; announcing would pull the clients to a node
+					// that no longer answers. Otherwise renew first, in
+					// case a stall let them expire.
+					if !renewDue(s.m.State(), s.sinceAdvert(now), s.cfg.VRRP.AdvertInterval) {
+						if !pendingAnnounce {
+							s.log.Warn("re-announcing the VIP once this master's adverts go out again")
+						}
+						pendingAnnounce = true
+						continue
+					}
+					s.pushRenew(ops, gen.load(), now)
+				}
+				pendingAnnounce = false
 				ops.push(addrOp{kind: a.Kind, gen: gen.load(), at: now, failover: takeover})
 			}
+		}
+		if o.State != vrrp.Master {
+			pendingAnnounce = false
 		}
 		if o.Drop != nil {
 			s.cfg.Metrics.AdvertDropped(DropReason(o.Drop))
@@ -383,6 +481,16 @@ func (s *Speaker) Run(ctx context.Context) error {
 		}
 	}
 
+	// announcePending makes a held-back announcement, after the renewal
+	// its caller queued.
+	announcePending := func(now time.Time) {
+		if pendingAnnounce {
+			pendingAnnounce = false
+			s.log.Info("adverts go out again: re-announcing the VIP")
+			ops.push(addrOp{kind: vrrp.Announce, gen: gen.load(), at: now})
+		}
+	}
+
 	s.cfg.Metrics.Priority(s.m.Priority())
 	apply(s.m.Start(time.Now()))
 	for {
@@ -394,6 +502,16 @@ func (s *Speaker) Run(ctx context.Context) error {
 			return fmt.Errorf("speaker: read adverts: %w", err)
 		case now := <-timer.C:
 			apply(s.m.Tick(now))
+		case now := <-renew.C:
+			if renewDue(s.m.State(), s.sinceAdvert(now), s.cfg.VRRP.AdvertInterval) {
+				s.pushRenew(ops, gen.load(), now)
+				announcePending(now)
+			}
+		case <-s.sent:
+			if now := time.Now(); pendingAnnounce && renewDue(s.m.State(), s.sinceAdvert(now), s.cfg.VRRP.AdvertInterval) {
+				s.pushRenew(ops, gen.load(), now)
+				announcePending(now)
+			}
 		case p := <-rx:
 			pkt, err := vrrp.Decode(p.b, p.src, p.dst)
 			if err != nil {
@@ -425,7 +543,16 @@ func (s *Speaker) Run(ctx context.Context) error {
 			}
 			apply(o)
 		case req := <-s.reconf:
-			req.done <- s.applyReconfigure(req.cfg, cstate, apply)
+			was := s.cfg.AddressLifetime
+			err := s.applyReconfigure(req.cfg, cstate, apply)
+			if err == nil && s.cfg.AddressLifetime != was {
+				renew.Reset(RenewInterval(s.cfg.AddressLifetime))
+				if s.m.State() == vrrp.Master {
+					// The new lifetime at once, not at the next tick.
+					s.pushRenew(ops, gen.load(), time.Now())
+				}
+			}
+			req.done <- err
 		case r := <-checks:
 			h := vrrp.Hysteresis{Fall: s.cfg.Tracks[r.i].Fall, Rise: s.cfg.Tracks[r.i].Rise}
 			next := h.Observe(cstate[r.i], r.ok)
@@ -481,7 +608,7 @@ func (s *Speaker) shutdown(tx chan advert, sendDone <-chan struct{}, ops *opQueu
 			// goes and before the process exits.
 			pkt := s.m.Advert(a.Priority)
 			for _, dst := range s.dsts {
-				if err := s.write(pkt, dst, deadline); err != nil {
+				if err := s.write(pkt, s.cfg.VRRP.Primary, dst, deadline); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -492,18 +619,29 @@ func (s *Speaker) shutdown(tx chan advert, sendDone <-chan struct{}, ops *opQueu
 	// goroutine finish what is queued, then release.
 	gen.next()
 	ops.close()
+	addrIdle := true
 	select {
 	case <-addrDone:
 	case <-time.After(time.Until(deadline)):
+		addrIdle = false
 		s.log.Warn("address operations still running at shutdown; releasing anyway")
 	}
 	if from == vrrp.Master && s.cfg.ReleaseDelay > 0 {
-		// Keep answering for the VIP while the backups take over.
-		time.Sleep(min(s.cfg.ReleaseDelay, time.Until(deadline)))
+		// Keep answering for the VIP while the backups take over, renewing
+		// it if it is held (and the address goroutine, which renews
+		// otherwise, is done) so it does not expire first.
+		until := time.Now().Add(min(s.cfg.ReleaseDelay, time.Until(deadline)))
+		if addrIdle && s.held.Load() {
+			s.hold(until, s.cfg.AddressLifetime)
+		} else {
+			time.Sleep(time.Until(until))
+		}
 	}
 	// Release whatever the state: a Take may have been queued just before.
 	if err := s.addrs.Release(); err != nil {
 		errs = append(errs, fmt.Errorf("speaker: release addresses: %w", err))
+	} else {
+		s.held.Store(false)
 	}
 	if from != vrrp.Initialize {
 		s.cfg.Metrics.Transition(from, vrrp.Initialize)
@@ -533,7 +671,7 @@ func (s *Speaker) setStatus(f func(*Status)) {
 func (s *Speaker) enqueueAdvert(tx chan advert, prio uint8) {
 	// The packet is built here, on the loop, from the configuration of
 	// the moment: a reconfiguration cannot race the send goroutine.
-	b := advert{pkt: s.m.Advert(prio), dsts: s.dsts, timeout: s.cfg.WriteTimeout}
+	b := advert{pkt: s.m.Advert(prio), src: s.cfg.VRRP.Primary, dsts: s.dsts, timeout: s.cfg.WriteTimeout}
 	for {
 		select {
 		case tx <- b:
@@ -553,27 +691,35 @@ type advert struct {
 	pkt     *vrrp.Packet
 	dsts    []netip.Addr
 	timeout time.Duration
+	// src is the primary address the checksum covers, read on the loop
+	// (a reconfiguration replaces cfg.VRRP there).
+	src netip.Addr
 }
 
 func (s *Speaker) sendLoop(tx chan advert) {
 	for b := range tx {
 		deadline := time.Now().Add(b.timeout)
 		for _, dst := range b.dsts {
-			if err := s.write(b.pkt, dst, deadline); err != nil {
+			if err := s.write(b.pkt, b.src, dst, deadline); err != nil {
 				s.log.Warn("send advert", "dst", dst, "err", err)
 			}
 		}
 	}
 }
 
-func (s *Speaker) write(pkt *vrrp.Packet, dst netip.Addr, deadline time.Time) error {
-	b, err := pkt.Marshal(s.cfg.VRRP.Primary, dst)
+func (s *Speaker) write(pkt *vrrp.Packet, src, dst netip.Addr, deadline time.Time) error {
+	b, err := pkt.Marshal(src, dst)
 	if err != nil {
 		return err // validated at New; cannot happen
 	}
 	if err := s.conn.WriteTo(b, dst, deadline); err != nil {
 		s.cfg.Metrics.SendFailed()
 		return fmt.Errorf("speaker: send advert to %v: %w", dst, err)
+	}
+	s.lastAdvert.Store(time.Now().UnixNano())
+	select {
+	case s.sent <- struct{}{}:
+	default:
 	}
 	s.cfg.Metrics.AdvertSent()
 	return nil
@@ -651,11 +797,58 @@ func (o *opQueue) pop() (op addrOp, ok, done bool) {
 }
 
 // announcer schedules the rounds of announcements of one burst and its
-// repeat; owned by the address goroutine.
+// repeat; owned by the address goroutine, with what it holds.
 type announcer struct {
 	timer  *time.Timer
 	rounds []time.Time // pending rounds, in order
 	gen    uint64      // generation the rounds belong to
+	// held is the generation of the take that put the addresses on the
+	// link (0: released); only those are renewed.
+	held uint64
+}
+
+// pushRenew queues a renewal of the addresses of generation g, unless one
+// is queued already: when netlink is slow, renewals must not pile up
+// behind it (one renewal is as good as several).
+func (s *Speaker) pushRenew(ops *opQueue, g uint64, now time.Time) {
+	if s.renewQueued.CompareAndSwap(false, true) {
+		ops.push(addrOp{kind: vrrp.TakeAddrs, renew: true, gen: g, at: now, lifetime: s.cfg.AddressLifetime})
+	}
+}
+
+// sinceAdvert is the time from the last advert written to now (-1: none).
+func (s *Speaker) sinceAdvert(now time.Time) time.Duration {
+	if n := s.lastAdvert.Load(); n != 0 {
+		return now.Sub(time.Unix(0, n))
+	}
+	return -1
+}
+
+// take adds or renews the addresses and records when.
+func (s *Speaker) take(lifetime time.Duration) error {
+	if err := s.addrs.Take(lifetime); err != nil {
+		return err
+	}
+	s.renewed.Store(time.Now().UnixNano())
+	s.held.Store(true)
+	return nil
+}
+
+// hold waits until until, renewing the held addresses every renew
+// interval so they outlast the wait. It serves the delayed releases: a
+// leaving or yielding master that keeps answering for the VIP while the
+// new master announces itself.
+func (s *Speaker) hold(until time.Time, lifetime time.Duration) {
+	for {
+		d := time.Until(until)
+		if d <= 0 {
+			return
+		}
+		if err := s.take(lifetime); err != nil {
+			s.log.Error("address renewal failed", "err", err)
+		}
+		time.Sleep(min(d, RenewInterval(lifetime)))
+	}
 }
 
 func (a *announcer) schedule() {
@@ -708,26 +901,44 @@ func (s *Speaker) addrLoop(ops *opQueue, gen *genCounter) {
 func (s *Speaker) doOp(op addrOp, gen *genCounter, an *announcer) error {
 	switch op.kind {
 	case vrrp.TakeAddrs:
+		if op.renew {
+			s.renewQueued.Store(false)
+			if op.gen != gen.load() || op.gen != an.held {
+				return nil // released or re-taken since, or not taken yet
+			}
+			return s.take(op.lifetime)
+		}
 		if d := time.Until(op.after); d > 0 {
 			time.Sleep(d)
 			if op.gen != gen.load() {
 				return nil // yielded or released meanwhile: never taken
 			}
 		}
-		err := s.addrs.Take()
-		if err == nil && op.failover {
-			s.observe("take", time.Since(op.at))
+		err := s.take(op.lifetime)
+		if err == nil {
+			an.held = op.gen
+			if op.failover {
+				s.observe("take", time.Since(op.at))
+			}
 		}
 		return err
 	case vrrp.ReleaseAddrs:
 		an.rounds = nil
 		an.schedule()
-		if d := time.Until(op.after); d > 0 {
-			time.Sleep(d)
+		if time.Until(op.after) > 0 {
+			// Still answering for the addresses meanwhile: they must not
+			// expire before the release.
+			if an.held != 0 {
+				s.hold(op.after, op.lifetime)
+			} else {
+				time.Sleep(time.Until(op.after))
+			}
 			if op.gen != gen.load() {
 				return nil // taken again meanwhile: the addresses stay
 			}
 		}
+		an.held = 0
+		s.held.Store(false)
 		return s.addrs.Release()
 	case vrrp.Announce:
 		if op.gen != gen.load() {

@@ -1,0 +1,250 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/haplane/haplane/internal/agent"
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/join"
+)
+
+// maintenanceFor wires the agent's maintenance: the peers' status reader
+// (with this host's apiserver-kubelet-client certificate, as status --all
+// uses) and the etcd access of this node's member.
+func maintenanceFor(c *config.Cluster, f *agentFlags, pkiDir string, vp *agent.VIPPart, lbp *agent.LBPart, log *slog.Logger) (*agent.Maintenance, *agent.PeerWatcher, error) {
+	apis := map[string]string{}
+	for _, n := range c.Nodes {
+		apis[n.Name] = net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
+	}
+	mc := agent.MaintenanceConfig{Node: f.node, StateDir: f.stateDir, VIP: vp, LB: lbp, APIServers: apis, Log: log.With("part", "maintenance")}
+	for _, m := range c.EtcdMembers() {
+		if m.Name != f.node {
+			continue
+		}
+		opts, err := agent.EtcdNodeOptions(c, f.node, pkiDir, f.etcdDataDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		tc, err := opts.Client.Config()
+		if err != nil {
+			log.Warn("maintenance cannot reach etcd: entering it will be refused", "err", err)
+		} else {
+			mc.Etcd = &agent.EtcdAccess{TLS: tc, Targets: opts.Targets}
+		}
+	}
+	if _, isCP := c.NodeByName(f.node); isCP && len(c.Nodes) > 1 {
+		roots, rerr := loadCertPool(filepath.Join(pkiDir, "ca.crt"))
+		cert, cerr := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
+		if err := errors.Join(rerr, cerr); err != nil {
+			log.Warn("the other nodes' agents will not be read: their maintenance does not reach this load balancer", "err", err)
+		} else {
+			w := &agent.PeerWatcher{Peers: map[string]string{}, Log: log.With("part", "peers"), Client: &http.Client{Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}}}
+			for _, n := range c.Nodes {
+				if n.Name != f.node {
+					w.Peers[n.Name] = "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
+				}
+			}
+			mc.Peers = w
+		}
+	}
+	m, err := agent.NewMaintenance(mc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, mc.Peers, nil
+}
+
+func (a *app) maintenanceCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "maintenance",
+		Short: "Take a control-plane node out of service for planned work, and put it back",
+		Long: `maintenance start hands the VIP over (priority-0 advert) if the node holds
+it, takes its kube-apiserver out of every load balancer's pool and waits for its
+sessions to drain, moves etcd leadership away if its member leads, and says when
+kubelet or the apiserver may be stopped. maintenance stop puts the node back
+once its apiserver (and etcd member) are healthy again. The state survives an
+agent restart.
+
+Entering is refused when it would leave the cluster without a ready
+kube-apiserver or without etcd quorum; every refusal is one line on standard
+error, exit code 2, and changes nothing.
+
+Without --node, or with this host's node, the agent is reached on its unix
+socket (root only). For another node, its agent's peer port is called with the
+admin identity of --kubeconfig (admin.conf).`,
+	}
+	cmd.AddCommand(a.maintenanceActionCmd("start"), a.maintenanceActionCmd("stop"))
+	return cmd
+}
+
+func (a *app) maintenanceActionCmd(action string) *cobra.Command {
+	var node, sock, cfgPath, kubeconfig string
+	var drain time.Duration
+	cmd := &cobra.Command{
+		Use:   action,
+		Short: map[string]string{"start": "Enter maintenance", "stop": "Leave maintenance"}[action],
+		Args:  cobra.NoArgs,
+		Example: "  haplane maintenance " + action + "\n" +
+			"  haplane maintenance " + action + " --node cp2 --kubeconfig /etc/kubernetes/admin.conf",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body := []byte(nil)
+			if action == "start" {
+				body, _ = json.Marshal(agent.MaintenanceOptions{DrainTimeout: agent.Duration(drain)})
+			}
+			// The request waits for the steps: the drain, then a few
+			// bounded seconds each.
+			timeout := drain + time.Minute
+			client, url, err := a.maintenanceTarget(cmd.Context(), node, sock, cfgPath, kubeconfig, action, timeout)
+			if err != nil {
+				return err
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, url, bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance %s: %w", action, err)}
+			}
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			if resp.StatusCode == http.StatusForbidden {
+				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("maintenance %s refused: %s", action, strings.TrimSpace(string(data)))}
+			}
+			var res agent.MaintenanceResult
+			if err := json.Unmarshal(data, &res); err != nil {
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance %s: %s: %s", action, resp.Status, strings.TrimSpace(string(data)))}
+			}
+			if res.Refused != "" {
+				if a.jsonOutput() {
+					_ = a.print(res, nil)
+				}
+				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("maintenance %s refused on %s: %s", action, res.Node, res.Refused)}
+			}
+			if err := a.print(res, func(w io.Writer) error { return printMaintenance(w, res) }); err != nil {
+				return err
+			}
+			if !res.OK {
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance %s on %s: a step failed", action, res.Node)}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&node, "node", "", "the node (default this host's agent)")
+	fl.StringVar(&sock, "api-socket", "/var/lib/haplane/agent.sock", "this host's agent's unix socket")
+	fl.StringVarP(&cfgPath, "config", "c", "/etc/haplane/haplane.yaml", "cluster file: where --node is")
+	fl.StringVar(&kubeconfig, "kubeconfig", "/etc/kubernetes/admin.conf", "kubeconfig with the cluster's admin identity, for another node")
+	if action == "start" {
+		fl.DurationVar(&drain, "drain-timeout", 30*time.Second, "how long to wait for the apiserver's sessions to end")
+	}
+	return cmd
+}
+
+// maintenanceTarget picks the agent to ask: this host's over its unix
+// socket when node is empty or the socket's agent is node, else node's
+// peer port with the admin identity of kubeconfig.
+func (a *app) maintenanceTarget(ctx context.Context, node, sock, cfgPath, kubeconfig, action string, timeout time.Duration) (*http.Client, string, error) {
+	local := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	localURL := "http://agent/maintenance/" + action
+	body, err := fetchAgentStatus(ctx, "", sock)
+	if node == "" {
+		if err != nil {
+			return nil, "", &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance: this host's agent does not answer on %s: %w", sock, err)}
+		}
+		return local, localURL, nil
+	}
+	if err == nil {
+		var st struct {
+			Agent map[string]string `json:"agent"`
+		}
+		if json.Unmarshal(body, &st) == nil && st.Agent["node"] == node {
+			return local, localURL, nil
+		}
+	}
+	c, err := a.loadConfig(cfgPath)
+	if err != nil {
+		return nil, "", err
+	}
+	n, ok := c.NodeByName(node)
+	if !ok {
+		return nil, "", usageError{fmt.Errorf("--node: %q is not a control-plane node of %s", node, cfgPath)}
+	}
+	tc, err := adminTLS(kubeconfig)
+	if err != nil {
+		return nil, "", usageError{fmt.Errorf("maintenance --node %s: %w", node, err)}
+	}
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc}}
+	return client, "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerMaintenancePath + action, nil
+}
+
+// adminTLS reads the client certificate and CA of a kubeconfig's current
+// context.
+func adminTLS(path string) (*tls.Config, error) {
+	kc, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cc, err := clientcmd.NewDefaultClientConfig(*kc, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	t := cc.TLSClientConfig
+	certPEM, keyPEM, caPEM := t.CertData, t.KeyData, t.CAData
+	if len(certPEM) == 0 && t.CertFile != "" {
+		if certPEM, err = os.ReadFile(t.CertFile); err != nil {
+			return nil, err
+		}
+		if keyPEM, err = os.ReadFile(t.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	if len(caPEM) == 0 && t.CAFile != "" {
+		if caPEM, err = os.ReadFile(t.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: client certificate: %w", path, err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("kubeconfig %s holds no cluster CA", path)
+	}
+	return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, nil
+}
+
+func printMaintenance(w io.Writer, r agent.MaintenanceResult) error {
+	fmt.Fprintf(w, "maintenance %s on %s:\n", r.Action, r.Node)
+	for _, s := range r.Steps {
+		mark := "ok"
+		if !s.OK {
+			mark = "FAILED"
+		}
+		fmt.Fprintf(w, "  %-16s %-6s %8.0fms  %s\n", s.Name, mark, s.DurationMS, s.Detail)
+	}
+	return nil
+}
