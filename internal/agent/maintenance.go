@@ -74,6 +74,8 @@ const MaintenanceStateFile = "maintenance.json"
 type MaintenanceState struct {
 	Active bool      `json:"active"`
 	Since  time.Time `json:"since,omitzero"`
+	// KeepVIP: entered with MaintenanceOptions.KeepVIP (the speaker runs).
+	KeepVIP bool `json:"keepVIP,omitempty"`
 	// Last is the last start or stop, with its steps.
 	Last *MaintenanceResult `json:"last,omitempty"`
 }
@@ -102,6 +104,13 @@ type MaintenanceOptions struct {
 	// DrainTimeout bounds the wait for the apiserver's sessions to end
 	// (default 30s).
 	DrainTimeout Duration `json:"drainTimeout,omitzero"`
+	// KeepVIP leaves the VRRP speaker running: the node keeps the VIP if
+	// it holds it, and its load balancer goes on sending clients to the
+	// other apiservers. For work on the control-plane components alone
+	// (an upgrade of kube-apiserver), where the agent stays up: a VIP
+	// that moves breaks every session in flight through the old holder,
+	// kubelets' watches included. Host work (a reboot) needs the handover.
+	KeepVIP bool `json:"keepVIP,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "30s".
@@ -269,7 +278,7 @@ func NewMaintenance(cfg MaintenanceConfig) (*Maintenance, error) {
 	}
 	if m.state.Active {
 		cfg.Log.Warn("this node is in maintenance (haplane maintenance stop ends it)", "since", m.state.Since)
-		if cfg.VIP != nil {
+		if cfg.VIP != nil && !m.state.KeepVIP {
 			cfg.VIP.SetPausedAtStart()
 		}
 	}
@@ -397,13 +406,19 @@ func (m *Maintenance) Start(ctx context.Context, opts MaintenanceOptions) (Maint
 		drain = 30 * time.Second
 	}
 	res := MaintenanceResult{Node: m.cfg.Node, Action: "start", At: time.Now()}
-	st := MaintenanceState{Active: true, Since: time.Now()}
+	st := MaintenanceState{Active: true, Since: time.Now(), KeepVIP: opts.KeepVIP}
 	// Persisted first: an agent that dies halfway restarts in maintenance.
 	if err := m.save(st); err != nil {
 		return res, err
 	}
 	m.cfg.Log.Info("entering maintenance")
-	res.Steps = append(res.Steps, step("vip-handover", func() (bool, string) { return m.handOverVIP(ctx) }))
+	if opts.KeepVIP {
+		res.Steps = append(res.Steps, step("vip-kept", func() (bool, string) {
+			return true, "the VRRP speaker keeps running (keep-vip): this node's load balancer sends clients to the other apiservers"
+		}))
+	} else {
+		res.Steps = append(res.Steps, step("vip-handover", func() (bool, string) { return m.handOverVIP(ctx) }))
+	}
 	res.Steps = append(res.Steps, step("lb-drain", func() (bool, string) { return m.drain(ctx, drain) }))
 	res.Steps = append(res.Steps, step("etcd-leader", func() (bool, string) { return m.moveEtcdLeader(ctx) }))
 	res.OK = true
@@ -559,11 +574,13 @@ func (m *Maintenance) drain(ctx context.Context, d time.Duration) (bool, string)
 	}
 	var pending []string
 	var seen int
+	inPool := false // some load balancer still sends new sessions there
 	done := waitFor(ctx, d, func() bool {
-		pending, seen = nil, 0
+		pending, seen, inPool = nil, 0, false
 		if m.cfg.LB != nil {
 			if in, active := m.cfg.LB.backend(addr); in || active > 0 {
 				pending = append(pending, fmt.Sprintf("%s (in pool %v, %d sessions)", m.cfg.Node, in, active))
+				inPool = inPool || in
 			}
 			seen++
 		}
@@ -576,6 +593,7 @@ func (m *Maintenance) drain(ctx context.Context, d time.Duration) (bool, string)
 				in, active := doc.backend(addr)
 				if in || active > 0 {
 					pending = append(pending, fmt.Sprintf("%s (in pool %v, %d sessions)", n, in, active))
+					inPool = inPool || in
 				}
 			}
 			if m.cfg.Peers.missing(since) > 0 {
@@ -599,6 +617,14 @@ func (m *Maintenance) drain(ctx context.Context, d time.Duration) (bool, string)
 	if !done {
 		if len(pending) == 0 {
 			return false, fmt.Sprintf("peers did not report within %v%s", d, unreachable)
+		}
+		if !inPool && unreachable == "" {
+			// Out of every pool: what is left are long-lived sessions
+			// (watches of kubelets and controllers), which never end by
+			// themselves. A kube-apiserver that stops sends them GOAWAY
+			// and its clients reconnect through a load balancer, to
+			// another apiserver: stopping it now is safe.
+			return true, fmt.Sprintf("%s out of %d load balancers' pools; after %v long-lived sessions remain: %s; they move when the apiserver stops (it sends GOAWAY)", addr, seen, d, strings.Join(pending, ", "))
 		}
 		return false, fmt.Sprintf("still draining after %v: %s; those sessions end when the apiserver stops%s", d, strings.Join(pending, ", "), unreachable)
 	}

@@ -425,3 +425,72 @@ func versionVia(t *testing.T, lbAddr string) string {
 	_ = json.NewDecoder(resp.Body).Decode(&v)
 	return v["node"]
 }
+
+// TestMaintenanceKeepVIP: a start with keepVIP (an upgrade of the
+// control-plane components) reports the VIP kept instead of handed over,
+// persists it, and calls the apiserver drained once it is out of the pool
+// even though a long-lived session to it is still open (it moves when the
+// apiserver stops). With the local apiserver then down, the local-apiserver
+// check passes: the node is without it on purpose and keeps the VIP.
+func TestMaintenanceKeepVIP(t *testing.T) {
+	m := startMaintAgent(t)
+	cp1API := m.apis[0].Addr()
+	// A keep-alive session through the load balancer to cp1's apiserver,
+	// held open: a kubelet's watch.
+	var held *http.Client
+	for i := 0; i < 20 && held == nil; i++ {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		resp, err := c.Get("https://" + m.lbAddr + "/version")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if v["node"] == "cp1" {
+			held = c
+		} else {
+			c.CloseIdleConnections()
+		}
+	}
+	if held == nil {
+		t.Fatal("no session reached cp1 in 20 tries")
+	}
+	defer held.CloseIdleConnections()
+	if _, active := m.lbp.backend(cp1API); active == 0 {
+		t.Fatal("the held session is not counted on cp1")
+	}
+
+	code, res, body := post(t, m.unixClient(), "http://agent/maintenance/start", `{"drainTimeout":"1s","keepVIP":true}`)
+	if code != http.StatusOK || !res.OK {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	var names []string
+	for _, s := range res.Steps {
+		names = append(names, s.Name)
+		if s.Name == "lb-drain" && !strings.Contains(s.Detail, "long-lived sessions remain") {
+			t.Errorf("lb-drain detail %q: want the held session named as long-lived", s.Detail)
+		}
+	}
+	if got := strings.Join(names, ","); got != "vip-kept,lb-drain,etcd-leader,ready" {
+		t.Errorf("steps %s", got)
+	}
+	if st, err := os.ReadFile(filepath.Join(m.stateDir, MaintenanceStateFile)); err != nil || !strings.Contains(string(st), `"keepVIP": true`) {
+		t.Errorf("state file: %s %v", st, err)
+	}
+
+	m.apis[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.lbp.checker.Status(cp1API) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("cp1's apiserver never seen down")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := m.lbp.LocalAPIServerHealthy(context.Background()); err != nil {
+		t.Errorf("local-apiserver check during maintenance: %v (want it to pass: the VIP stays)", err)
+	}
+	if err := m.lbp.AnyBackendHealthy(context.Background()); err != nil {
+		t.Errorf("backend check with cp2 ready: %v", err)
+	}
+}

@@ -168,7 +168,14 @@ func (p *LBPart) AnyBackendHealthy(context.Context) error {
 
 // LocalAPIServerHealthy reports this node's own kube-apiserver's health,
 // relative to the others': it fails only while another one is ready.
+//
+// A local apiserver left out of the pool for maintenance passes: the node
+// is without it on purpose, and a node that kept the VIP for the work
+// (keep-vip) must not lose it to this check.
 func (p *LBPart) LocalAPIServerHealthy(context.Context) error {
+	if p.isExcluded(p.local) {
+		return nil
+	}
 	ready, live, _ := p.checker.Counts()
 	if _, ok := ServeVerdict(ready, live, p.checker.Status(p.local) == health.Up); ok {
 		return nil

@@ -288,6 +288,13 @@ func (p *LBPart) SetExcluded(addrs []string) {
 	p.applyPoolLocked()
 }
 
+// isExcluded reports whether addr is left out of the pool for maintenance.
+func (p *LBPart) isExcluded(addr string) bool {
+	p.exMu.Lock()
+	defer p.exMu.Unlock()
+	return p.excluded[addr]
+}
+
 // setConfigured records the cluster file's backends (at New and reload)
 // and applies the exclusions to them.
 func (p *LBPart) setConfigured(addrs []string) {

@@ -19,7 +19,7 @@ import (
 // reports what a client of the API saw.
 func (a *app) labChaosCmd(dir *string) *cobra.Command {
 	var scenarios []string
-	var reportDir string
+	var reportDir, upgradeTo string
 	cmd := &cobra.Command{
 		Use:   "chaos",
 		Short: "Break the lab on purpose and measure what a client of the API sees",
@@ -58,7 +58,18 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 				},
 				Out: a.stderr,
 			}
-			rep, err := lab.RunChaos(cmd.Context(), env, lab.ChaosOptions{Scenarios: scenarios})
+			opts := lab.ChaosOptions{Scenarios: scenarios}
+			if upgradeTo != "" {
+				if st.Backend != lab.BackendKube {
+					return usageError{fmt.Errorf("--upgrade-to needs a lab with real Kubernetes (lab up --backend kube)")}
+				}
+				bin, err := lab.K8sBinaries(cmd.Context(), upgradeTo, a.stderr)
+				if err != nil {
+					return &ExitError{Code: ExitFailure, Err: err}
+				}
+				opts.UpgradeBin = bin
+			}
+			rep, err := lab.RunChaos(cmd.Context(), env, opts)
 			if rep != nil && reportDir != "" {
 				if werr := writeChaosReport(reportDir, rep); werr != nil {
 					err = errors.Join(err, werr)
@@ -81,6 +92,7 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 	}
 	cmd.Flags().StringSliceVar(&scenarios, "scenario", []string{"all"}, "scenarios to run (comma-separated), or all")
 	cmd.Flags().StringVar(&reportDir, "report", "", "write chaos.json and chaos.html into this folder")
+	cmd.Flags().StringVar(&upgradeTo, "upgrade-to", "", "Kubernetes release (v1.MINOR.PATCH) the rolling-upgrade scenario moves the control plane to, built from the Go module proxy and cached like the lab's own (without it that scenario is skipped)")
 	_ = cmd.RegisterFlagCompletionFunc("scenario", cobra.FixedCompletions(append(lab.Scenarios(), "all"), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }

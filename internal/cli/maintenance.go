@@ -99,6 +99,7 @@ admin identity of --kubeconfig (admin.conf).`,
 func (a *app) maintenanceActionCmd(action string) *cobra.Command {
 	var node, sock, cfgPath, kubeconfig string
 	var drain time.Duration
+	var keepVIP bool
 	cmd := &cobra.Command{
 		Use:   action,
 		Short: map[string]string{"start": "Enter maintenance", "stop": "Leave maintenance"}[action],
@@ -108,7 +109,7 @@ func (a *app) maintenanceActionCmd(action string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			body := []byte(nil)
 			if action == "start" {
-				body, _ = json.Marshal(agent.MaintenanceOptions{DrainTimeout: agent.Duration(drain)})
+				body, _ = json.Marshal(agent.MaintenanceOptions{DrainTimeout: agent.Duration(drain), KeepVIP: keepVIP})
 			}
 			// The request waits for the steps: the drain, then a few
 			// bounded seconds each.
@@ -157,6 +158,7 @@ func (a *app) maintenanceActionCmd(action string) *cobra.Command {
 	fl.StringVar(&kubeconfig, "kubeconfig", "/etc/kubernetes/admin.conf", "kubeconfig with the cluster's admin identity, for another node")
 	if action == "start" {
 		fl.DurationVar(&drain, "drain-timeout", 30*time.Second, "how long to wait for the apiserver's sessions to end")
+		fl.BoolVar(&keepVIP, "keep-vip", false, "keep the VIP on this node (work on the control-plane components only, the agent stays up: an upgrade); without it the VIP is handed over")
 	}
 	return cmd
 }

@@ -57,7 +57,12 @@ type scenario struct {
 	// localMaxGap bounds the longest gap seen through the client host's
 	// node-local load balancer, when the lab runs one (0: reported only).
 	localMaxGap time.Duration
-	lease       string // the leader Lease whose takeover is measured
+	// noFailures: every probe (the main path and alsoPath) must succeed.
+	noFailures bool
+	// needsUpgrade: the scenario runs only with a release to upgrade to
+	// (ChaosOptions.UpgradeBin).
+	needsUpgrade bool
+	lease        string // the leader Lease whose takeover is measured
 	apply       func(r *chaosRun) (target string, heal func() error, err error)
 }
 
@@ -244,6 +249,7 @@ func scenarios() []scenario {
 				}, nil
 			}},
 		permanentLoss(),
+		rollingUpgrade(),
 	}
 }
 
@@ -253,6 +259,9 @@ type ChaosOptions struct {
 	Scenarios []string
 	// Stack names what serves the VIP and the balancing (for the report).
 	Stack string
+	// UpgradeBin is the folder of the release the rolling-upgrade
+	// scenario moves the control plane to (K8sBinaries of a version).
+	UpgradeBin string
 }
 
 // RunChaos runs the scenarios one after another, each from a settled lab,
@@ -308,11 +317,17 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
 			continue
 		}
+		if s.needsUpgrade && o.UpgradeBin == "" {
+			res.Skipped = "needs a release to upgrade to (lab chaos --upgrade-to v1.MINOR.PATCH)"
+			rep.Scenarios = append(rep.Scenarios, res)
+			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
+			continue
+		}
 		if err := waitSettled(ctx, env, 2*time.Minute); err != nil {
 			return rep, fmt.Errorf("lab: chaos: before %s: %w", s.name, err)
 		}
 		fmt.Fprintf(env.Out, "chaos: %s: %s\n", s.name, s.desc)
-		r := &chaosRun{env: env, st: st}
+		r := &chaosRun{env: env, st: st, upgradeBin: o.UpgradeBin}
 		if err := r.run(ctx, s, &res); err != nil {
 			return rep, fmt.Errorf("lab: chaos: %s: %w", s.name, err)
 		}
@@ -346,6 +361,8 @@ type chaosRun struct {
 	env ChaosEnv
 	st  *State
 	t0  time.Time
+	// upgradeBin: ChaosOptions.UpgradeBin.
+	upgradeBin string
 
 	mu     sync.Mutex // protects events
 	events []Event
@@ -521,6 +538,9 @@ func judge(res *ScenarioResult, s scenario) {
 	if o.MaxGap > s.maxGap {
 		why = append(why, fmt.Sprintf("longest gap %s > %s", o.MaxGap.Round(time.Millisecond), s.maxGap))
 	}
+	if s.noFailures && o.Failed > 0 {
+		why = append(why, fmt.Sprintf("%d of %d probes failed (want none)", o.Failed, o.Requests))
+	}
 	if s.lease != "" && res.LeaseTakeover[s.lease] == 0 {
 		why = append(why, "no new "+s.lease+" leader during the scenario")
 	}
@@ -531,6 +551,9 @@ func judge(res *ScenarioResult, s scenario) {
 			if s.localMaxGap > 0 && a.MaxGap > s.localMaxGap {
 				why = append(why, fmt.Sprintf("node-local LB %s: longest gap %s > %s", a.Endpoint, a.MaxGap.Round(time.Millisecond), s.localMaxGap))
 			}
+			if s.noFailures && a.Failed > 0 {
+				why = append(why, fmt.Sprintf("node-local LB %s: %d of %d probes failed (want none)", a.Endpoint, a.Failed, a.Requests))
+			}
 			continue
 		}
 		if a.Path != s.alsoPath {
@@ -539,6 +562,9 @@ func judge(res *ScenarioResult, s scenario) {
 		also = fmt.Sprintf("; %s: longest gap %s, %d of %d failed", a.Path, a.MaxGap.Round(time.Millisecond), a.Failed, a.Requests)
 		if a.MaxGap > s.alsoMaxGap {
 			why = append(why, fmt.Sprintf("%s: longest gap %s > %s", a.Path, a.MaxGap.Round(time.Millisecond), s.alsoMaxGap))
+		}
+		if s.noFailures && a.Failed > 0 {
+			why = append(why, fmt.Sprintf("%s: %d of %d probes failed (want none)", a.Path, a.Failed, a.Requests))
 		}
 	}
 	if s.alsoPath != "" && !strings.Contains(also, s.alsoPath+":") {

@@ -11,6 +11,10 @@ func TestJudge(t *testing.T) {
 	quorum := scenario{name: "q", maxGap: 16 * time.Second, alsoPath: "/livez?exclude=etcd", alsoMaxGap: time.Second}
 	plain := scenario{name: "p", maxGap: time.Second}
 	lease := scenario{name: "l", maxGap: time.Second, lease: "kube-scheduler"}
+	upgrade := scenario{name: "u", maxGap: 500 * time.Millisecond, noFailures: true, alsoPath: "/livez?exclude=etcd", alsoMaxGap: 500 * time.Millisecond}
+	local := func(failed int) PathObservation {
+		return PathObservation{Path: "/readyz", Endpoint: "https://127.0.0.1:6443", Requests: 900, Failed: failed, MaxGap: 30 * time.Millisecond}
+	}
 	livez := func(gap time.Duration) []PathObservation {
 		return []PathObservation{{Path: "/livez?exclude=etcd", Requests: 900, Failed: 1, MaxGap: gap}}
 	}
@@ -29,6 +33,13 @@ func TestJudge(t *testing.T) {
 		{"liveness lost", quorum, Observation{MaxGap: 9 * time.Second, Also: livez(2 * time.Second)}, 0, false, "/livez?exclude=etcd: longest gap 2s > 1s"},
 		{"readiness never back", quorum, Observation{MaxGap: 18 * time.Second, Also: livez(0)}, 0, false, "longest gap 18s > 16s"},
 		{"second probe missing", quorum, Observation{MaxGap: time.Second}, 0, false, "no probe of /livez?exclude=etcd"},
+		{"upgrade without a failed probe", upgrade, Observation{Requests: 9000, MaxGap: 60 * time.Millisecond, Writes: 900,
+			Also: []PathObservation{{Path: "/livez?exclude=etcd", Requests: 4500, MaxGap: 70 * time.Millisecond}, local(0)}}, 0, true, "pass: longest gap 60ms, 0 of 9000"},
+		{"upgrade: one failed probe fails it inside the gap bound", upgrade, Observation{Requests: 9000, Failed: 1, MaxGap: 60 * time.Millisecond,
+			Also: []PathObservation{{Path: "/livez?exclude=etcd", Requests: 4500}}}, 0, false, "1 of 9000 probes failed (want none)"},
+		{"upgrade: a failed liveness probe", upgrade, Observation{Requests: 9000, Also: livez(0)}, 0, false, "/livez?exclude=etcd: 1 of 900 probes failed (want none)"},
+		{"upgrade: a failed probe through the node-local LB", upgrade, Observation{Requests: 9000,
+			Also: []PathObservation{{Path: "/livez?exclude=etcd", Requests: 4500}, local(2)}}, 0, false, "node-local LB https://127.0.0.1:6443: 2 of 900 probes failed (want none)"},
 		{"lease taken over", lease, Observation{}, 18 * time.Second, true, "pass"},
 		{"lease never taken over", lease, Observation{}, 0, false, "no new kube-scheduler leader"},
 	} {

@@ -521,6 +521,19 @@ func (s *State) Restart(host, name string) (Proc, error) {
 	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
 }
 
+// Replace starts a stopped process of the lab again with the same
+// arguments from another executable (a new release of it), and records
+// it so later restarts keep the new one.
+func (s *State) Replace(host, name, exe string) (Proc, error) {
+	for i, p := range s.Procs {
+		if p.Host == host && p.Name == name {
+			s.Procs[i].Exec = exe
+			return s.Restart(host, name)
+		}
+	}
+	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
+}
+
 // Signal sends sig to one process of the lab (its whole session).
 func (s *State) Signal(host, name string, sig syscall.Signal) error {
 	for _, p := range s.Procs {
