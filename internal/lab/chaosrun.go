@@ -63,7 +63,7 @@ type scenario struct {
 	// (ChaosOptions.UpgradeBin).
 	needsUpgrade bool
 	lease        string // the leader Lease whose takeover is measured
-	apply       func(r *chaosRun) (target string, heal func() error, err error)
+	apply        func(r *chaosRun) (target string, heal func() error, err error)
 }
 
 // Scenarios lists the names `lab chaos --scenario` takes, in run order.
