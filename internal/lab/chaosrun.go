@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/haplane/haplane/internal/config"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/haplane/haplane/internal/config"
 )
 
 // ChaosEnv is what the chaos driver needs from its caller.
