@@ -27,7 +27,8 @@ func (a *app) labChaosCmd(dir *string) *cobra.Command {
 each from a settled cluster: ` + strings.Join(lab.Scenarios(), ", ") + `.
 
 For each, the client host opens a new TLS connection to the VIP's /readyz
-every 10ms, creates objects through the VIP and reads every acknowledged one
+every 10ms (a scenario's second path, and the node-local load balancer on a
+lab with one, every 20ms), creates objects through the VIP and reads every acknowledged one
 back afterwards, and follows the scheduler's and controller-manager's leader
 Leases. It prints a table and, with --report, writes chaos.json and
 chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
