@@ -7,11 +7,16 @@
 # the client's longest gap.
 #
 # Usage: sudo bench/chaos.sh [SCENARIOS]   (default all; comma-separated)
+# UPGRADE_TO=v1.37.2 (the default) is the release the rolling-upgrade
+# scenario moves each stack's control plane to; UPGRADE_TO= skips it.
 # Needs: root, iproute2, Go, keepalived, haproxy, curl; the Kubernetes
 # binaries are built on first use (tools/k8s/build.sh) or taken from
 # HAPLANE_K8S_BIN. Reports land in bench/out/chaos-<stack>/.
 set -euo pipefail
 SCEN=${1:-all}
+UPGRADE_TO=${UPGRADE_TO-v1.37.2}
+UP=()
+[ -n "$UPGRADE_TO" ] && UP=(--upgrade-to "$UPGRADE_TO")
 [ "$(id -u)" = 0 ] || { echo "bench/chaos.sh: needs root (network namespaces)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 go build -o bench/out/haplane ./cmd/haplane
@@ -24,7 +29,7 @@ for stack in haplane classic; do
   echo "== $stack"
   $HP lab up --dir "$DIR/lab" --prefix hpbc --vip-lb "$stack" "${K8S[@]}" >/dev/null
   # A scenario that fails still has its row: keep going.
-  $HP -o json lab chaos --dir "$DIR/lab" --scenario "$SCEN" --report "bench/out/chaos-$stack" >/dev/null || true
+  $HP -o json lab chaos --dir "$DIR/lab" --scenario "$SCEN" "${UP[@]}" --report "bench/out/chaos-$stack" >/dev/null || true
   $HP lab down --dir "$DIR/lab" >/dev/null
 done
 echo
