@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -359,6 +360,7 @@ func collectLabStatus(st *lab.State) labView {
 			hv.HoldsVIP = slices.Contains(strings.Split(v.VIPOwner, "+"), h.Name)
 			v.Hosts = append(v.Hosts, hv)
 		}
+		fillLabEtcd(st, &v)
 		return v
 	}
 	v := clusterView(st.Endpoint, len(hosts), func(i int) (labHostView, []byte, error) {
@@ -366,7 +368,50 @@ func collectLabStatus(st *lab.State) labView {
 		out, err := (&lab.Host{NS: h.NS}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
 		return labHostView{Host: h.Name, Address: h.Address, Role: h.Role}, out, err
 	})
+	fillLabEtcd(st, &v)
 	return v
+}
+
+// fillLabEtcd fills the etcd column of the hosts whose member runs as its
+// own process (no agent reports it) from one `haplane etcd status` asked
+// from the client host, as an operator would: ready, ready (leader),
+// learner, unhealthy or down.
+func fillLabEtcd(st *lab.State, v *labView) {
+	members := st.EtcdHosts()
+	need := false
+	for _, h := range v.Hosts {
+		need = need || h.Etcd == "" && slices.Contains(members, h.Host)
+	}
+	if !need {
+		return
+	}
+	cmd := (&lab.Host{NS: st.Prefix + "-client"}).Command(st.Binary, "-o", "json", "etcd", "status",
+		"--config", st.ClusterFile, "--pki-dir", filepath.Join(st.HostDir("cp1"), "pki"))
+	out, _ := cmd.Output() // non-zero without fault tolerance; the document still says
+	var rep etcdnode.Report
+	if json.Unmarshal(out, &rep) != nil {
+		return
+	}
+	state := map[string]string{}
+	for _, m := range rep.Members {
+		switch {
+		case m.Healthy && m.Leader:
+			state[m.Name] = "ready (leader)"
+		case m.Healthy:
+			state[m.Name] = "ready"
+		case m.Learner && m.Serving:
+			state[m.Name] = "learner"
+		case m.Reachable:
+			state[m.Name] = "unhealthy"
+		default:
+			state[m.Name] = "down"
+		}
+	}
+	for i, h := range v.Hosts {
+		if h.Etcd == "" && slices.Contains(members, h.Host) {
+			v.Hosts[i].Etcd = cmp.Or(state[h.Host], "down")
+		}
+	}
 }
 
 // clusterView builds the one-screen view of n hosts from each one's agent
@@ -460,9 +505,12 @@ func (v labView) settled() bool {
 	}
 	for _, h := range v.Hosts {
 		if h.Agent == "classic" {
+			if h.Etcd != "" && !strings.HasPrefix(h.Etcd, "ready") {
+				return false
+			}
 			continue // keepalived and haproxy say nothing of their own
 		}
-		if h.Agent != "up" || (h.Etcd != "" && h.Etcd != "ready") {
+		if h.Agent != "up" || (h.Etcd != "" && !strings.HasPrefix(h.Etcd, "ready")) {
 			return false
 		}
 		if up, total, ok := strings.Cut(h.Backends, "/"); ok && up != total {

@@ -6,6 +6,7 @@ func TestLabViewSettled(t *testing.T) {
 	host := func(name, state string, prio int, backends string) labHostView {
 		return labHostView{Host: name, Agent: "up", State: state, Priority: prio, HoldsVIP: state == "master", Backends: backends}
 	}
+	etcd := func(h labHostView, state string) labHostView { h.Etcd = state; return h }
 	tests := []struct {
 		name  string
 		owner string
@@ -23,6 +24,12 @@ func TestLabViewSettled(t *testing.T) {
 		{"backend down", "cp1", []labHostView{host("cp1", "master", 250, "2/3")}, false},
 		{"agent down", "cp1", []labHostView{host("cp1", "master", 250, "3/3"), {Host: "cp2", Agent: "down"}}, false},
 		{"classic", "cp2", []labHostView{{Host: "cp1", Agent: "classic"}, {Host: "cp2", Agent: "classic", HoldsVIP: true}}, true},
+		// etcd members of their own (no agent reports them): the column
+		// comes from etcd status.
+		{"etcd leader and follower ready", "cp1", []labHostView{etcd(host("cp1", "master", 250, "3/3"), "ready (leader)"), etcd(host("cp2", "backup", 249, "3/3"), "ready")}, true},
+		{"etcd member down", "cp1", []labHostView{etcd(host("cp1", "master", 250, "3/3"), "ready (leader)"), etcd(host("cp2", "backup", 249, "3/3"), "down")}, false},
+		{"etcd learner", "cp1", []labHostView{etcd(host("cp1", "master", 250, "3/3"), "ready (leader)"), etcd(host("cp2", "backup", 249, "3/3"), "learner")}, false},
+		{"classic with an unhealthy member", "cp2", []labHostView{{Host: "cp1", Agent: "classic", Etcd: "unhealthy"}, {Host: "cp2", Agent: "classic", HoldsVIP: true, Etcd: "ready"}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
