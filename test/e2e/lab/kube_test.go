@@ -50,14 +50,23 @@ func TestKubeLabChaos(t *testing.T) {
 	var st labState
 	e.downOnCleanup(t, &st)
 	e.up(t, &st, "--backend", "kube", "--k8s-bin", k8s)
-	names := map[string]int{}
+	names, client := map[string]int{}, map[string]int{}
 	for _, p := range st.Procs {
+		if p.Host == "client" {
+			client[p.Name]++
+			continue
+		}
 		names[p.Name]++
 	}
 	for _, want := range []string{"etcd", "agent", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		if names[want] != 3 {
 			t.Errorf("lab runs %d %s, want one per control-plane host (%v)", names[want], want, names)
 		}
+	}
+	// The client host is a worker: its agent is the node-local load
+	// balancer, and nothing else runs there.
+	if len(client) != 1 || client["agent"] != 1 {
+		t.Errorf("the client host runs %v, want one agent (--role worker)", client)
 	}
 
 	// kubectl in the client host, through the VIP, as kubeadm's admin.
