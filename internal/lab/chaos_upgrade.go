@@ -20,7 +20,7 @@ var upgradeComponents = []string{"kube-scheduler", "kube-controller-manager", "k
 // upgradeBound bounds the whole rolling upgrade: the observation lasts
 // this long, so an upgrade that takes longer fails rather than ending
 // unobserved.
-const upgradeBound = 100 * time.Second
+const upgradeBound = 150 * time.Second
 
 // rollingUpgrade is the rolling-upgrade scenario: one control-plane node
 // at a time, the VIP holder last, as an operator upgrades. With haplane:
@@ -126,14 +126,22 @@ func (r *chaosRun) upgradeNode(h string) error {
 	return nil
 }
 
+// stopGrace is how long a stopped component may take before SIGKILL. A
+// kube-apiserver out of every pool still holds the watches of the
+// clients that reached it before; it closes them on SIGTERM, then waits
+// for its requests (up to a minute): they have moved by now, and the
+// lab does not wait that long for them.
+const stopGrace = 10 * time.Second
+
 // stopProc stops a process as systemd or kubelet would: SIGTERM, and
-// SIGKILL after 30s.
+// SIGKILL after stopGrace.
 func (r *chaosRun) stopProc(h, name string) error {
 	if err := r.st.Signal(h, name, syscall.SIGTERM); err != nil {
 		return err
 	}
 	p, _ := r.st.Proc(h, name)
-	if !waitGone([]Proc{p}, 30*time.Second) {
+	if !waitGone([]Proc{p}, stopGrace) {
+		r.event(fmt.Sprintf("%s on %s still running %v after SIGTERM: SIGKILL", name, h, stopGrace))
 		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 		if !waitGone([]Proc{p}, 5*time.Second) {
 			return fmt.Errorf("%s on %s (pid %d) did not exit", name, h, p.PID)
