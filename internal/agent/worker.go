@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/haplane/haplane/internal/apiservers"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/health"
+	"github.com/haplane/haplane/internal/lb"
 )
 
 // NodeLocalPart is a worker's own load balancer to every kube-apiserver
@@ -81,9 +84,10 @@ func (p *NodeLocalPart) Start(ctx context.Context, fail func(error)) error {
 	return nil
 }
 
-// setPool applies a discovered pool to the load balancer and its checks.
+// setPool applies a discovered pool to the load balancer and its checks;
+// the apiservers of nodes in maintenance stay out of the balancing (their
+// checks go on, so one that comes back takes its verdict at once).
 func (p *NodeLocalPart) setPool(pool []string) {
-	p.lb.SetBackends(pool)
 	targets := make([]health.Target, len(pool))
 	for i, a := range pool {
 		targets[i] = health.Target{Addr: a}
@@ -91,6 +95,28 @@ func (p *NodeLocalPart) setPool(pool []string) {
 	if err := p.checker.SetTargets(targets); err != nil {
 		p.log.Error("apiservers: health checks of the new pool", "err", err)
 	}
+	p.exMu.Lock()
+	p.configured = slices.Clone(pool)
+	p.applyPoolLocked()
+	p.exMu.Unlock()
+}
+
+// FollowMaintenance leaves out of the pool the apiservers (apis: node to
+// host:port) of the control-plane nodes that w reports in maintenance.
+// The control plane's load balancers learn it the same way; a worker is
+// not among the peers a drain waits for, so it reads them every second
+// like they do, and a drain lasts longer than that read.
+func (p *NodeLocalPart) FollowMaintenance(w *PeerWatcher, apis map[string]string) {
+	w.setOnChange(func() {
+		var addrs []string
+		for n, d := range w.Docs() {
+			if a, ok := apis[n]; ok && d.Maintenance {
+				addrs = append(addrs, a)
+			}
+		}
+		p.log.Info("apiservers: nodes in maintenance left out of the pool", "apiservers", addrs)
+		p.SetExcluded(addrs)
+	})
 }
 
 // Stop stops following the apiservers, then drains the load balancer.
@@ -115,11 +141,17 @@ func (p *NodeLocalPart) Reload(c *config.Cluster) error {
 	p.mu.Lock()
 	w := p.watcher
 	p.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrRestartNeeded) {
+		return err
+	}
+	// The discovered pool, or the file's; nodes in maintenance stay out.
 	if w != nil {
 		if st := w.Status(); st.Source == "endpointslice" {
 			p.setPool(st.Pool)
+			return err
 		}
 	}
+	p.setPool(lb.ConfigFromCluster(c, p.listen).Backends)
 	return err
 }
 
@@ -143,9 +175,7 @@ func (p *NodeLocalPart) Status() any {
 
 // pool lists the load balancer's backends.
 func (p *NodeLocalPart) pool() []string {
-	var out []string
-	for _, b := range p.lb.Backends() {
-		out = append(out, b.Addr)
-	}
-	return out
+	p.exMu.Lock()
+	defer p.exMu.Unlock()
+	return slices.Clone(p.configured)
 }

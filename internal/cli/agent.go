@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -398,6 +400,44 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// workerPeers reads the control-plane agents' status over their peer
+// port, as they read each other's, with the client certificate of the
+// worker's kubeconfig (its kubelet's, of the cluster CA): a node in
+// maintenance leaves the worker's pool before its apiserver stops. apis
+// maps each node to its apiserver's host:port.
+func workerPeers(c *config.Cluster, kubeconfig string, roots *x509.CertPool, log *slog.Logger) (*agent.PeerWatcher, map[string]string, error) {
+	if roots == nil {
+		return nil, nil, errors.New("no cluster CA to verify the control-plane agents with")
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	certPEM, keyPEM := rc.TLSClientConfig.CertData, rc.TLSClientConfig.KeyData
+	if len(certPEM) == 0 && rc.TLSClientConfig.CertFile != "" {
+		if certPEM, err = os.ReadFile(rc.TLSClientConfig.CertFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(keyPEM) == 0 && rc.TLSClientConfig.KeyFile != "" {
+		if keyPEM, err = os.ReadFile(rc.TLSClientConfig.KeyFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig %s: its client certificate: %w", kubeconfig, err)
+	}
+	w := &agent.PeerWatcher{Peers: map[string]string{}, Log: log.With("part", "peers"), Client: &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}}}
+	apis := map[string]string{}
+	for _, n := range c.Nodes {
+		w.Peers[n.Name] = "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
+		apis[n.Name] = net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
+	}
+	return w, apis, nil
+}
+
 // runWorkerAgent runs a worker's node-local load balancer: every apiserver
 // behind loadBalancer.nodeLocal.listen, with the control plane's health
 // checks, its pool following the kubernetes Service's EndpointSlices.
@@ -447,8 +487,15 @@ func (a *app) runWorkerAgent(ctx context.Context, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
+	parts := []agent.Part{np}
+	if w, apis, err := workerPeers(c, kubeconfig, roots, log); err != nil {
+		log.Warn("control-plane nodes in maintenance will not be left out of this load balancer's pool (their health checks still are)", "err", err)
+	} else {
+		np.FollowMaintenance(w, apis)
+		parts = append(parts, w)
+	}
 	ag, err := agent.New(agent.Config{
-		Parts:     []agent.Part{np},
+		Parts:     parts,
 		APIAddr:   f.apiAddr,
 		APISocket: sock,
 		Registry:  reg,

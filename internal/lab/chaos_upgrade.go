@@ -76,7 +76,7 @@ func (r *chaosRun) upgradeOrder() ([]string, error) {
 	return append(order, h), nil
 }
 
-func (r *chaosRun) upgradeNode(h string) error {
+func (r *chaosRun) upgradeNode(h string) (err error) {
 	classic := r.st.Stack() == VIPLBClassic
 	keepalivedStopped := false
 	if classic {
@@ -92,6 +92,15 @@ func (r *chaosRun) upgradeNode(h string) error {
 		if err := r.maintenance(h, "start"); err != nil {
 			return err
 		}
+		defer func() {
+			if err != nil {
+				// Leave the lab as found where it can be: stop is
+				// refused until the node's apiserver is ready again.
+				if serr := r.maintenance(h, "stop"); serr != nil {
+					err = fmt.Errorf("%w; and %s stays in maintenance: %v", err, h, serr)
+				}
+			}
+		}()
 	}
 	for _, name := range upgradeComponents {
 		r.event("stop " + name + " on " + h)
@@ -118,9 +127,18 @@ func (r *chaosRun) upgradeNode(h string) error {
 		return nil
 	}
 	if !classic {
+		// The agent's own checks must see the new apiserver ready (rise
+		// after the probe above): stop is refused until then, and an
+		// operator tries again, as this does for a while.
 		r.event("haplane maintenance stop on " + h)
-		if err := r.maintenance(h, "stop"); err != nil {
-			return err
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			if err = r.maintenance(h, "stop"); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%w (still in maintenance)", err)
 		}
 	}
 	return nil
@@ -136,10 +154,20 @@ const stopGrace = 10 * time.Second
 // stopProc stops a process as systemd or kubelet would: SIGTERM, and
 // SIGKILL after stopGrace.
 func (r *chaosRun) stopProc(h, name string) error {
+	p, ok := r.st.Proc(h, name)
+	if !ok {
+		return fmt.Errorf("lab: no process %s on %s", name, h)
+	}
+	if !alive(p.PID) {
+		// Gone already: kube-scheduler and kube-controller-manager exit
+		// when they lose their leader Lease, and kubelet or systemd
+		// would have started them again; the lab has neither.
+		r.event(name + " on " + h + " was not running")
+		return nil
+	}
 	if err := r.st.Signal(h, name, syscall.SIGTERM); err != nil {
 		return err
 	}
-	p, _ := r.st.Proc(h, name)
 	if !waitGone([]Proc{p}, stopGrace) {
 		r.event(fmt.Sprintf("%s on %s still running %v after SIGTERM: SIGKILL", name, h, stopGrace))
 		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
