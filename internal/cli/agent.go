@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -428,14 +427,11 @@ func workerPeers(c *config.Cluster, kubeconfig string, roots *x509.CertPool, log
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubeconfig %s: its client certificate: %w", kubeconfig, err)
 	}
-	w := &agent.PeerWatcher{Peers: map[string]string{}, Log: log.With("part", "peers"), Client: &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}}}
 	apis := map[string]string{}
 	for _, n := range c.Nodes {
-		w.Peers[n.Name] = "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
 		apis[n.Name] = net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
 	}
-	return w, apis, nil
+	return peerWatcher(c, "", cert, roots, log), apis, nil
 }
 
 // runWorkerAgent runs a worker's node-local load balancer: every apiserver

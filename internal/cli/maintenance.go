@@ -56,14 +56,7 @@ func maintenanceFor(c *config.Cluster, f *agentFlags, pkiDir string, vp *agent.V
 		if err := errors.Join(rerr, cerr); err != nil {
 			log.Warn("the other nodes' agents will not be read: their maintenance does not reach this load balancer", "err", err)
 		} else {
-			w := &agent.PeerWatcher{Peers: map[string]string{}, Log: log.With("part", "peers"), Client: &http.Client{Transport: &http.Transport{
-				TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}}}
-			for _, n := range c.Nodes {
-				if n.Name != f.node {
-					w.Peers[n.Name] = "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
-				}
-			}
-			mc.Peers = w
+			mc.Peers = peerWatcher(c, f.node, cert, roots, log)
 		}
 	}
 	m, err := agent.NewMaintenance(mc)
@@ -71,6 +64,19 @@ func maintenanceFor(c *config.Cluster, f *agentFlags, pkiDir string, vp *agent.V
 		return nil, nil, err
 	}
 	return m, mc.Peers, nil
+}
+
+// peerWatcher reads the status of every control-plane node's agent but
+// skip's over its peer port, presenting cert (of the cluster CA).
+func peerWatcher(c *config.Cluster, skip string, cert tls.Certificate, roots *x509.CertPool, log *slog.Logger) *agent.PeerWatcher {
+	w := &agent.PeerWatcher{Peers: map[string]string{}, Log: log.With("part", "peers"), Client: &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}}}
+	for _, n := range c.Nodes {
+		if n.Name != skip {
+			w.Peers[n.Name] = "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
+		}
+	}
+	return w
 }
 
 func (a *app) maintenanceCmd() *cobra.Command {
