@@ -67,6 +67,11 @@ type Config struct {
 	// Maintenance, when set, is served under "maintenance" in /status and
 	// changed with POST /maintenance/{start,stop} on APISocket only.
 	Maintenance *Maintenance
+	// NotifySocket is systemd's notification socket (the unit's
+	// NOTIFY_SOCKET, read by the command line); the agent tells it READY=1
+	// once every part has started and STOPPING=1 when it shuts down.
+	// Empty when not run as a Type=notify unit.
+	NotifySocket string
 }
 
 // DefaultAPIPort is the local API's port on 127.0.0.1.
@@ -169,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		log.Info("part started", "part", name, "took", time.Since(t0).Round(time.Millisecond))
 	}
 	close(a.ready)
-	notifySystemd("READY=1")
+	notifySystemd(a.cfg.NotifySocket, "READY=1")
 	log.Info("agent ready", "parts", len(a.cfg.Parts))
 
 	var cause error
@@ -179,7 +184,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case cause = <-failed:
 		log.Error("a part failed; shutting down", "err", cause)
 	}
-	notifySystemd("STOPPING=1")
+	notifySystemd(a.cfg.NotifySocket, "STOPPING=1")
 	return errors.Join(cause, a.stopAll())
 }
 
@@ -359,9 +364,9 @@ func (s *apiServer) addrs() []string {
 	return out
 }
 
-// notifySystemd sends state to systemd when run as a Type=notify unit.
-func notifySystemd(state string) {
-	sock := os.Getenv("NOTIFY_SOCKET")
+// notifySystemd sends state to systemd's socket sock when run as a
+// Type=notify unit.
+func notifySystemd(sock, state string) {
 	if sock == "" {
 		return
 	}

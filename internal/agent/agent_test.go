@@ -143,8 +143,9 @@ func TestPartFailureStopsAgent(t *testing.T) {
 	}
 }
 
-// notifySocket stands in for systemd's notification socket.
-func notifySocket(t *testing.T) *net.UnixConn {
+// notifySocket stands in for systemd's notification socket at the path it
+// returns.
+func notifySocket(t *testing.T) (*net.UnixConn, string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -152,13 +153,12 @@ func notifySocket(t *testing.T) *net.UnixConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", sock)
-	return conn
+	return conn, sock
 }
 
 func TestNotifySystemd(t *testing.T) {
-	conn := notifySocket(t)
-	a, _ := New(Config{APIAddr: "-"})
+	conn, sock := notifySocket(t)
+	a, _ := New(Config{APIAddr: "-", NotifySocket: sock})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -136,12 +136,13 @@ func (p *VIPPart) next(c *config.Cluster, node string) (speaker.Config, error) {
 	return scfg, nil
 }
 
-// Reloading tells systemd (Type=notify) that a reload started; call the
-// returned function when it is over. systemctl reload then returns once
-// the new configuration is applied, not when the signal was sent.
-func Reloading() (done func()) {
+// Reloading tells systemd (Type=notify) on its socket sock (see
+// Config.NotifySocket) that a reload started; call the returned function
+// when it is over. systemctl reload then returns once the new
+// configuration is applied, not when the signal was sent.
+func Reloading(sock string) (done func()) {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	notifySystemd(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
-	return func() { notifySystemd("READY=1") }
+	notifySystemd(sock, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	return func() { notifySystemd(sock, "READY=1") }
 }

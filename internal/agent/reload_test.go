@@ -7,7 +7,7 @@ import (
 )
 
 func TestReloadingNotifiesSystemd(t *testing.T) {
-	conn := notifySocket(t)
+	conn, sock := notifySocket(t)
 	read := func() string {
 		t.Helper()
 		buf := make([]byte, 128)
@@ -18,7 +18,7 @@ func TestReloadingNotifiesSystemd(t *testing.T) {
 		}
 		return string(buf[:n])
 	}
-	done := Reloading()
+	done := Reloading(sock)
 	// systemd (Type=notify-reload) wants the monotonic clock with it.
 	if got := read(); !regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=[1-9][0-9]*$`).MatchString(got) {
 		t.Errorf("reload start: %q", got)

@@ -2,6 +2,7 @@ package apiservers
 
 import (
 	"context"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -88,7 +89,7 @@ func TestMerge(t *testing.T) {
 // kubernetes Service's EndpointSlice as apiservers are added and removed,
 // and stays put when the slice lists none.
 func TestWatcherFollowsEndpointSlices(t *testing.T) {
-	srv := kubeapi.Start(t)
+	srv := kubeapi.Start(t, os.Getenv(kubeapi.BinEnv))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pools := make(chan []string, 16)

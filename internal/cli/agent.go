@@ -209,13 +209,14 @@ func (a *app) runAgent(ctx context.Context, f *agentFlags) error {
 		return usageError{fmt.Errorf("the --no-* flags leave nothing to run on %s", f.node)}
 	}
 	ag, err := agent.New(agent.Config{
-		Parts:       parts,
-		APIAddr:     f.apiAddr,
-		APISocket:   sock,
-		Registry:    reg,
-		Log:         log,
-		Info:        map[string]string{"node": f.node, "cluster": c.Name, "version": version, "config": f.config},
-		Maintenance: maint,
+		Parts:        parts,
+		APIAddr:      f.apiAddr,
+		APISocket:    sock,
+		Registry:     reg,
+		Log:          log,
+		Info:         map[string]string{"node": f.node, "cluster": c.Name, "version": version, "config": f.config},
+		Maintenance:  maint,
+		NotifySocket: notifySocket(),
 	})
 	if err != nil {
 		return err
@@ -314,7 +315,7 @@ func (a *app) certsPart(c *config.Cluster, f *agentFlags, pkiDir string, reg *pr
 // differs from it in sections no part reloads is logged on every reload
 // until a restart applies it.
 func reloadAgent(ctx context.Context, f *agentFlags, started *config.Cluster, lbp *agent.LBPart, vp *agent.VIPPart, log *slog.Logger) {
-	defer agent.Reloading()()
+	defer agent.Reloading(notifySocket())()
 	nc, err := config.Load(f.config)
 	if err != nil {
 		log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
@@ -491,18 +492,19 @@ func (a *app) runWorkerAgent(ctx context.Context, f *agentFlags) error {
 		parts = append(parts, w)
 	}
 	ag, err := agent.New(agent.Config{
-		Parts:     parts,
-		APIAddr:   f.apiAddr,
-		APISocket: sock,
-		Registry:  reg,
-		Log:       log,
-		Info:      map[string]string{"node": name, "role": roleWorker, "cluster": c.Name, "version": version, "config": f.config},
+		Parts:        parts,
+		APIAddr:      f.apiAddr,
+		APISocket:    sock,
+		Registry:     reg,
+		Log:          log,
+		Info:         map[string]string{"node": name, "role": roleWorker, "cluster": c.Name, "version": version, "config": f.config},
+		NotifySocket: notifySocket(),
 	})
 	if err != nil {
 		return err
 	}
 	onSIGHUP(ctx, func() {
-		defer agent.Reloading()()
+		defer agent.Reloading(notifySocket())()
 		nc, err := config.Load(f.config)
 		if err != nil {
 			log.Error("reload refused: the cluster file does not validate; keeping the running configuration", "err", err)
@@ -519,3 +521,8 @@ func (a *app) runWorkerAgent(ctx context.Context, f *agentFlags) error {
 	}
 	return nil
 }
+
+// notifySocket is systemd's notification socket for a Type=notify unit:
+// part of systemd's protocol, read here so that the agent package reads
+// no environment.
+func notifySocket() string { return os.Getenv("NOTIFY_SOCKET") }

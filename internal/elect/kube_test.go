@@ -2,6 +2,7 @@ package elect
 
 import (
 	"context"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +16,7 @@ import (
 
 // startAPIServer runs the real kube-apiserver (see kubeapi.Start).
 func startAPIServer(t *testing.T) kubernetes.Interface {
-	return kubeapi.Start(t).Client
+	return kubeapi.Start(t, os.Getenv(kubeapi.BinEnv)).Client
 }
 
 // TestKubernetesLease: two candidates on a Lease of a real kube-apiserver;

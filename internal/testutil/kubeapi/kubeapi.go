@@ -1,7 +1,7 @@
-// Package kubeapi runs a real kube-apiserver for tests: the binary from
-// HAPLANE_K8S_BIN (built by tools/k8s/build.sh) on 127.0.0.1, over an
-// in-process etcd, with a static admin token and AlwaysAllow. Only tests
-// import it.
+// Package kubeapi runs a real kube-apiserver for tests: the binary from a
+// folder built by tools/k8s/build.sh (the test passes it, by convention
+// from BinEnv) on 127.0.0.1, over an in-process etcd, with a static admin
+// token and AlwaysAllow. Only tests import it; it reads no environment.
 package kubeapi
 
 import (
@@ -37,14 +37,17 @@ type Server struct {
 	Addr string
 }
 
-// Start runs a kube-apiserver until the test ends, or skips the test with
-// the reason when HAPLANE_K8S_BIN is not set. extraArgs are appended to
-// its command line.
-func Start(t testing.TB, extraArgs ...string) *Server {
+// BinEnv names the environment variable that tests read for the folder of
+// Kubernetes binaries (.ci/run sets it from tools/k8s/build.sh).
+const BinEnv = "HAPLANE_K8S_BIN"
+
+// Start runs the kube-apiserver in folder bin until the test ends, or
+// skips the test with the reason when bin is empty. extraArgs are appended
+// to its command line.
+func Start(t testing.TB, bin string, extraArgs ...string) *Server {
 	t.Helper()
-	bin := os.Getenv("HAPLANE_K8S_BIN")
 	if bin == "" {
-		t.Skip("HAPLANE_K8S_BIN is not set: build kube-apiserver with tools/k8s/build.sh and point HAPLANE_K8S_BIN at its folder")
+		t.Skip(BinEnv + " is not set: build kube-apiserver with tools/k8s/build.sh and point " + BinEnv + " at its folder")
 	}
 	etcdURL := startEtcd(t)
 	dir := t.TempDir()
