@@ -55,30 +55,71 @@ func runChild(spec string) int {
 	return 0
 }
 
-// Test members live on 127.0.5.x (this package's loopback /24), each with
-// free ports, so they never collide with other packages' tests; or, for
+// Test members live on 127.0.5.x (this package's loopback /24), or, for
 // the tests that call asHosts, on separate hosts (hosts_test.go).
 const testNet = "127.0.5."
 
-// The kernel may hand the same ephemeral port out again once it is closed
-// (CI saw a member's client and peer port equal), so a port this process
-// picked before is never returned twice.
+// freePort returns a port that is free on ip now and that no other
+// process is handed out later by the kernel.
+//
+// A member's ports are picked here, released, and bound again by the
+// member (a child process) later; in a recovery test they stay unbound
+// for seconds while a member is down. A port from the ephemeral range
+// (bind to port 0, or a client's source port) could be taken in that
+// window by any test on the machine: a listener on the wildcard address
+// then answers for 127.0.5.x too. CI saw exactly that: m2's join was sent
+// to a member's client port held by another package's HTTP server ("200
+// (OK); malformed header: missing HTTP content-type"). So the ports come
+// from below the ephemeral range, which the kernel never hands out, and
+// which no test in this repository binds by number. A port this process
+// picked before is never returned twice (a member's client and peer port
+// must differ, and so must two clusters' ports).
 func freePort(t testing.TB, ip string) int {
 	t.Helper()
 	pickedMu.Lock()
 	defer pickedMu.Unlock()
-	for {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	lo, hi := fixedPortRange(t)
+	n := hi - lo
+	// Start at a place that depends on the process, so two test binaries
+	// of this package (go test -count, a developer's and CI's run) do not
+	// walk the range in step.
+	start := (os.Getpid()*7919 + len(picked)) % n
+	for i := range n {
+		port := lo + (start+i)%n
+		if picked[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
 		if err != nil {
-			t.Fatal(err)
+			continue // held by someone, on ip or on the wildcard address
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if !picked[port] {
-			picked[port] = true
-			return port
-		}
+		picked[port] = true
+		return port
 	}
+	t.Fatalf("no free port in %d-%d on %s", lo, hi-1, ip)
+	return 0
+}
+
+// fixedPortRange is [20000, start of the kernel's ephemeral range).
+func fixedPortRange(t testing.TB) (lo, hi int) {
+	t.Helper()
+	lo, hi = 20000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	var eLo, eHi int
+	if _, err := fmt.Sscan(string(b), &eLo, &eHi); err != nil {
+		t.Fatalf("ip_local_port_range %q: %v", b, err)
+	}
+	if eLo < hi {
+		hi = eLo
+	}
+	if hi-lo < 1000 {
+		t.Fatalf("ephemeral ports start at %d: too few fixed ports left for test members", eLo)
+	}
+	return lo, hi
 }
 
 var (
