@@ -18,6 +18,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haplane/haplane/internal/testutil/testproc"
 )
 
 // childEnv carries NodeOptions (JSON) to a re-executed test binary that
@@ -135,15 +137,15 @@ type testCluster struct {
 	token  string
 	nodes  []NodeOptions // index i is member "m<i>"
 
-	mu    sync.Mutex // protects procs and mems
-	procs map[string]*exec.Cmd
+	procs *testproc.Set // member processes
+	mu    sync.Mutex    // protects mems
 	mems  map[string]*Member
 }
 
 func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, pki: newTestPKI(t), token: fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano()),
-		procs: map[string]*exec.Cmd{}, mems: map[string]*Member{}}
+		procs: testproc.New(t), mems: map[string]*Member{}}
 	tc.client = tc.pki.client(t)
 	var peers []Peer
 	var targets []Target
@@ -260,9 +262,7 @@ func (tc *testCluster) startProcess(names ...string) {
 		if err := cmd.Start(); err != nil {
 			tc.t.Fatal(err)
 		}
-		tc.mu.Lock()
-		tc.procs[name] = cmd
-		tc.mu.Unlock()
+		tc.procs.Add(name, cmd)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -310,9 +310,7 @@ func (tc *testCluster) checkSeparateHosts() {
 		tc.t.Fatal(err)
 	}
 	seen := map[string]string{self: "the test"}
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	for name, cmd := range tc.procs {
+	tc.procs.Each(func(name string, cmd *exec.Cmd) {
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid))
 		if err != nil {
 			tc.t.Fatal(err)
@@ -321,56 +319,22 @@ func (tc *testCluster) checkSeparateHosts() {
 			tc.t.Fatalf("member %s shares network namespace %s with %s", name, ns, other)
 		}
 		seen[ns] = name
-	}
+	})
 }
 
 // kill9 sends SIGKILL to the named member's process and reaps it.
-func (tc *testCluster) kill9(name string) {
-	tc.mu.Lock()
-	cmd := tc.procs[name]
-	delete(tc.procs, name)
-	tc.mu.Unlock()
-	if cmd == nil {
-		tc.t.Fatalf("no process for %s", name)
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-}
+func (tc *testCluster) kill9(name string) { tc.t.Helper(); tc.procs.Kill9(name) }
 
 // stopProcess sends SIGTERM to the named member's process and waits for
 // it to exit (a clean stop: the member flushes its WAL).
-func (tc *testCluster) stopProcess(name string) {
-	tc.mu.Lock()
-	cmd := tc.procs[name]
-	delete(tc.procs, name)
-	tc.mu.Unlock()
-	if cmd == nil {
-		tc.t.Fatalf("no process for %s", name)
-	}
-	termWait(cmd)
-}
-
-// termWait stops a member process with SIGTERM, then SIGKILL after 10s.
-func termWait(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+func (tc *testCluster) stopProcess(name string) { tc.t.Helper(); tc.procs.StopOne(name) }
 
 func (tc *testCluster) stopAll() {
+	tc.procs.Stop()
 	tc.mu.Lock()
-	procs, mems := tc.procs, tc.mems
-	tc.procs, tc.mems = map[string]*exec.Cmd{}, map[string]*Member{}
+	mems := tc.mems
+	tc.mems = map[string]*Member{}
 	tc.mu.Unlock()
-	for _, cmd := range procs {
-		termWait(cmd)
-	}
 	for _, m := range mems {
 		m.Stop()
 	}
