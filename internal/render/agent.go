@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"text/template"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -154,7 +153,7 @@ func securityContext(caps []corev1.Capability) *corev1.SecurityContext {
 	return &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: caps}}
 }
 
-var unitTmpl = template.Must(template.New("unit").Parse(`# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
+var unitTmpl = unitTemplate("unit", `# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
 [Unit]
 {{- if .Worker}}
 Description=haplane agent: this worker's own load balancer to every kube-apiserver
@@ -199,14 +198,7 @@ CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_DAC_OVERRIDE CAP_CHOWN CAP_F
 {{- if .StateDirName}}
 StateDirectory={{.StateDirName}}
 {{- end}}
-NoNewPrivileges=yes
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-`))
+{{template "unit-tail"}}`)
 
 // AgentUnit renders a systemd unit running the agent for node.
 func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {

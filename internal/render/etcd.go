@@ -6,7 +6,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"text/template"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -173,7 +172,7 @@ func EtcdPod(c *config.Cluster, node string, o EtcdOptions) ([]byte, error) {
 	return marshalPod(pod, "etcd pod for "+node)
 }
 
-var etcdUnitTmpl = template.Must(template.New("etcd-unit").Parse(`# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
+var etcdUnitTmpl = unitTemplate("etcd-unit", `# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
 [Unit]
 Description=etcd member {{.Node}} of cluster {{.Cluster}}, run by haplane
 Documentation=https://etcd.io/docs/
@@ -195,14 +194,7 @@ RestartSec=5s
 LimitNOFILE=65536
 # etcd syncs every write; keep it away from the OOM killer.
 OOMScoreAdjust=-999
-NoNewPrivileges=yes
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-`))
+{{template "unit-tail"}}`)
 
 // EtcdUnit renders a systemd unit running node's etcd member with
 // `haplane etcd run`, for hosts where systemd rather than kubelet manages

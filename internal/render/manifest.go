@@ -41,6 +41,23 @@ func hostPathVolume(name, path string, kind *corev1.HostPathType) corev1.Volume 
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: kind}}}
 }
 
+// unitTail ends every systemd unit haplane renders: the same hardening
+// and install section for the agent and for an etcd member.
+const unitTail = `{{define "unit-tail"}}NoNewPrivileges=yes
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+{{end}}`
+
+// unitTemplate parses a unit's template, which may end with
+// {{template "unit-tail"}}.
+func unitTemplate(name, text string) *template.Template {
+	return template.Must(template.Must(template.New(name).Parse(unitTail)).Parse(text))
+}
+
 // executeUnit fills a systemd unit template; what names the unit in the
 // error.
 func executeUnit(t *template.Template, data map[string]any, what string) ([]byte, error) {
