@@ -10,11 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/lab"
 	"github.com/haplane/haplane/internal/pki"
+	"github.com/haplane/haplane/internal/testutil/testproc"
 )
 
 // cliChildEnv makes the test binary run `haplane ARGS...` (ARGS as JSON)
@@ -58,8 +56,7 @@ type etcdHosts struct {
 	client *lab.Host
 	hosts  map[string]*lab.Host
 
-	mu    sync.Mutex // protects procs
-	procs map[string]*exec.Cmd
+	procs *testproc.Set // the members' `haplane etcd run`
 }
 
 func newEtcdHosts(t *testing.T) *etcdHosts {
@@ -70,7 +67,7 @@ func newEtcdHosts(t *testing.T) *etcdHosts {
 		t.Skipf("needs root for network namespaces (the cluster file takes no loopback address): %v", err)
 	}
 	h := &etcdHosts{t: t, prefix: fmt.Sprintf("hec%d", os.Getpid()), dir: t.TempDir(),
-		hosts: map[string]*lab.Host{}, procs: map[string]*exec.Cmd{}}
+		hosts: map[string]*lab.Host{}}
 	for i := range 3 {
 		h.nodes = append(h.nodes, config.Node{Name: fmt.Sprintf("cp%d", i+1), Address: etcdHostsNet + strconv.Itoa(11+i)})
 	}
@@ -97,6 +94,9 @@ func newEtcdHosts(t *testing.T) *etcdHosts {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.close)
+	// After close, so that the members are stopped (by PID) before their
+	// namespaces go.
+	h.procs = testproc.New(t)
 	for _, n := range h.nodes {
 		host, err := ln.AddHost(n.Name, netip.MustParseAddr(n.Address), 24)
 		if err != nil {
@@ -145,25 +145,12 @@ func (h *etcdHosts) start(names ...string) {
 				}
 			}
 		}()
-		h.mu.Lock()
-		h.procs[n] = cmd
-		h.mu.Unlock()
+		h.procs.Add(n, cmd)
 	}
 }
 
 // kill9 sends SIGKILL to the named host's member and reaps it.
-func (h *etcdHosts) kill9(name string) {
-	h.t.Helper()
-	h.mu.Lock()
-	cmd := h.procs[name]
-	delete(h.procs, name)
-	h.mu.Unlock()
-	if cmd == nil {
-		h.t.Fatalf("no member process on %s", name)
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-}
+func (h *etcdHosts) kill9(name string) { h.t.Helper(); h.procs.Kill9(name) }
 
 // haplane runs `haplane ARGS...` in the client namespace, with cp1's PKI
 // (its etcd health-check client certificate).
@@ -222,31 +209,10 @@ func (h *etcdHosts) waitFaultTolerant(timeout time.Duration) etcdnode.Report {
 
 // stop sends SIGTERM to the named members (all when none is named) and
 // waits for them to exit.
-func (h *etcdHosts) stop(names ...string) {
-	h.mu.Lock()
-	procs := map[string]*exec.Cmd{}
-	for n, cmd := range h.procs {
-		if len(names) == 0 || slices.Contains(names, n) {
-			procs[n] = cmd
-			delete(h.procs, n)
-		}
-	}
-	h.mu.Unlock()
-	for _, cmd := range procs {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-}
+func (h *etcdHosts) stop(names ...string) { h.procs.Stop(names...) }
 
+// close deletes the lab's namespaces; testproc stopped the members first.
 func (h *etcdHosts) close() {
-	h.stop()
 	if err := lab.Sweep(h.prefix); err != nil {
 		h.t.Errorf("delete lab namespaces: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/render"
 )
 
@@ -49,82 +50,91 @@ func (a *app) writeRendered(out string, files map[string][]byte) error {
 	})
 }
 
-func (a *app) renderKubeadmCmd() *cobra.Command {
+// renderFilesCmd completes cmd as a subcommand that renders files from the
+// cluster file (--config) into --out: files returns them by path under
+// OUT. The flags, the checks and the writing are the same for every such
+// subcommand; only what is rendered differs.
+func (a *app) renderFilesCmd(cmd *cobra.Command, files func(c *config.Cluster) (map[string][]byte, error)) *cobra.Command {
 	var cfgPath, out string
-	cmd := &cobra.Command{
-		Use:   "kubeadm",
-		Short: "kubeadm v1beta4 configurations: init for the first node, join for the others, etcd for external hosts",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := requireFlag("out", out); err != nil {
-				return err
-			}
-			c, err := a.loadConfig(cfgPath)
-			if err != nil {
-				return err
-			}
-			kf, err := render.Kubeadm(c)
-			if err != nil {
-				return err
-			}
-			files := map[string][]byte{}
-			for _, f := range kf {
-				files[filepath.Join(f.Host, f.Name)] = f.Data
-			}
-			return a.writeRendered(out, files)
-		},
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if err := requireFlag("out", out); err != nil {
+			return err
+		}
+		c, err := a.loadConfig(cfgPath)
+		if err != nil {
+			return err
+		}
+		fs, err := files(c)
+		if err != nil {
+			return err
+		}
+		return a.writeRendered(out, fs)
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "haplane.yaml", "cluster file")
 	cmd.Flags().StringVar(&out, "out", "", "folder to write OUT/<host>/ into (required)")
 	return cmd
 }
 
+// addPodAndUnit renders one host's static pod manifest and systemd unit
+// into files, as HOST/manifests/MANIFEST and HOST/systemd/SERVICE: every
+// component haplane renders per host comes as both, one per way to run it.
+func addPodAndUnit(files map[string][]byte, host, manifest, service string, pod, unit func() ([]byte, error)) error {
+	p, err := pod()
+	if err != nil {
+		return err
+	}
+	u, err := unit()
+	if err != nil {
+		return err
+	}
+	files[filepath.Join(host, "manifests", manifest)] = p
+	files[filepath.Join(host, "systemd", service)] = u
+	return nil
+}
+
+func (a *app) renderKubeadmCmd() *cobra.Command {
+	return a.renderFilesCmd(&cobra.Command{
+		Use:   "kubeadm",
+		Short: "kubeadm v1beta4 configurations: init for the first node, join for the others, etcd for external hosts",
+	}, func(c *config.Cluster) (map[string][]byte, error) {
+		kf, err := render.Kubeadm(c)
+		if err != nil {
+			return nil, err
+		}
+		files := map[string][]byte{}
+		for _, f := range kf {
+			files[filepath.Join(f.Host, f.Name)] = f.Data
+		}
+		return files, nil
+	})
+}
+
 func (a *app) renderAgentCmd() *cobra.Command {
-	var cfgPath, out string
 	var o render.AgentOptions
-	cmd := &cobra.Command{
+	cmd := a.renderFilesCmd(&cobra.Command{
 		Use:   "agent",
 		Short: "The haplane agent's static pod manifest and systemd unit for every control-plane host, and for workers (worker/)",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := requireFlag("out", out); err != nil {
-				return err
+	}, func(c *config.Cluster) (map[string][]byte, error) {
+		files := map[string][]byte{}
+		agent := func(host string, o render.AgentOptions) error {
+			return addPodAndUnit(files, host, "haplane-agent.yaml", "haplane-agent.service",
+				func() ([]byte, error) { return render.AgentPod(c, host, o) },
+				func() ([]byte, error) { return render.AgentUnit(c, host, o) })
+		}
+		for _, n := range c.Nodes {
+			if err := agent(n.Name, o); err != nil {
+				return nil, err
 			}
-			c, err := a.loadConfig(cfgPath)
-			if err != nil {
-				return err
-			}
-			files := map[string][]byte{}
-			for _, n := range c.Nodes {
-				pod, err := render.AgentPod(c, n.Name, o)
-				if err != nil {
-					return err
-				}
-				unit, err := render.AgentUnit(c, n.Name, o)
-				if err != nil {
-					return err
-				}
-				files[filepath.Join(n.Name, "manifests", "haplane-agent.yaml")] = pod
-				files[filepath.Join(n.Name, "systemd", "haplane-agent.service")] = unit
-			}
-			// One set for every worker: its node-local load balancer.
-			wo := o
-			wo.Worker = true
-			pod, err := render.AgentPod(c, "worker", wo)
-			if err != nil {
-				return err
-			}
-			unit, err := render.AgentUnit(c, "worker", wo)
-			if err != nil {
-				return err
-			}
-			files[filepath.Join("worker", "manifests", "haplane-agent.yaml")] = pod
-			files[filepath.Join("worker", "systemd", "haplane-agent.service")] = unit
-			return a.writeRendered(out, files)
-		},
-	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "haplane.yaml", "cluster file")
-	cmd.Flags().StringVar(&out, "out", "", "folder to write OUT/<host>/ into (required)")
+		}
+		// One set for every worker: its node-local load balancer.
+		wo := o
+		wo.Worker = true
+		if err := agent("worker", wo); err != nil {
+			return nil, err
+		}
+		return files, nil
+	})
 	cmd.Flags().StringVar(&o.Image, "image", render.DefaultAgentImage, "agent container image")
 	cmd.Flags().StringVar(&o.Binary, "binary", render.DefaultAgentBinary, "agent binary path for the systemd unit")
 	return cmd

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haplane/haplane/internal/testutil/testproc"
 )
 
 // childEnv carries NodeOptions (JSON) to a re-executed test binary that
@@ -55,30 +57,71 @@ func runChild(spec string) int {
 	return 0
 }
 
-// Test members live on 127.0.5.x (this package's loopback /24), each with
-// free ports, so they never collide with other packages' tests; or, for
+// Test members live on 127.0.5.x (this package's loopback /24), or, for
 // the tests that call asHosts, on separate hosts (hosts_test.go).
 const testNet = "127.0.5."
 
-// The kernel may hand the same ephemeral port out again once it is closed
-// (CI saw a member's client and peer port equal), so a port this process
-// picked before is never returned twice.
+// freePort returns a port that is free on ip now and that no other
+// process is handed out later by the kernel.
+//
+// A member's ports are picked here, released, and bound again by the
+// member (a child process) later; in a recovery test they stay unbound
+// for seconds while a member is down. A port from the ephemeral range
+// (bind to port 0, or a client's source port) could be taken in that
+// window by any test on the machine: a listener on the wildcard address
+// then answers for 127.0.5.x too. CI saw exactly that: m2's join was sent
+// to a member's client port held by another package's HTTP server ("200
+// (OK); malformed header: missing HTTP content-type"). So the ports come
+// from below the ephemeral range, which the kernel never hands out, and
+// which no test in this repository binds by number. A port this process
+// picked before is never returned twice (a member's client and peer port
+// must differ, and so must two clusters' ports).
 func freePort(t testing.TB, ip string) int {
 	t.Helper()
 	pickedMu.Lock()
 	defer pickedMu.Unlock()
-	for {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	lo, hi := fixedPortRange(t)
+	n := hi - lo
+	// Start at a place that depends on the process, so two test binaries
+	// of this package (go test -count, a developer's and CI's run) do not
+	// walk the range in step.
+	start := (os.Getpid()*7919 + len(picked)) % n
+	for i := range n {
+		port := lo + (start+i)%n
+		if picked[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
 		if err != nil {
-			t.Fatal(err)
+			continue // held by someone, on ip or on the wildcard address
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if !picked[port] {
-			picked[port] = true
-			return port
-		}
+		picked[port] = true
+		return port
 	}
+	t.Fatalf("no free port in %d-%d on %s", lo, hi-1, ip)
+	return 0
+}
+
+// fixedPortRange is [20000, start of the kernel's ephemeral range).
+func fixedPortRange(t testing.TB) (lo, hi int) {
+	t.Helper()
+	lo, hi = 20000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	var eLo, eHi int
+	if _, err := fmt.Sscan(string(b), &eLo, &eHi); err != nil {
+		t.Fatalf("ip_local_port_range %q: %v", b, err)
+	}
+	if eLo < hi {
+		hi = eLo
+	}
+	if hi-lo < 1000 {
+		t.Fatalf("ephemeral ports start at %d: too few fixed ports left for test members", eLo)
+	}
+	return lo, hi
 }
 
 var (
@@ -94,15 +137,15 @@ type testCluster struct {
 	token  string
 	nodes  []NodeOptions // index i is member "m<i>"
 
-	mu    sync.Mutex // protects procs and mems
-	procs map[string]*exec.Cmd
+	procs *testproc.Set // member processes
+	mu    sync.Mutex    // protects mems
 	mems  map[string]*Member
 }
 
 func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, pki: newTestPKI(t), token: fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano()),
-		procs: map[string]*exec.Cmd{}, mems: map[string]*Member{}}
+		procs: testproc.New(t), mems: map[string]*Member{}}
 	tc.client = tc.pki.client(t)
 	var peers []Peer
 	var targets []Target
@@ -219,9 +262,7 @@ func (tc *testCluster) startProcess(names ...string) {
 		if err := cmd.Start(); err != nil {
 			tc.t.Fatal(err)
 		}
-		tc.mu.Lock()
-		tc.procs[name] = cmd
-		tc.mu.Unlock()
+		tc.procs.Add(name, cmd)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -269,9 +310,7 @@ func (tc *testCluster) checkSeparateHosts() {
 		tc.t.Fatal(err)
 	}
 	seen := map[string]string{self: "the test"}
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	for name, cmd := range tc.procs {
+	tc.procs.Each(func(name string, cmd *exec.Cmd) {
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid))
 		if err != nil {
 			tc.t.Fatal(err)
@@ -280,56 +319,22 @@ func (tc *testCluster) checkSeparateHosts() {
 			tc.t.Fatalf("member %s shares network namespace %s with %s", name, ns, other)
 		}
 		seen[ns] = name
-	}
+	})
 }
 
 // kill9 sends SIGKILL to the named member's process and reaps it.
-func (tc *testCluster) kill9(name string) {
-	tc.mu.Lock()
-	cmd := tc.procs[name]
-	delete(tc.procs, name)
-	tc.mu.Unlock()
-	if cmd == nil {
-		tc.t.Fatalf("no process for %s", name)
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-}
+func (tc *testCluster) kill9(name string) { tc.t.Helper(); tc.procs.Kill9(name) }
 
 // stopProcess sends SIGTERM to the named member's process and waits for
 // it to exit (a clean stop: the member flushes its WAL).
-func (tc *testCluster) stopProcess(name string) {
-	tc.mu.Lock()
-	cmd := tc.procs[name]
-	delete(tc.procs, name)
-	tc.mu.Unlock()
-	if cmd == nil {
-		tc.t.Fatalf("no process for %s", name)
-	}
-	termWait(cmd)
-}
-
-// termWait stops a member process with SIGTERM, then SIGKILL after 10s.
-func termWait(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+func (tc *testCluster) stopProcess(name string) { tc.t.Helper(); tc.procs.StopOne(name) }
 
 func (tc *testCluster) stopAll() {
+	tc.procs.Stop()
 	tc.mu.Lock()
-	procs, mems := tc.procs, tc.mems
-	tc.procs, tc.mems = map[string]*exec.Cmd{}, map[string]*Member{}
+	mems := tc.mems
+	tc.mems = map[string]*Member{}
 	tc.mu.Unlock()
-	for _, cmd := range procs {
-		termWait(cmd)
-	}
 	for _, m := range mems {
 		m.Stop()
 	}

@@ -1,17 +1,13 @@
 package render
 
 import (
-	"bytes"
 	"fmt"
 	"path"
 	"strings"
-	"text/template"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/haplane/haplane/internal/config"
 )
@@ -111,16 +107,13 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 	var vols []corev1.Volume
 	var vms []corev1.VolumeMount
 	for _, m := range mounts {
-		vols = append(vols, corev1.Volume{Name: m.name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: m.host, Type: m.kind}}})
+		vols = append(vols, hostPathVolume(m.name, m.host, m.kind))
 		vms = append(vms, corev1.VolumeMount{Name: m.name, MountPath: m.host, ReadOnly: m.readOnly})
 	}
 	probe := func(p string, period int32) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Host: "127.0.0.1", Path: p, Port: intstr.FromInt32(int32(o.APIPort)), Scheme: corev1.URISchemeHTTP,
-			}},
-			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
-		}
+		pr := loopbackProbe(p, o.APIPort)
+		pr.PeriodSeconds, pr.TimeoutSeconds, pr.FailureThreshold = period, 2, 3
+		return pr
 	}
 	grace := int64(45)
 	pod := corev1.Pod{
@@ -150,15 +143,7 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 			Volumes: vols,
 		},
 	}
-	out, err := yaml.Marshal(pod)
-	if err != nil {
-		return nil, fmt.Errorf("render: agent pod: %w", err)
-	}
-	// metav1 marshals an empty creationTimestamp and status; drop the noise.
-	out = bytes.ReplaceAll(out, []byte("  creationTimestamp: null\n"), nil)
-	out = bytes.ReplaceAll(out, []byte("status: {}\n"), nil)
-	out = bytes.ReplaceAll(out, []byte("    resources: {}\n"), nil)
-	return out, nil
+	return marshalPod(pod, "agent pod")
 }
 
 func securityContext(caps []corev1.Capability) *corev1.SecurityContext {
@@ -168,7 +153,7 @@ func securityContext(caps []corev1.Capability) *corev1.SecurityContext {
 	return &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: caps}}
 }
 
-var unitTmpl = template.Must(template.New("unit").Parse(`# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
+var unitTmpl = unitTemplate("unit", `# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
 [Unit]
 {{- if .Worker}}
 Description=haplane agent: this worker's own load balancer to every kube-apiserver
@@ -213,14 +198,7 @@ CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_DAC_OVERRIDE CAP_CHOWN CAP_F
 {{- if .StateDirName}}
 StateDirectory={{.StateDirName}}
 {{- end}}
-NoNewPrivileges=yes
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-`))
+{{template "unit-tail"}}`)
 
 // AgentUnit renders a systemd unit running the agent for node.
 func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
@@ -228,8 +206,7 @@ func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 		return nil, fmt.Errorf("render: node %q is not in the cluster file", node)
 	}
 	o = o.withDefaults()
-	var b bytes.Buffer
-	err := unitTmpl.Execute(&b, map[string]any{
+	return executeUnit(unitTmpl, map[string]any{
 		"Node":         node,
 		"Worker":       o.Worker,
 		"Stacked":      c.Etcd.Topology == config.TopologyStacked && !o.Worker,
@@ -237,11 +214,7 @@ func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 		"Binary":       o.Binary,
 		"Args":         strings.Join(agentArgs(c, node, o), " "),
 		"StateDirName": stateDirName(o.StateDir),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("render: agent unit: %w", err)
-	}
-	return b.Bytes(), nil
+	}, "agent unit")
 }
 
 // stateDirName is StateDirectory= for dir, which systemd takes relative to

@@ -1,19 +1,15 @@
 package render
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"path"
 	"strconv"
 	"strings"
-	"text/template"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/haplane/haplane/internal/config"
 )
@@ -128,12 +124,9 @@ func EtcdPod(c *config.Cluster, node string, o EtcdOptions) ([]byte, error) {
 	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	pkiDir := path.Join(c.Certificates.Dir, "etcd")
 	probe := func(p string, failures, delay, period int32) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Host: "127.0.0.1", Path: p, Port: intstr.FromInt32(int32(o.MetricsPort)), Scheme: corev1.URISchemeHTTP,
-			}},
-			InitialDelaySeconds: delay, PeriodSeconds: period, TimeoutSeconds: 15, FailureThreshold: failures,
-		}
+		pr := loopbackProbe(p, o.MetricsPort)
+		pr.InitialDelaySeconds, pr.PeriodSeconds, pr.TimeoutSeconds, pr.FailureThreshold = delay, period, 15, failures
+		return pr
 	}
 	priority := int32(2000001000)
 	pod := corev1.Pod{
@@ -171,21 +164,15 @@ func EtcdPod(c *config.Cluster, node string, o EtcdOptions) ([]byte, error) {
 				},
 			}},
 			Volumes: []corev1.Volume{
-				{Name: "etcd-certs", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: pkiDir, Type: &dirOrCreate}}},
-				{Name: "etcd-data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: c.Etcd.DataDir, Type: &dirOrCreate}}},
+				hostPathVolume("etcd-certs", pkiDir, &dirOrCreate),
+				hostPathVolume("etcd-data", c.Etcd.DataDir, &dirOrCreate),
 			},
 		},
 	}
-	out, err := yaml.Marshal(pod)
-	if err != nil {
-		return nil, fmt.Errorf("render: etcd pod for %s: %w", node, err)
-	}
-	out = bytes.ReplaceAll(out, []byte("  creationTimestamp: null\n"), nil)
-	out = bytes.ReplaceAll(out, []byte("status: {}\n"), nil)
-	return out, nil
+	return marshalPod(pod, "etcd pod for "+node)
 }
 
-var etcdUnitTmpl = template.Must(template.New("etcd-unit").Parse(`# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
+var etcdUnitTmpl = unitTemplate("etcd-unit", `# Rendered by haplane for {{.Node}}; edit the cluster file, not this.
 [Unit]
 Description=etcd member {{.Node}} of cluster {{.Cluster}}, run by haplane
 Documentation=https://etcd.io/docs/
@@ -207,14 +194,7 @@ RestartSec=5s
 LimitNOFILE=65536
 # etcd syncs every write; keep it away from the OOM killer.
 OOMScoreAdjust=-999
-NoNewPrivileges=yes
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-`))
+{{template "unit-tail"}}`)
 
 // EtcdUnit renders a systemd unit running node's etcd member with
 // `haplane etcd run`, for hosts where systemd rather than kubelet manages
@@ -224,13 +204,8 @@ func EtcdUnit(c *config.Cluster, node string, o EtcdOptions) ([]byte, error) {
 		return nil, err
 	}
 	o = o.withDefaults()
-	var b bytes.Buffer
-	err := etcdUnitTmpl.Execute(&b, map[string]any{
+	return executeUnit(etcdUnitTmpl, map[string]any{
 		"Node": node, "Cluster": c.Name, "DataDir": c.Etcd.DataDir, "Binary": o.Binary,
 		"Config": o.ConfigPath, "Metrics": hostPort("http", "127.0.0.1", o.MetricsPort),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("render: etcd unit for %s: %w", node, err)
-	}
-	return b.Bytes(), nil
+	}, "etcd unit for "+node)
 }

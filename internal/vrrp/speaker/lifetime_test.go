@@ -61,12 +61,7 @@ func TestAddressLifetimeValidation(t *testing.T) {
 func TestMasterRenewsAddresses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hub{}
-		a := startNode(t, h, 1, 150, nil)
-		b := startNode(t, h, 2, 149, nil)
-		time.Sleep(time.Second)
-		if got := holders(a, b); !slices.Equal(got, []int{0}) {
-			t.Fatalf("holders %v, want [0]", got)
-		}
+		a, b := startPair(t, h)
 		from := time.Now()
 		for range 100 { // 5s, five lifetimes
 			if !a.addrs.holds() {

@@ -36,21 +36,11 @@ func ListenIPv4(ifname string, primary netip.Addr) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("speaker: interface %s: %w", ifname, err)
 	}
-	c, err := listenRaw("ip4", "0.0.0.0", ifname)
-	if err != nil {
-		return nil, err
-	}
-	pc := ipv4.NewPacketConn(c)
-	err = setup(c, ifname,
-		step{"join 224.0.0.18", func() error { return pc.JoinGroup(ifi, &net.IPAddr{IP: vrrp.GroupV4.AsSlice()}) }},
-		step{"set multicast interface", func() error { return pc.SetMulticastInterface(ifi) }},
-		step{"set multicast TTL", func() error { return pc.SetMulticastTTL(vrrp.TTL) }},
-		step{"set TTL", func() error { return pc.SetTTL(vrrp.TTL) }},
-		step{"disable multicast loopback", func() error { return pc.SetMulticastLoopback(false) }},
-		step{"enable control messages", func() error {
-			return pc.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true)
-		}},
-	)
+	var pc *ipv4.PacketConn
+	c, err := listenGroup("ip4", "0.0.0.0", ifi, vrrp.GroupV4, func(c net.PacketConn) groupConn {
+		pc = ipv4.NewPacketConn(c)
+		return group4{pc}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +106,56 @@ func listenRaw(family, laddr, ifname string) (net.PacketConn, error) {
 		return serr
 	}})
 	return c, err
+}
+
+// groupConn is what the socket setup needs of an ipv4.PacketConn or an
+// ipv6.PacketConn: the two differ only in the names of the hop-count
+// options and in their control message flags, so both families share
+// listenGroup's one list of steps.
+type groupConn interface {
+	JoinGroup(ifi *net.Interface, group net.Addr) error
+	SetMulticastInterface(ifi *net.Interface) error
+	SetMulticastLoopback(on bool) error
+	hops() string // the option's name in errors: "TTL", "hop limit"
+	setMulticastHops(n int) error
+	setHops(n int) error
+	enableControl() error // destination, interface and hop count of each read
+}
+
+// listenGroup opens a raw VRRP socket of family on laddr bound to ifi,
+// joins group there, sends to it on ifi with hop count 255 (RFC 5798
+// §5.1.1.3: receivers drop adverts that crossed a router), turns off
+// multicast loopback so that the node does not hear itself, and asks for
+// the control messages that ReadFrom checks. wrap gives the family's
+// PacketConn over the socket.
+func listenGroup(family, laddr string, ifi *net.Interface, group netip.Addr, wrap func(net.PacketConn) groupConn) (net.PacketConn, error) {
+	c, err := listenRaw(family, laddr, ifi.Name)
+	if err != nil {
+		return nil, err
+	}
+	g := wrap(c)
+	err = setup(c, ifi.Name,
+		step{"join " + group.String(), func() error { return g.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}) }},
+		step{"set multicast interface", func() error { return g.SetMulticastInterface(ifi) }},
+		step{"set multicast " + g.hops(), func() error { return g.setMulticastHops(vrrp.TTL) }},
+		step{"set " + g.hops(), func() error { return g.setHops(vrrp.TTL) }},
+		step{"disable multicast loopback", func() error { return g.SetMulticastLoopback(false) }},
+		step{"enable control messages", g.enableControl},
+	)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// group4 is the IPv4 groupConn.
+type group4 struct{ *ipv4.PacketConn }
+
+func (group4) hops() string                   { return "TTL" }
+func (g group4) setMulticastHops(n int) error { return g.SetMulticastTTL(n) }
+func (g group4) setHops(n int) error          { return g.SetTTL(n) }
+func (g group4) enableControl() error {
+	return g.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true)
 }
 
 // step is one socket option set by setup.

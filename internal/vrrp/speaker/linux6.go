@@ -53,25 +53,25 @@ func ListenIPv6(ifname string) (Conn, netip.Addr, error) {
 	if err != nil {
 		return nil, netip.Addr{}, err
 	}
-	c, err := listenRaw("ip6", "::", ifname)
-	if err != nil {
-		return nil, netip.Addr{}, err
-	}
-	pc := ipv6.NewPacketConn(c)
-	err = setup(c, ifname,
-		step{"join ff02::12", func() error { return pc.JoinGroup(ifi, &net.IPAddr{IP: vrrp.GroupV6.AsSlice()}) }},
-		step{"set multicast interface", func() error { return pc.SetMulticastInterface(ifi) }},
-		step{"set multicast hop limit", func() error { return pc.SetMulticastHopLimit(vrrp.TTL) }},
-		step{"set hop limit", func() error { return pc.SetHopLimit(vrrp.TTL) }},
-		step{"disable multicast loopback", func() error { return pc.SetMulticastLoopback(false) }},
-		step{"enable control messages", func() error {
-			return pc.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true)
-		}},
-	)
+	var pc *ipv6.PacketConn
+	c, err := listenGroup("ip6", "::", ifi, vrrp.GroupV6, func(c net.PacketConn) groupConn {
+		pc = ipv6.NewPacketConn(c)
+		return group6{pc}
+	})
 	if err != nil {
 		return nil, netip.Addr{}, err
 	}
 	return &rawConn6{pc: pc, c: c, ifindex: ifi.Index, src: ll.AsSlice()}, ll, nil
+}
+
+// group6 is the IPv6 groupConn.
+type group6 struct{ *ipv6.PacketConn }
+
+func (group6) hops() string                   { return "hop limit" }
+func (g group6) setMulticastHops(n int) error { return g.SetMulticastHopLimit(n) }
+func (g group6) setHops(n int) error          { return g.SetHopLimit(n) }
+func (g group6) enableControl() error {
+	return g.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true)
 }
 
 // linkLocal returns ifi's IPv6 link-local address.

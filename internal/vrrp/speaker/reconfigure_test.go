@@ -17,12 +17,7 @@ import (
 func TestReconfigureMovesTheVIP(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hub{}
-		a := startNode(t, h, 1, 150, nil)
-		b := startNode(t, h, 2, 149, nil)
-		time.Sleep(time.Second)
-		if got := holders(a, b); !slices.Equal(got, []int{0}) {
-			t.Fatalf("holders %v, want [0]", got)
-		}
+		a, b := startPair(t, h)
 
 		// b now outranks a: it stops following a's adverts and takes
 		// over at its Master_Down_Timer (3 intervals + skew ≈ 320 ms).

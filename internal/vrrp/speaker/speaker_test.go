@@ -215,6 +215,19 @@ func (n *node) stop(t *testing.T) {
 	}
 }
 
+// startPair starts a master (priority 150) and a backup (149) on h and
+// waits until the first holds the addresses alone.
+func startPair(t *testing.T, h *hub) (master, backup *node) {
+	t.Helper()
+	a := startNode(t, h, 1, 150, nil)
+	b := startNode(t, h, 2, 149, nil)
+	time.Sleep(time.Second)
+	if got := holders(a, b); !slices.Equal(got, []int{0}) {
+		t.Fatalf("holders %v, want [0]", got)
+	}
+	return a, b
+}
+
 func holders(ns ...*node) []int {
 	var out []int
 	for i, n := range ns {
