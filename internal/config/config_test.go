@@ -51,6 +51,7 @@ func TestDefaults(t *testing.T) {
 		{"ca validity", c.Certificates.CAValidity.Duration, 87600 * time.Hour},
 		{"key", c.Certificates.KeyAlgorithm, "rsa2048"},
 		{"health path", c.LoadBalancer.HealthCheck.Path, "/readyz"},
+		{"lb loops (0: one per CPU)", c.LoadBalancer.Loops, 0},
 		{"backends", len(c.APIServerAddrs()), 3},
 		{"frontend", c.FrontendAddr().String(), "10.77.0.100:8443"},
 		{"etcd members", len(c.EtcdMembers()), 3},
@@ -161,6 +162,12 @@ certificates:
 			"haplane.yaml:19: networking.serviceSubnet: \"10.96.0.1/12\" has host bits set; did you mean 10.96.0.0/12?",
 			"haplane.yaml:20: networking.podSubnet: \"10.96.0.0/8\" has host bits set; did you mean 10.0.0.0/8?",
 			"haplane.yaml:22: certificates.validity: must be greater than zero, got -1h0m0s",
+		}},
+		{"loops negative", minimal + "loadBalancer:\n  loops: -1\n", []string{
+			"haplane.yaml:17: loadBalancer.loops: -1 is out of range 0..256 (0: one per CPU)",
+		}},
+		{"loops too many", minimal + "loadBalancer:\n  loops: 257\n", []string{
+			"haplane.yaml:17: loadBalancer.loops: 257 is out of range 0..256 (0: one per CPU)",
 		}},
 		{"renewal checks too rare", minimal + `certificates:
   renewBefore: 2h

@@ -75,6 +75,7 @@ loadBalancer:
   connectTimeout: 500ms         # then the client is retried on another apiserver
   # handshakeTimeout: 1s        # no TLS answer by then: the client moves to another
   # drain: 0s                   # close sessions to a down apiserver after this
+  # loops: 0                    # event loops (threads) running the sessions; 0: one per CPU
   healthCheck:
     path: /readyz               # HTTPS GET, verified against the cluster CA
     livenessPath: /livez?exclude=etcd  # when no apiserver is ready, send to those that answer this (panic routing; none: off)

@@ -171,7 +171,11 @@ type LoadBalancer struct {
 	HandshakeTimeout Duration `json:"handshakeTimeout,omitempty"`
 	// Drain closes sessions to a backend this long after it is marked
 	// down; zero leaves them open.
-	Drain       Duration    `json:"drain,omitempty"`
+	Drain Duration `json:"drain,omitempty"`
+	// Loops is the number of event loops (threads, each an epoll set)
+	// that run every session; 0 (default) is one per CPU the process may
+	// use. They are started once per process, by its first load balancer.
+	Loops       int         `json:"loops,omitempty"`
 	HealthCheck HealthCheck `json:"healthCheck,omitempty"`
 	// NodeLocal is the load balancer `haplane agent --role worker` runs
 	// on every worker, so that its kubelet and kube-proxy reach every

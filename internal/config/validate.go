@@ -298,6 +298,10 @@ func (c *Cluster) validateVIP(k *checker, vip netip.Addr, vipOK bool) {
 	}
 }
 
+// MaxLBLoops bounds loadBalancer.loops: each loop is a thread and an
+// epoll set, and more loops than CPUs only add wake-ups.
+const MaxLBLoops = 256
+
 func (c *Cluster) validateLB(k *checker) {
 	lb := c.LoadBalancer
 	switch lb.Algorithm {
@@ -309,6 +313,9 @@ func (c *Cluster) validateLB(k *checker) {
 	k.positive("loadBalancer.handshakeTimeout", lb.HandshakeTimeout)
 	if lb.Drain.Duration < 0 {
 		k.add("loadBalancer.drain", "must not be negative")
+	}
+	if lb.Loops < 0 || lb.Loops > MaxLBLoops {
+		k.add("loadBalancer.loops", "%d is out of range 0..%d (0: one per CPU)", lb.Loops, MaxLBLoops)
 	}
 	hc := lb.HealthCheck
 	if !strings.HasPrefix(hc.Path, "/") {

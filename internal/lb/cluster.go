@@ -28,6 +28,7 @@ func ConfigFromCluster(c *config.Cluster, listen string) Config {
 		ConnectTimeout:   c.LoadBalancer.ConnectTimeout.Duration,
 		HandshakeTimeout: c.LoadBalancer.HandshakeTimeout.Duration,
 		Drain:            c.LoadBalancer.Drain.Duration,
+		Loops:            c.LoadBalancer.Loops,
 		FreeBind:         true,
 	}
 }

@@ -14,7 +14,7 @@ kind: Cluster
 name: t
 controlPlaneEndpoint: {vip: 10.77.4.100, port: 9443, apiServerPort: 7443}
 vip: {interface: eth0, virtualRouterID: 7}
-loadBalancer: {algorithm: leastconn, connectTimeout: 300ms, drain: 5s}
+loadBalancer: {algorithm: leastconn, connectTimeout: 300ms, drain: 5s, loops: 3}
 nodes:
   - {name: a, address: 10.77.4.11}
   - {name: b, address: 10.77.4.12}
@@ -37,7 +37,7 @@ nodes:
 		if !slices.Equal(got.Backends, []string{"10.77.4.11:7443", "10.77.4.12:7443"}) {
 			t.Errorf("backends %v", got.Backends)
 		}
-		if got.Policy != "leastconn" || got.ConnectTimeout != 300*time.Millisecond || got.Drain != 5*time.Second || !got.FreeBind {
+		if got.Policy != "leastconn" || got.ConnectTimeout != 300*time.Millisecond || got.Drain != 5*time.Second || got.Loops != 3 || !got.FreeBind {
 			t.Errorf("settings %+v", got)
 		}
 		if _, err := New(got); err != nil {

@@ -22,8 +22,8 @@ import (
 var goroutineEngine bool
 
 // TestGoroutineEngine runs the session tests again with every session on
-// goroutines: the path taken with HAPLANE_LB_LOOP=0, and for backends
-// given by name.
+// goroutines: the path of a backend given by name until its handshake
+// phase ends, and of every session when no event loop could start.
 func TestGoroutineEngine(t *testing.T) {
 	goroutineEngine = true
 	t.Cleanup(func() { goroutineEngine = false })
@@ -56,9 +56,6 @@ func TestGoroutineEngine(t *testing.T) {
 // accept and hold the sessions (no goroutine path in between): the
 // frontend is a loop listener and an open session sits in a loop's table.
 func TestLoopEngineOwnsSessions(t *testing.T) {
-	if !useLoops {
-		t.Skip("HAPLANE_LB_LOOP=0: the event loops are off")
-	}
 	echo := listenLoopback(t)
 	echoServer(t, echo)
 	l := startLB(t, Config{Backends: []string{echo.Addr().String()}})
@@ -69,7 +66,11 @@ func TestLoopEngineOwnsSessions(t *testing.T) {
 	defer c.Close()
 	roundTrip(t, c)
 	var inLoop int
-	for _, lp := range startLoops() {
+	lps, err := startLoops(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lp := range lps {
 		lp.mu.Lock()
 		for _, ls := range lp.conns {
 			if ls.l == l && ls.s.client == nil {
@@ -413,9 +414,6 @@ func segsIn(t *testing.T, c net.Conn) uint32 {
 //     SYN-ACK, the ACK of its request, and the answer with the FIN (3),
 //     not 4.
 func TestLoopSegmentsPerShortSession(t *testing.T) {
-	if !useLoops {
-		t.Skip("HAPLANE_LB_LOOP=0: the event loops are off")
-	}
 	for _, tt := range []struct {
 		name        string
 		handshake   time.Duration
@@ -471,9 +469,12 @@ func TestLoopSegmentsPerShortSession(t *testing.T) {
 // frontend, and without a rule one loop can end up with nearly all of a
 // burst (63 of 64 was seen), one core doing the work of all.
 func TestLoopsShareConnections(t *testing.T) {
-	lps := startLoops()
-	if !useLoops || len(lps) < 2 {
-		t.Skipf("needs two event loops (HAPLANE_LB_LOOP=%q, %d loops)", loopMode, len(lps))
+	lps, err := startLoops(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lps) < 2 {
+		t.Fatalf("%d event loops; want one per GOMAXPROCS, at least 2 (GOMAXPROCS %d)", len(lps), runtime.GOMAXPROCS(0))
 	}
 	echo := listenLoopback(t)
 	echoServer(t, echo)

@@ -80,6 +80,12 @@ type Config struct {
 	// ReusePort sets SO_REUSEPORT, so several processes can share a
 	// frontend (a restart without a gap, or more cores).
 	ReusePort bool
+	// Loops is the number of event loops (locked threads, each an epoll
+	// set) that run every session; 0 (default) is one per GOMAXPROCS.
+	// The loops are started once per process, by the first load balancer
+	// that serves, with its setting; later ones share them (Engine reports
+	// what runs).
+	Loops int
 	// Logger receives session errors and backend state changes.
 	Logger *slog.Logger
 	// Registerer receives the load balancer's metrics; nil registers none.
@@ -116,6 +122,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("lb: address %q: %w", a, err))
 		}
+	}
+	if c.Loops < 0 {
+		errs = append(errs, fmt.Errorf("lb: loops %d must not be negative", c.Loops))
 	}
 	if c.ConnectTimeout < 0 || c.SuspectFor < 0 || c.Drain < 0 || c.IdleTimeout < 0 {
 		errs = append(errs, errors.New("lb: connect timeout, suspect period, drain and idle timeout must not be negative"))
@@ -244,7 +253,7 @@ type LB struct {
 	stopped   chan struct{}   // closed by closeListeners
 	stopOnce  sync.Once
 
-	loops    bool // sessions run in the event loops (loop.go); set at New
+	loops    bool // sessions run in the event loops (loop.go); false only when none could start
 	sessions sync.WaitGroup
 	closing  atomic.Bool
 	workers  workerPool
@@ -262,7 +271,7 @@ func New(cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{}), loops: useLoops}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{}), loops: true}
 	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {

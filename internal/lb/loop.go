@@ -1,12 +1,11 @@
 package lb
 
 import (
+	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -33,10 +32,6 @@ import (
 // Sessions to a backend given by name (not an IP literal) are handed to
 // the goroutine path, which dials through the resolver.
 
-// useLoops selects the event loops (the default); HAPLANE_LB_LOOP=0 keeps
-// every session on goroutines.
-var useLoops = loopMode != "0"
-
 const (
 	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
 	evHup   = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
@@ -61,21 +56,17 @@ const (
 	genMask      = 1<<29 - 1
 )
 
-// evloop is one event loop: an epoll instance served by one goroutine.
-// By default the goroutine is locked to its thread, which blocks in
-// epoll_wait; HAPLANE_LB_LOOP=poller has it wait for the epoll descriptor
-// in the runtime poller instead (an epoll set is itself pollable), so the
-// loops are scheduled like any goroutine. The locked threads were about
-// 10 % faster on a connection per request (docs/bench/lb.md): a wake-up
-// goes from the kernel straight to the loop, not through the runtime's
-// netpoller and scheduler.
+// evloop is one event loop: an epoll instance served by one goroutine
+// locked to its thread, which blocks in epoll_wait. The locked threads
+// were about 10 % faster on a connection per request than the same loops
+// waiting in the runtime poller (docs/bench/lb.md): a wake-up goes from
+// the kernel straight to the loop, not through the runtime's netpoller
+// and scheduler. It is the only session engine.
 type evloop struct {
 	epfd    int
-	ep      *os.File // epfd in the runtime poller (not in thread mode)
 	buf     []byte   // loop goroutine only
 	again   []*lsess // directions cut short by maxBurst; loop goroutine only
 	timers  timerHeap
-	dl      time.Time // the read deadline set on ep (runtime poller mode)
 	scanned time.Time
 	// piped holds sessions that kept a pipe over an EAGAIN, with their
 	// steps count then; the sweep every pipeSweep gives back the pipes of
@@ -97,24 +88,23 @@ type evloop struct {
 }
 
 var (
-	// loopMode is HAPLANE_LB_LOOP: "" (or "thread"), "poller", or "0".
-	loopMode  = os.Getenv("HAPLANE_LB_LOOP")
 	loopsOnce sync.Once
 	loops     []*evloop
+	loopErr   error
 	loopNext  atomic.Uint32
 )
 
-// startLoops starts the loops on first use (one per GOMAXPROCS, or
-// HAPLANE_LB_LOOPS, for the life of the process, like the runtime's own
-// poller) and returns them; none when none could be made.
-func startLoops() []*evloop {
+// startLoops starts the loops on first use, for the life of the process
+// like the runtime's own poller, and returns them: n of them (Config.Loops
+// of the first load balancer that serves), or one per GOMAXPROCS when n is
+// 0. Later load balancers of the process share those loops whatever their
+// own setting; LB.Engine reports what runs.
+func startLoops(n int) ([]*evloop, error) {
 	loopsOnce.Do(func() {
-		n := runtime.GOMAXPROCS(0)
-		if v, err := strconv.Atoi(os.Getenv("HAPLANE_LB_LOOPS")); err == nil && v > 0 {
-			n = v
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
 		}
-		thread := loopMode != "poller"
-		if p := runtime.GOMAXPROCS(0); thread && p < n+2 && os.Getenv("GOMAXPROCS") == "" {
+		if p := runtime.GOMAXPROCS(0); p < n+2 {
 			// A loop thread waiting in epoll_wait gives up its P (sysmon
 			// hands it on), and on waking needs a free one at once, or it
 			// waits: two spare Ps beyond the loops' keep that wait short
@@ -123,45 +113,41 @@ func startLoops() []*evloop {
 			// no faster than the runtime poller.
 			runtime.GOMAXPROCS(n + 2)
 		}
-		for range max(n, 1) {
-			lp, err := newLoop(thread)
+		for range n {
+			lp, err := newLoop()
 			if err != nil {
+				loopErr = fmt.Errorf("lb: start event loop %d of %d: %w", len(loops)+1, n, err)
 				break
 			}
 			loops = append(loops, lp)
+		}
+		if len(loops) > 0 {
+			loopErr = nil // fewer loops than asked still serve
 		}
 		// Started once all exist: each reads the others' loads.
 		for _, lp := range loops {
 			go lp.run()
 		}
 	})
-	return loops
+	return loops, loopErr
 }
 
 // pickLoop returns a loop for a session handed over from the goroutine
 // path; nil when there is none.
-func pickLoop() *evloop {
-	lps := startLoops()
+func (l *LB) pickLoop() *evloop {
+	lps, _ := startLoops(l.cfg.Loops)
 	if len(lps) == 0 {
 		return nil
 	}
 	return lps[int(loopNext.Add(1))%len(lps)]
 }
 
-func newLoop(thread bool) (*evloop, error) {
+func newLoop() (*evloop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	lp := &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}
-	if !thread {
-		if err := unix.SetNonblock(epfd, true); err != nil {
-			rawClose(epfd)
-			return nil, os.NewSyscallError("fcntl", err)
-		}
-		lp.ep = os.NewFile(uintptr(epfd), "epoll")
-	}
-	return lp, nil
+	return &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}, nil
 }
 
 // A session's state in its loop.
@@ -300,33 +286,23 @@ func (lp *evloop) forget(ls *lsess) bool {
 }
 
 func (lp *evloop) run() {
-	if lp.ep == nil {
-		runtime.LockOSThread()
-	}
+	runtime.LockOSThread()
 	events := make([]unix.EpollEvent, 256)
 	batch := make([]*lsess, len(events))
 	lbatch := make([]*loopReg, len(events))
-	var rc syscall.RawConn
-	if lp.ep != nil {
-		rc, _ = lp.ep.SyscallConn()
-	}
 	n := 0
-	waitFn := func(fd uintptr) bool {
-		n = epollWaitNow(fd, events)
-		return n > 0
-	}
 	hot := false // the last wait returned events
 	for {
 		wait := lp.waitTime()
 		switch {
 		case len(lp.again) > 0 || wait == 0:
 			n = epollWaitNow(uintptr(lp.epfd), events)
-		case lp.ep == nil:
+		default:
 			ms := -1
 			if wait > 0 {
 				ms = int((wait + time.Millisecond - 1) / time.Millisecond)
 			}
-			if hot && rawWaits {
+			if hot {
 				// Busy: wait briefly without telling the scheduler. A
 				// loop waiting in a system call the scheduler knows of
 				// is found there by sysmon every 10ms (the goroutine
@@ -347,21 +323,6 @@ func (lp *evloop) run() {
 				}
 			}
 			hot = n > 0
-		default:
-			if wait > 0 {
-				// A deadline already set that comes sooner is kept: an
-				// early wake-up costs less than moving the runtime timer
-				// on each round.
-				if dl := time.Now().Add(wait); lp.dl.IsZero() || dl.Before(lp.dl) {
-					lp.dl = dl
-					_ = lp.ep.SetReadDeadline(dl)
-				}
-			}
-			if err := rc.Read(waitFn); err != nil {
-				n = 0
-				lp.dl = time.Time{}
-				_ = lp.ep.SetReadDeadline(time.Time{})
-			}
 		}
 		lp.mu.Lock()
 		for i := range n {
@@ -453,9 +414,6 @@ func (lp *evloop) waitTime() time.Duration {
 
 // hotWaitMS bounds a raw wait of a busy loop (see run).
 const hotWaitMS = 2
-
-// rawWaits: HAPLANE_LB_RAWWAIT=0 turns the raw waits of busy loops off.
-var rawWaits = os.Getenv("HAPLANE_LB_RAWWAIT") != "0"
 
 // epollWaitRaw waits up to ms for events in a raw system call.
 func epollWaitRaw(epfd uintptr, events []unix.EpollEvent, ms int) int {
@@ -845,7 +803,7 @@ func (lp *evloop) abort(ls *lsess) {
 // when it cannot (the caller copies with goroutines then); when s was
 // closed meanwhile it ends s and reports true.
 func (l *LB) toLoop(s *session) bool {
-	lp := pickLoop()
+	lp := l.pickLoop()
 	if lp == nil {
 		return false
 	}
@@ -902,4 +860,24 @@ func (l *LB) endSession(s *session) {
 	s.close()
 	l.detach(s)
 	l.sessions.Done()
+}
+
+// EngineStatus is what runs the sessions of a load balancer, for status.
+type EngineStatus struct {
+	// Loops is the number of event loops of the process (shared by every
+	// load balancer in it); 0 when none could start.
+	Loops int `json:"loops"`
+	// Configured is this load balancer's Config.Loops (0: one per
+	// GOMAXPROCS); it differs from Loops when another load balancer of
+	// the process started the loops first.
+	Configured int `json:"configured"`
+	// GOMAXPROCS is the process's, which the loops raise to two more than
+	// their number.
+	GOMAXPROCS int `json:"gomaxprocs"`
+}
+
+// Engine reports the event loops serving l's sessions.
+func (l *LB) Engine() EngineStatus {
+	lps, _ := startLoops(l.cfg.Loops)
+	return EngineStatus{Loops: len(lps), Configured: l.cfg.Loops, GOMAXPROCS: runtime.GOMAXPROCS(0)}
 }

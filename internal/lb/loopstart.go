@@ -50,8 +50,9 @@ func (r *loopReg) event() unix.EpollEvent {
 // reports false, with no error, when there are no loops (the goroutine
 // accept loops serve then).
 func (l *LB) serveLoops(lns []net.Listener) (bool, error) {
-	lps := startLoops()
+	lps, err := startLoops(l.cfg.Loops)
 	if len(lps) == 0 {
+		l.cfg.Logger.Warn("lb: no event loop; sessions run on goroutines", "err", err)
 		return false, nil
 	}
 	var lls []*loopListener
