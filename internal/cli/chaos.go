@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -36,59 +33,30 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := lab.LoadState(*dir)
 			if err != nil {
-				return &ExitError{Code: ExitFailure, Err: err}
-			}
-			env := lab.ChaosEnv{
-				State: st,
-				Settled: func() bool {
-					if st.Stack() == lab.VIPLBClassic {
-						// keepalived and haproxy report nothing: every process
-						// runs and the API answers through the VIP.
-						return collectLabStatus(st).settled() && st.AllAlive() && labProbe(cmd.Context(), st, 3*time.Second) == nil
-					}
-					return collectLabStatus(st).settled()
-				},
-				EtcdLeader: func() (string, error) { return labEtcdLeader(st) },
-				// The agents' own view: a killed agent's stale address does
-				// not count, as clients follow the new master's announcement.
-				Holder: func() string {
-					if st.Stack() == lab.VIPLBClassic {
-						return st.VIPHolder()
-					}
-					return collectLabStatus(st).VIPOwner
-				},
-				Out: a.stderr,
+				return err
 			}
 			opts := lab.ChaosOptions{Scenarios: scenarios}
 			if upgradeTo != "" {
 				if st.Backend != lab.BackendKube {
 					return usageError{fmt.Errorf("--upgrade-to needs a lab with real Kubernetes (lab up --backend kube)")}
 				}
-				bin, err := lab.K8sBinaries(cmd.Context(), upgradeTo, a.stderr)
-				if err != nil {
-					return &ExitError{Code: ExitFailure, Err: err}
+				if opts.UpgradeBin, err = lab.K8sBinaries(cmd.Context(), upgradeTo, a.stderr); err != nil {
+					return err
 				}
-				opts.UpgradeBin = bin
 			}
-			rep, err := lab.RunChaos(cmd.Context(), env, opts)
+			rep, err := lab.RunChaos(cmd.Context(), lab.NewChaosEnv(st, a.stderr), opts)
 			if rep != nil && reportDir != "" {
-				if werr := writeChaosReport(reportDir, rep); werr != nil {
+				if werr := lab.WriteReportFiles(reportDir, rep); werr != nil {
 					err = errors.Join(err, werr)
 				}
 			}
 			if err != nil {
-				return &ExitError{Code: ExitFailure, Err: err}
+				return err
 			}
-			perr := a.print(rep, func(w io.Writer) error { return lab.WriteTable(w, rep) })
-			if perr != nil {
-				return perr
+			if err := a.print(rep, func(w io.Writer) error { return lab.WriteTable(w, rep) }); err != nil {
+				return err
 			}
-			for _, s := range rep.Scenarios {
-				if s.Skipped == "" && !s.Pass {
-					return &ExitError{Code: ExitFailure, Err: fmt.Errorf("lab: chaos: %s: %s", s.Name, s.Verdict)}
-				}
-			}
-			return nil
+			return rep.Failure()
 		},
 	}
 	cmd.Flags().StringSliceVar(&scenarios, "scenario", []string{"all"}, "scenarios to run (comma-separated), or all")
@@ -96,51 +64,6 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 	cmd.Flags().StringVar(&upgradeTo, "upgrade-to", "", "Kubernetes release (v1.MINOR.PATCH) the rolling-upgrade scenario moves the control plane to, built from the Go module proxy and cached like the lab's own (without it that scenario is skipped)")
 	_ = cmd.RegisterFlagCompletionFunc("scenario", cobra.FixedCompletions(append(lab.Scenarios(), "all"), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
-}
-
-func writeChaosReport(dir string, rep *lab.Report) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "chaos.json"), data, 0o644); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(dir, "chaos.html"))
-	if err != nil {
-		return err
-	}
-	if err := lab.WriteHTML(f, rep); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// labEtcdLeader asks the etcd cluster, from the client host, which member
-// leads.
-func labEtcdLeader(st *lab.State) (string, error) {
-	cmd := (&lab.Host{NS: st.Prefix + "-client"}).Command(st.Binary, "-o", "json", "etcd", "status",
-		"--config", st.ClusterFile, "--pki-dir", filepath.Join(st.HostDir("cp1"), "pki"))
-	out, _ := cmd.Output() // non-zero without fault tolerance; the document still says who leads
-	var s struct {
-		Members []struct {
-			Name   string `json:"name"`
-			Leader bool   `json:"leader"`
-		} `json:"members"`
-	}
-	if err := json.Unmarshal(out, &s); err != nil {
-		return "", fmt.Errorf("etcd status: %w", err)
-	}
-	for _, m := range s.Members {
-		if m.Leader {
-			return m.Name, nil
-		}
-	}
-	return "", errors.New("etcd status: no member leads")
 }
 
 // labObserveCmd is the client side of a chaos scenario: probes, writes,
@@ -161,11 +84,8 @@ func (a *app) labObserveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(obs, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "%d requests, %d failed, %d slow, longest gap %s; %d writes, %d lost\n",
-					obs.Requests, obs.Failed, obs.Slow, obs.MaxGap.Round(time.Millisecond), obs.Writes, obs.Lost)
-				return err
-			})
+			return a.printLine(obs, fmt.Sprintf("%d requests, %d failed, %d slow, longest gap %s; %d writes, %d lost",
+				obs.Requests, obs.Failed, obs.Slow, obs.MaxGap.Round(time.Millisecond), obs.Writes, obs.Lost))
 		},
 	}
 	f := cmd.Flags()

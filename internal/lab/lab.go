@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -214,20 +213,15 @@ func (o *Options) setDefaults() error {
 	default:
 		return fmt.Errorf("lab: --backend %q: kube or stub", o.Backend)
 	}
-	switch o.VIPLB {
-	case "":
+	if o.VIPLB == "" {
 		o.VIPLB = VIPLBHaplane
-	case VIPLBHaplane:
-	case VIPLBClassic:
-		for _, b := range []string{"keepalived", "haproxy", "curl"} {
-			if _, err := exec.LookPath(b); err != nil {
-				return fmt.Errorf("lab: --vip-lb classic needs %s (apt-get install keepalived haproxy curl)", b)
-			}
-		}
-		// keepalived and haproxy hold no etcd member.
-		o.SeparateEtcd = true
-	default:
-		return fmt.Errorf("lab: --vip-lb %q: haplane or classic", o.VIPLB)
+	}
+	stack, ok := StackNamed(o.VIPLB)
+	if !ok {
+		return fmt.Errorf("lab: --vip-lb %q: %s", o.VIPLB, strings.Join(StackNames(), " or "))
+	}
+	if err := stack.Prepare(o); err != nil {
+		return err
 	}
 	return nil
 }
@@ -246,10 +240,9 @@ func ClusterFile(o Options) []byte {
 	return config.Example(eo)
 }
 
-// Up builds the network, the cluster file and the PKI, starts every
-// process and waits until the API answers through the VIP from the client
-// host. On failure it tears down what it made.
-func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, procs func(s *State, c *config.Cluster, h HostState) ([]ProcSpec, error)) (st *State, err error) {
+// Up builds the network, the cluster file and the PKI, and starts every
+// process of the stack's plan. On failure it tears down what it made.
+func Up(o Options, plan func(c *config.Cluster) *pki.Plan) (st *State, err error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -331,7 +324,7 @@ func Up(ctx context.Context, o Options, plan func(c *config.Cluster) *pki.Plan, 
 	}
 
 	for _, h := range st.Hosts {
-		specs, err := procs(st, c, h)
+		specs, err := StackOf(st).Procs(st, c, h)
 		if err != nil {
 			return st, err
 		}
@@ -666,12 +659,7 @@ func (s *State) Stack() string {
 
 // VIPLBProcs are the processes of a control-plane host that hold the VIP
 // and balance the API.
-func (s *State) VIPLBProcs() []string {
-	if s.Stack() == VIPLBClassic {
-		return []string{"keepalived", "haproxy"}
-	}
-	return []string{"agent"}
-}
+func (s *State) VIPLBProcs() []string { return StackOf(s).VIPLBProcs() }
 
 // AllAlive reports whether every process of the lab runs.
 func (s *State) AllAlive() bool {
@@ -681,4 +669,17 @@ func (s *State) AllAlive() bool {
 		}
 	}
 	return true
+}
+
+// DownDir tears down the lab whose state is in dir, of the prefix its
+// state names (DefaultPrefix without one), and returns that prefix.
+func DownDir(dir string) (string, error) {
+	if err := RequireRoot(); err != nil {
+		return "", err
+	}
+	prefix := DefaultPrefix
+	if st, err := LoadState(dir); err == nil {
+		prefix = st.Prefix
+	}
+	return prefix, Down(dir, prefix)
 }

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -97,13 +96,9 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 	if cfg.Run == "" {
 		cfg.Run = fmt.Sprintf("r%d", time.Now().UnixNano())
 	}
-	pem, err := os.ReadFile(cfg.CAFile)
+	pool, err := certPool(cfg.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("lab: observe: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("lab: observe: no certificate in %s", cfg.CAFile)
 	}
 	var w writer
 	if cfg.Kubeconfig != "" {
@@ -200,9 +195,7 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 // that accepts and never answers) is counted slow or failed, and does not
 // hide the answers of those after it. At most 2s/Every are in flight.
 func probe(ctx context.Context, cfg ObserveConfig, pool *x509.CertPool, end time.Time) []Sample {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: cfg.ServerName}, DisableKeepAlives: true,
-	}}
+	client := probeClient(pool, cfg.ServerName)
 	var mu sync.Mutex // protects out
 	var out []Sample
 	var wg sync.WaitGroup

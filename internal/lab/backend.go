@@ -1,0 +1,52 @@
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/etcdnode"
+	"github.com/haplane/haplane/internal/stubapi"
+)
+
+// ServeStub runs the stub API server of node n until ctx ends: the
+// node's apiserver certificate (from pkiDir) on its address and API
+// port, writing to etcd with the apiserver-etcd-client certificate.
+func ServeStub(ctx context.Context, c *config.Cluster, n config.Node, pkiDir string, log *slog.Logger) error {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver.crt"), filepath.Join(pkiDir, "apiserver.key"))
+	if err != nil {
+		return err
+	}
+	tc, err := etcdnode.ClientTLS{
+		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
+		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
+		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
+	}.Config()
+	if err != nil {
+		return err
+	}
+	var eps []string
+	for _, m := range c.EtcdMembers() {
+		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
+	}
+	cli, err := etcdnode.NewClient(eps, tc, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	addr := net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
+	s, err := stubapi.Start(stubapi.Config{Addr: addr, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, KV: stubapi.EtcdKV{Client: cli}, Name: n.Name, Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("stub apiserver serving", "addr", addr)
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
