@@ -349,7 +349,7 @@ func clusterSections(ctx context.Context, c *config.Cluster, why, pkiDir, kubeco
 	var tc *tls.Config
 	var targets []etcdnode.Target
 	if c != nil {
-		_, targets = etcdPeers(c)
+		_, targets = etcdnode.ClusterPeers(c)
 		var err error
 		if tc, err = (&etcdFlags{pkiDir: pkiDir}).clientTLS(c).Config(); err != nil {
 			ev.Skipped = err.Error()

@@ -254,7 +254,7 @@ func TestStatusShowsEtcdMembersAndElections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, targets := etcdPeers(c)
+	_, targets := etcdnode.ClusterPeers(c)
 	var eps []string
 	for _, tg := range targets {
 		eps = append(eps, tg.Endpoint)
