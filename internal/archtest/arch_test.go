@@ -53,7 +53,9 @@ func listPackages(t *testing.T) []pkg {
 }
 
 // composers may import any internal package: they wire the leaves.
-var composers = []string{"cmd/haplane", "internal/cli", "internal/agent", "internal/lab"}
+var composers = []string{"cmd/haplane", "internal/cli", "internal/agent", "internal/lab",
+	"internal/status", // gathers the agent's document with the etcd and election views
+}
 
 // shared packages are the schema every part reads: any package may import
 // them (they import no other internal package).

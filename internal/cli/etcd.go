@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -48,44 +46,24 @@ func (f *etcdFlags) pki(c *config.Cluster) string {
 	return c.Certificates.Dir
 }
 
-// clientTLS picks the client certificate kubeadm leaves on a control-plane
-// host: the etcd health-check client, else the apiserver's etcd client.
+// clientTLS is --cert, --key and --cacert, else kubeadm's client
+// certificate under the PKI folder.
 func (f *etcdFlags) clientTLS(c *config.Cluster) etcdnode.ClientTLS {
-	pki := f.pki(c)
-	t := etcdnode.ClientTLS{CertFile: f.cert, KeyFile: f.key, CAFile: f.cacert}
-	if t.CAFile == "" {
-		t.CAFile = filepath.Join(pki, "etcd", "ca.crt")
-	}
-	if t.CertFile == "" {
-		t.CertFile = filepath.Join(pki, "etcd", "healthcheck-client.crt")
-		if !exists(t.CertFile) {
-			t.CertFile = filepath.Join(pki, "apiserver-etcd-client.crt")
-		}
-	}
-	if t.KeyFile == "" {
-		t.KeyFile = t.CertFile[:len(t.CertFile)-len(filepath.Ext(t.CertFile))] + ".key"
-	}
-	return t
+	return etcdnode.KubeadmClientTLS(f.pki(c), etcdnode.ClientTLS{CertFile: f.cert, KeyFile: f.key, CAFile: f.cacert})
 }
 
-// etcdPeers lists the cluster file's members as peers and probe targets.
-func etcdPeers(c *config.Cluster) ([]etcdnode.Peer, []etcdnode.Target) {
-	var peers []etcdnode.Peer
-	var targets []etcdnode.Target
-	for _, m := range c.EtcdMembers() {
-		peers = append(peers, etcdnode.Peer{Name: m.Name, PeerURL: etcdnode.PeerURLFor(m.Address, c.Etcd.PeerPort)})
-		targets = append(targets, etcdnode.Target{Name: m.Name, Endpoint: etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort)})
-	}
-	return peers, targets
+// access is how the etcd subcommands reach the cluster file's members.
+func (a *app) access(f *etcdFlags, c *config.Cluster) etcdnode.Access {
+	_, targets := etcdnode.ClusterPeers(c)
+	return etcdnode.Access{TLS: f.clientTLS(c), Targets: targets, Timeout: f.timeout, Log: a.logger()}
 }
 
 func etcdMember(c *config.Cluster, name string) (config.EtcdNode, error) {
-	for _, m := range c.EtcdMembers() {
-		if m.Name == name {
-			return m, nil
-		}
+	m, err := etcdnode.ClusterMember(c, name)
+	if err != nil {
+		return m, usageError{err}
 	}
-	return config.EtcdNode{}, usageError{fmt.Errorf("%q is not an etcd member in the cluster file", name)}
+	return m, nil
 }
 
 func (a *app) etcdCmd() *cobra.Command {
@@ -182,17 +160,6 @@ leader takes a snapshot every --snapshot-interval and keeps --snapshot-retain.`,
 	return cmd
 }
 
-func (a *app) probe(ctx context.Context, f *etcdFlags, c *config.Cluster, quota int64) (etcdnode.Report, error) {
-	tc, err := f.clientTLS(c).Config()
-	if err != nil {
-		return etcdnode.Report{}, &ExitError{Code: ExitFailure, Err: err}
-	}
-	p := etcdnode.NewProber(tc, f.timeout, quota)
-	defer p.Close()
-	_, targets := etcdPeers(c)
-	return p.Probe(ctx, targets), nil
-}
-
 func (a *app) etcdStatusCmd() *cobra.Command {
 	var f etcdFlags
 	var quota int64
@@ -217,9 +184,9 @@ tolerant).`,
 			if err != nil {
 				return err
 			}
-			rep, err := a.probe(cmd.Context(), &f, c, quota)
+			rep, err := etcdnode.ProbeCluster(cmd.Context(), a.access(&f, c), quota)
 			if err != nil {
-				return err
+				return &ExitError{Code: ExitFailure, Err: err}
 			}
 			if err := a.print(rep, func(w io.Writer) error { return printReport(w, rep) }); err != nil {
 				return err
@@ -284,21 +251,11 @@ func bytesHuman(n int64) string {
 }
 
 func (a *app) ops(f *etcdFlags, c *config.Cluster) (*etcdnode.Ops, func(), error) {
-	tc, err := f.clientTLS(c).Config()
+	ops, done, err := etcdnode.OpenOps(a.access(f, c))
 	if err != nil {
 		return nil, nil, &ExitError{Code: ExitFailure, Err: err}
 	}
-	_, targets := etcdPeers(c)
-	var eps []string
-	for _, t := range targets {
-		eps = append(eps, t.Endpoint)
-	}
-	cli, err := etcdnode.NewClient(eps, tc, f.timeout*2)
-	if err != nil {
-		return nil, nil, &ExitError{Code: ExitFailure, Err: err}
-	}
-	p := etcdnode.NewProber(tc, f.timeout, 0)
-	return &etcdnode.Ops{Client: cli, Prober: p, Targets: targets, Log: a.logger()}, func() { p.Close(); cli.Close() }, nil
+	return ops, done, nil
 }
 
 func (a *app) etcdRemoveCmd() *cobra.Command {
@@ -475,32 +432,7 @@ func (a *app) etcdSnapshotCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ep := f.endpoint
-			if ep == "" {
-				rep, err := a.probe(cmd.Context(), &f, c, 0)
-				if err != nil {
-					return err
-				}
-				for _, m := range rep.Members {
-					if m.Healthy && !m.Learner {
-						ep = m.Endpoint
-						break
-					}
-				}
-				if ep == "" {
-					return &ExitError{Code: ExitFailure, Err: errors.New("etcd snapshot: no healthy voting member")}
-				}
-			}
-			tc, err := f.clientTLS(c).Config()
-			if err != nil {
-				return &ExitError{Code: ExitFailure, Err: err}
-			}
-			cli, err := etcdnode.NewClient([]string{ep}, tc, 2*f.timeout)
-			if err != nil {
-				return &ExitError{Code: ExitFailure, Err: err}
-			}
-			defer cli.Close()
-			info, err := etcdnode.SaveSnapshot(cmd.Context(), cli, args[0])
+			info, ep, err := etcdnode.SnapshotCluster(cmd.Context(), a.access(&f, c), f.endpoint, args[0])
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
@@ -556,43 +488,22 @@ compacted so Kubernetes watchers relist. Then start every member again with
 			if err != nil {
 				return err
 			}
-			self, err := etcdMember(c, node)
-			if err != nil {
+			if _, err := etcdMember(c, node); err != nil {
 				return err
 			}
-			info, err := etcdnode.VerifySnapshot(args[0])
-			if err != nil {
-				return &ExitError{Code: ExitFailure, Err: err}
-			}
-			if dataDir == "" {
-				dataDir = c.Etcd.DataDir
-			}
-			first := token == ""
-			if first {
-				token = etcdnode.RestoreToken(c.Name, info.SHA256)
-			}
-			peers, _ := etcdPeers(c)
-			moved, err := etcdnode.Restore(etcdnode.RestoreOptions{
-				Snapshot: args[0], Name: node, Members: peers, DataDir: dataDir, Token: token, RevisionBump: bump,
-				ClientURL: etcdnode.ClientURLFor(self.Address, c.Etcd.ClientPort),
+			r, err := etcdnode.RestoreCluster(c, etcdnode.RestoreClusterOptions{
+				Snapshot: args[0], Node: node, DataDir: dataDir, Token: token, RevisionBump: bump,
 			}, time.Now(), a.logger())
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
-			var others []string
-			for _, p := range peers {
-				if p.Name != node {
-					others = append(others, p.Name)
+			return a.print(r, func(w io.Writer) error {
+				if r.MovedAside != "" {
+					fmt.Fprintf(w, "old data dir moved to %s\n", r.MovedAside)
 				}
-			}
-			out := map[string]any{"dataDir": dataDir, "movedAside": moved, "token": token, "revision": info.Revision, "newToken": first}
-			return a.print(out, func(w io.Writer) error {
-				if moved != "" {
-					fmt.Fprintf(w, "old data dir moved to %s\n", moved)
-				}
-				fmt.Fprintf(w, "restored %s into %s (snapshot revision %d, cluster token %s); start it with haplane etcd run\n", node, dataDir, info.Revision, token)
-				if first && len(others) > 0 {
-					fmt.Fprintf(w, "new cluster token: restore %s with the same file and --token %s\n", strings.Join(others, ", "), token)
+				fmt.Fprintf(w, "restored %s into %s (snapshot revision %d, cluster token %s); start it with haplane etcd run\n", node, r.DataDir, r.Revision, r.Token)
+				if r.NewToken && len(r.Others) > 0 {
+					fmt.Fprintf(w, "new cluster token: restore %s with the same file and --token %s\n", strings.Join(r.Others, ", "), r.Token)
 				}
 				return nil
 			})

@@ -24,6 +24,7 @@ import (
 	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/join"
+	"github.com/haplane/haplane/internal/status"
 )
 
 // maintenanceFor wires the agent's maintenance: the peers' status reader
@@ -177,7 +178,7 @@ func (a *app) maintenanceTarget(ctx context.Context, node, sock, cfgPath, kubeco
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
 	localURL := "http://agent/maintenance/" + action
-	body, err := fetchAgentStatus(ctx, "", sock)
+	body, err := status.FetchAgent(ctx, "", sock)
 	if node == "" {
 		if err != nil {
 			return nil, "", &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance: this host's agent does not answer on %s: %w", sock, err)}

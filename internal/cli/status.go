@@ -4,99 +4,30 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
-	"github.com/haplane/haplane/internal/elect"
-	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/join"
-	"github.com/haplane/haplane/internal/pki"
+	"github.com/haplane/haplane/internal/status"
 )
-
-// statusView is what `haplane status` shows: the agent's /status, the
-// certificate expiry of this host, and the cluster's etcd members and
-// election holders.
-type statusView struct {
-	Agent        json.RawMessage  `json:"agent"`
-	Certificates []pki.CertStatus `json:"certificates,omitempty"`
-	Etcd         *statusEtcd      `json:"etcd,omitempty"`
-	Elections    *statusElections `json:"elections,omitempty"`
-}
 
 // statusAllView is `haplane status --all`: one row per node, then the
 // cluster-wide sections.
 type statusAllView struct {
 	labView
-	Etcd      *statusEtcd      `json:"etcd,omitempty"`
-	Elections *statusElections `json:"elections,omitempty"`
-}
-
-// statusTimeout bounds each cluster-wide section of `haplane status`, so
-// the screen stays fast when etcd or the API server is down.
-const statusTimeout = 2 * time.Second
-
-// defaultKubeconfig is where kubeadm leaves the admin kubeconfig.
-const defaultKubeconfig = "/etc/kubernetes/admin.conf"
-
-// statusLeases are the leader-election Leases `haplane status` shows.
-var statusLeases = []string{"kube-system/kube-scheduler", "kube-system/kube-controller-manager"}
-
-// statusEtcd is the etcd section: every member as `haplane etcd status`
-// probes it. Report is nil when the section was skipped.
-type statusEtcd struct {
-	// Skipped says why the members were not asked.
-	Skipped string `json:"skipped,omitempty"`
-	// Leader names the member that reports itself leader ("" when none).
-	Leader string `json:"leader,omitempty"`
-	*etcdnode.Report
-}
-
-// statusElection is the holder of one election.
-type statusElection struct {
-	// Backend is "kubernetes" (a coordination.k8s.io Lease) or "etcd" (a
-	// haplane elect lock).
-	Backend string `json:"backend"`
-	// Name is the Lease as namespace/name, or the lock.
-	Name string `json:"name"`
-	// Holder is the leader's identity ("" when nobody holds it).
-	Holder string `json:"holder"`
-	// Token is the fencing token: the Lease's leaseTransitions, or the
-	// leader key's create revision.
-	Token int64 `json:"token"`
-	// Renewed is a Lease's renewTime; Expired says it is older than the
-	// Lease's duration (the holder is gone or cannot reach the API).
-	Renewed *time.Time `json:"renewed,omitempty"`
-	Expired bool       `json:"expired,omitempty"`
-	// Candidates counts an etcd lock's campaigning keys, the leader's
-	// included.
-	Candidates int    `json:"candidates,omitempty"`
-	Error      string `json:"error,omitempty"`
-}
-
-// statusElections is the elections section.
-type statusElections struct {
-	Holders []statusElection `json:"holders"`
-	// Notes says, one line each, which backend was skipped or failed.
-	Notes []string `json:"notes,omitempty"`
+	Etcd      *status.Etcd      `json:"etcd,omitempty"`
+	Elections *status.Elections `json:"elections,omitempty"`
 }
 
 func (a *app) statusCmd() *cobra.Command {
@@ -121,7 +52,7 @@ With --all, one row per node of the cluster file instead of this node's agent.`,
 				}
 				return a.statusAll(cmd.Context(), c, pkiDir, kubeconfig)
 			}
-			body, err := fetchAgentStatus(cmd.Context(), apiAddr, apiSocket)
+			body, err := status.FetchAgent(cmd.Context(), apiAddr, apiSocket)
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("status: no agent answers: %w", err)}
 			}
@@ -129,7 +60,7 @@ With --all, one row per node of the cluster file instead of this node's agent.`,
 				_, err := a.stdout.Write(body)
 				return err
 			}
-			c, why := statusConfig(cfgPath)
+			c, why := status.LoadCluster(cfgPath)
 			return a.showStatus(cmd.Context(), body, c, why, pkiDir, kubeconfig)
 		},
 	}
@@ -140,7 +71,7 @@ With --all, one row per node of the cluster file instead of this node's agent.`,
 	f.BoolVar(&raw, "raw", false, "print the agent's /status document as it is")
 	f.BoolVar(&all, "all", false, "ask every control-plane node's agent (port 9445, with this host's cluster client certificate)")
 	f.StringVarP(&cfgPath, "config", "c", "/etc/haplane/haplane.yaml", "cluster file: the etcd members, and the nodes for --all")
-	f.StringVar(&kubeconfig, "kubeconfig", defaultKubeconfig, `kubeconfig to read the Leases with (skipped when missing or "")`)
+	f.StringVar(&kubeconfig, "kubeconfig", status.DefaultKubeconfig, `kubeconfig to read the Leases with (skipped when missing or "")`)
 	return cmd
 }
 
@@ -148,64 +79,15 @@ With --all, one row per node of the cluster file instead of this node's agent.`,
 // certificate expiry and the cluster-wide sections. c is nil when the
 // cluster file did not load (why says why).
 func (a *app) showStatus(ctx context.Context, body []byte, c *config.Cluster, why, pkiDir, kubeconfig string) error {
-	v := statusView{Agent: body}
+	v := status.View{Agent: body}
 	if pkiDir != "" {
-		if files, err := readHostTree(pkiDir); err == nil && len(files) > 0 {
-			v.Certificates = pki.Check(files, nil, "", time.Now(), 30*24*time.Hour)
-		}
+		v.Certificates = status.HostCertificates(pkiDir, time.Now())
 	}
-	v.Etcd, v.Elections = clusterSections(ctx, c, why, pkiDir, kubeconfig)
+	v.Etcd, v.Elections = status.Cluster(ctx, c, why, pkiDir, kubeconfig)
 	return a.print(v, func(w io.Writer) error { return printStatus(w, v) })
 }
 
-func fetchAgentStatus(ctx context.Context, addr, sock string) ([]byte, error) {
-	tr := &http.Transport{}
-	if sock != "" {
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}
-		addr = "agent"
-	}
-	client := &http.Client{Timeout: 3 * time.Second, Transport: tr}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s", resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-}
-
-// readHostTree reads a PKI folder and the kubeconfigs beside it, as
-// pki.Check expects them.
-func readHostTree(pkiDir string) (map[string][]byte, error) {
-	files := map[string][]byte{}
-	tree, err := pki.ReadTree(pkiDir)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range tree {
-		files["pki/"+k] = v
-	}
-	parent := filepath.Dir(filepath.Clean(pkiDir))
-	entries, _ := os.ReadDir(parent)
-	for _, e := range entries {
-		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".conf") {
-			if data, err := os.ReadFile(filepath.Join(parent, e.Name())); err == nil {
-				files[e.Name()] = data
-			}
-		}
-	}
-	return files, nil
-}
-
-func printStatus(w io.Writer, v statusView) error {
+func printStatus(w io.Writer, v status.View) error {
 	var s struct {
 		Agent map[string]string `json:"agent"`
 		Ready bool              `json:"ready"`
@@ -294,23 +176,11 @@ func (a *app) statusAll(ctx context.Context, c *config.Cluster, pkiDir, kubeconf
 		n := c.Nodes[i]
 		hv := labHostView{Host: n.Name, Address: n.Address, Role: "control-plane"}
 		url := "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return hv, nil, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return hv, nil, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return hv, nil, fmt.Errorf("%s", resp.Status)
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		body, err := status.Fetch(ctx, client, url)
 		return hv, body, err
 	})
 	all := statusAllView{labView: v}
-	all.Etcd, all.Elections = clusterSections(ctx, c, "", pkiDir, kubeconfig)
+	all.Etcd, all.Elections = status.Cluster(ctx, c, "", pkiDir, kubeconfig)
 	return a.print(all, func(w io.Writer) error {
 		if err := printLabStatus(w, v); err != nil {
 			return err
@@ -319,152 +189,8 @@ func (a *app) statusAll(ctx context.Context, c *config.Cluster, pkiDir, kubeconf
 	})
 }
 
-// statusConfig loads the cluster file for the cluster-wide sections; when
-// it does not load, it returns nil and why, in one line.
-func statusConfig(path string) (*config.Cluster, string) {
-	if path == "" {
-		return nil, "no cluster file (--config)"
-	}
-	if !exists(path) {
-		return nil, fmt.Sprintf("no cluster file %s (--config)", path)
-	}
-	c, err := config.Load(path)
-	if err != nil {
-		msg, _, more := strings.Cut(err.Error(), "\n")
-		if more {
-			msg += "; see haplane validate"
-		}
-		return nil, fmt.Sprintf("cluster file %s does not load: %s", path, msg)
-	}
-	return c, ""
-}
-
-// clusterSections gathers the etcd members and the election holders, all
-// at once, each within statusTimeout. c is nil when the cluster file did
-// not load (why says why): then only the Leases are read. The etcd client
-// certificate is the one `haplane etcd` picks under pkiDir (else the
-// cluster file's certificates.dir).
-func clusterSections(ctx context.Context, c *config.Cluster, why, pkiDir, kubeconfig string) (*statusEtcd, *statusElections) {
-	ev, el := &statusEtcd{Skipped: why}, &statusElections{Holders: []statusElection{}}
-	var tc *tls.Config
-	var targets []etcdnode.Target
-	if c != nil {
-		_, targets = etcdPeers(c)
-		var err error
-		if tc, err = (&etcdFlags{pkiDir: pkiDir}).clientTLS(c).Config(); err != nil {
-			ev.Skipped = err.Error()
-		}
-	}
-	var etcdHolders, leases []statusElection
-	var etcdNote, leaseNote string
-	var wg sync.WaitGroup
-	if ev.Skipped == "" {
-		wg.Go(func() {
-			p := etcdnode.NewProber(tc, statusTimeout, 0)
-			defer p.Close()
-			rep := p.Probe(ctx, targets)
-			ev.Report = &rep
-			for _, m := range rep.Members {
-				if m.Leader {
-					ev.Leader = strings.TrimPrefix(ev.Leader+"+"+m.Name, "+")
-				}
-			}
-		})
-		wg.Go(func() { etcdHolders, etcdNote = etcdElections(ctx, targets, tc) })
-	} else {
-		etcdNote = "etcd locks: skipped: " + ev.Skipped
-	}
-	wg.Go(func() { leases, leaseNote = leaseHolders(ctx, kubeconfig) })
-	wg.Wait()
-	el.Holders = append(append(el.Holders, leases...), etcdHolders...)
-	for _, n := range []string{leaseNote, etcdNote} {
-		if n != "" {
-			el.Notes = append(el.Notes, n)
-		}
-	}
-	return ev, el
-}
-
-// etcdElections lists the holders of haplane elect locks.
-func etcdElections(ctx context.Context, targets []etcdnode.Target, tc *tls.Config) ([]statusElection, string) {
-	var eps []string
-	for _, t := range targets {
-		eps = append(eps, t.Endpoint)
-	}
-	cli, err := etcdnode.NewClient(eps, tc, statusTimeout)
-	if err != nil {
-		return nil, "etcd locks: " + err.Error()
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
-	hs, err := elect.Holders(ctx, cli)
-	if err != nil {
-		return nil, "etcd locks: " + err.Error()
-	}
-	var out []statusElection
-	for _, h := range hs {
-		out = append(out, statusElection{Backend: "etcd", Name: h.Lock, Holder: h.Identity, Token: h.Token, Candidates: h.Candidates})
-	}
-	return out, ""
-}
-
-// leaseHolders reads the kube-scheduler and kube-controller-manager
-// Leases.
-func leaseHolders(ctx context.Context, kubeconfig string) ([]statusElection, string) {
-	if kubeconfig == "" {
-		return nil, "kubernetes leases: skipped: no --kubeconfig"
-	}
-	if !exists(kubeconfig) {
-		return nil, fmt.Sprintf("kubernetes leases: skipped: no kubeconfig %s (--kubeconfig)", kubeconfig)
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, "kubernetes leases: " + err.Error()
-	}
-	rc.Timeout = statusTimeout
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, "kubernetes leases: " + err.Error()
-	}
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
-	var out []statusElection
-	for _, nn := range statusLeases {
-		ns, name, _ := strings.Cut(nn, "/")
-		e := statusElection{Backend: "kubernetes", Name: nn}
-		l, err := cs.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			e.Error = "no such Lease"
-		case err != nil:
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err // the URL says nothing the row does not
-			}
-			e.Error = err.Error()
-		default:
-			if l.Spec.HolderIdentity != nil {
-				e.Holder = *l.Spec.HolderIdentity
-			}
-			if l.Spec.LeaseTransitions != nil {
-				e.Token = int64(*l.Spec.LeaseTransitions)
-			}
-			if r := l.Spec.RenewTime; r != nil {
-				t := r.Time
-				e.Renewed = &t
-				if d := l.Spec.LeaseDurationSeconds; d != nil {
-					e.Expired = time.Since(t) > time.Duration(*d)*time.Second
-				}
-			}
-		}
-		out = append(out, e)
-	}
-	return out, ""
-}
-
 // printClusterSections prints the ETCD MEMBERS and ELECTIONS tables.
-func printClusterSections(w io.Writer, ev *statusEtcd, el *statusElections) error {
+func printClusterSections(w io.Writer, ev *status.Etcd, el *status.Elections) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if ev != nil {
 		if ev.Report == nil {

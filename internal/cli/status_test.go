@@ -27,6 +27,7 @@ import (
 	"github.com/haplane/haplane/internal/elect"
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/pki"
+	"github.com/haplane/haplane/internal/status"
 )
 
 // statusAgentDoc is an agent's /status document for the tests.
@@ -206,14 +207,14 @@ func blackhole(t *testing.T, addr string) string {
 
 // showStatusJSON runs status's code path after the agent answered: the
 // sections, then the JSON output, decoded.
-func showStatusJSON(t *testing.T, c *config.Cluster, why, pkiDir, kubeconfig string) statusView {
+func showStatusJSON(t *testing.T, c *config.Cluster, why, pkiDir, kubeconfig string) status.View {
 	t.Helper()
 	var out bytes.Buffer
 	a := &app{stdout: &out, stderr: io.Discard, output: "json"}
 	if err := a.showStatus(context.Background(), []byte(statusAgentDoc), c, why, pkiDir, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	var v statusView
+	var v status.View
 	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -230,13 +231,13 @@ func leaders(ms []etcdnode.MemberStatus) []string {
 	return out
 }
 
-func findElection(v *statusElections, name string) (statusElection, bool) {
+func findElection(v *status.Elections, name string) (status.Election, bool) {
 	for _, e := range v.Holders {
 		if e.Name == name {
 			return e, true
 		}
 	}
-	return statusElection{}, false
+	return status.Election{}, false
 }
 
 // TestStatusShowsEtcdMembersAndElections runs a real three-member etcd
@@ -254,7 +255,7 @@ func TestStatusShowsEtcdMembersAndElections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, targets := etcdPeers(c)
+	_, targets := etcdnode.ClusterPeers(c)
 	var eps []string
 	for _, tg := range targets {
 		eps = append(eps, tg.Endpoint)
@@ -288,7 +289,7 @@ func TestStatusShowsEtcdMembersAndElections(t *testing.T) {
 	kubeconfig := fakeLeaseAPI(t, renewed)
 
 	// The members just started: wait for every one to be healthy.
-	var v statusView
+	var v status.View
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		v = showStatusJSON(t, c, "", pkiDir, kubeconfig)
 		if v.Etcd.Report != nil && v.Etcd.HealthyVoters == 3 && len(leaders(v.Etcd.Members)) == 1 {
@@ -379,12 +380,12 @@ func TestStatusEtcdUnreachableReturnsFast(t *testing.T) {
 
 	start := time.Now()
 	v := showStatusJSON(t, c, "", filepath.Join(hosts, "cp1", "pki"), kubeconfig)
-	// The sections run in parallel, each bounded by statusTimeout (2s);
+	// The sections run in parallel, each bounded by status.Timeout (2s);
 	// the bound leaves room for a loaded CI machine, and still fails a
 	// status that waits on a hung member (a client's own timeouts are
 	// much longer).
-	if took := time.Since(start); took > 3*statusTimeout {
-		t.Errorf("status took %s with etcd down; want at most %s", took, 3*statusTimeout)
+	if took := time.Since(start); took > 3*status.Timeout {
+		t.Errorf("status took %s with etcd down; want at most %s", took, 3*status.Timeout)
 	}
 	if v.Etcd.Report == nil || len(v.Etcd.Members) != 3 {
 		t.Fatalf("etcd section: %+v", v.Etcd)
@@ -434,7 +435,7 @@ func TestStatusCommandClusterSections(t *testing.T) {
 	missing := filepath.Join(dir, "missing.yaml")
 
 	code, stdout, stderr := run(t, "-o", "json", "status", "--api-addr", api, "--config", missing, "--pki-dir", "", "--kubeconfig", filepath.Join(dir, "admin.conf"))
-	var v statusView
+	var v status.View
 	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil {
 		t.Fatalf("exit %d, %v: %s %s", code, err, stdout, stderr)
 	}
@@ -481,11 +482,11 @@ func TestStatusCommandClusterSections(t *testing.T) {
 	code, stdout, stderr = run(t, "-o", "json", "status", "--api-addr", api, "--config", cfg,
 		"--pki-dir", filepath.Join(dir, "hosts", "cp1", "pki"), "--kubeconfig", "")
 	took := time.Since(start)
-	v = statusView{}
+	v = status.View{}
 	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil {
 		t.Fatalf("exit %d, %v: %s %s", code, err, stdout, stderr)
 	}
-	if took > 3*statusTimeout {
+	if took > 3*status.Timeout {
 		t.Errorf("status took %s", took)
 	}
 	if v.Etcd.Report == nil || len(v.Etcd.Members) != 3 || v.Etcd.Members[0].Reachable || v.Etcd.Members[0].Endpoint != "https://192.0.2.11:2379" {
