@@ -249,4 +249,10 @@ if [ -n "${LB_BENCH_HAPLANE_B:-}" ]; then
 fi
 echo
 echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPROXY_PID"), haproxy splice $(rss "$SPLICE_PID")"
+# Where haplane's RSS is: anonymous (heap, stacks, runtime) vs file-backed
+# (the binary's pages), and the Go runtime's own view from its metrics.
+awk '/^(Rss|Anonymous|Pss_File|Pss_Anon):/{printf "%s %.1f MiB  ", $1, $2/1024} END{print ""}' "/proc/$HAPLANE_PID/smaps_rollup" | sed 's/^/haplane smaps: /'
+if command -v curl >/dev/null; then
+	ip netns exec $P curl -s http://127.0.0.1:9443/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_inuse|sys|next_gc)_bytes |^go_goroutines |^go_threads /{printf "%s %.1f%s  ", $1, ($1 ~ /bytes/ ? $2/1048576 : $2), ($1 ~ /bytes/ ? "MiB" : "")} END{print ""}' | sed 's/^/haplane runtime: /'
+fi
 echo "Machine: $(nproc) CPUs, $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), ${D}s per cell, median of $ROUNDS interleaved rounds"

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -30,26 +28,12 @@ back afterwards, and follows the scheduler's and controller-manager's leader
 Leases. It prints a table and, with --report, writes chaos.json and
 chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := lab.LoadState(*dir)
-			if err != nil {
-				return err
-			}
+		RunE: withLab(dir, func(cmd *cobra.Command, st *lab.State, _ []string) (err error) {
 			opts := lab.ChaosOptions{Scenarios: scenarios}
-			if upgradeTo != "" {
-				if st.Backend != lab.BackendKube {
-					return usageError{fmt.Errorf("--upgrade-to needs a lab with real Kubernetes (lab up --backend kube)")}
-				}
-				if opts.UpgradeBin, err = lab.K8sBinaries(cmd.Context(), upgradeTo, a.stderr); err != nil {
-					return err
-				}
+			if opts.UpgradeBin, err = st.UpgradeBinaries(cmd.Context(), upgradeTo, a.stderr); err != nil {
+				return flagError(err)
 			}
-			rep, err := lab.RunChaos(cmd.Context(), lab.NewChaosEnv(st, a.stderr), opts)
-			if rep != nil && reportDir != "" {
-				if werr := lab.WriteReportFiles(reportDir, rep); werr != nil {
-					err = errors.Join(err, werr)
-				}
-			}
+			rep, err := lab.RunChaosReport(cmd.Context(), lab.NewChaosEnv(st, a.stderr), opts, reportDir)
 			if err != nil {
 				return err
 			}
@@ -57,7 +41,7 @@ chaos.html (a timeline per scenario). It exits 1 when a scenario fails.`,
 				return err
 			}
 			return rep.Failure()
-		},
+		}),
 	}
 	cmd.Flags().StringSliceVar(&scenarios, "scenario", []string{"all"}, "scenarios to run (comma-separated), or all")
 	cmd.Flags().StringVar(&reportDir, "report", "", "write chaos.json and chaos.html into this folder")
@@ -84,8 +68,8 @@ func (a *app) labObserveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printLine(obs, fmt.Sprintf("%d requests, %d failed, %d slow, longest gap %s; %d writes, %d lost",
-				obs.Requests, obs.Failed, obs.Slow, obs.MaxGap.Round(time.Millisecond), obs.Writes, obs.Lost))
+			return a.printf(obs, "%d requests, %d failed, %d slow, longest gap %s; %d writes, %d lost\n",
+				obs.Requests, obs.Failed, obs.Slow, obs.MaxGap.Round(time.Millisecond), obs.Writes, obs.Lost)
 		},
 	}
 	f := cmd.Flags()

@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
-	"os"
-	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,15 +32,23 @@ the API through the VIP. Needs root.`,
 	return cmd
 }
 
+// flagError is a usage error when the lab says it was asked wrongly.
+func flagError(err error) error {
+	if errors.As(err, new(lab.FlagError)) {
+		return usageError{err}
+	}
+	return err
+}
+
 // withLab runs f on the running lab's state. A failing lab operation
 // exits 1 like any plain error, with its message.
-func withLab(dir *string, f func(st *lab.State, args []string) error) func(*cobra.Command, []string) error {
-	return func(_ *cobra.Command, args []string) error {
+func withLab(dir *string, f func(cmd *cobra.Command, st *lab.State, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
 		st, err := lab.LoadState(*dir)
 		if err != nil {
 			return err
 		}
-		return f(st, args)
+		return f(cmd, st, args)
 	}
 }
 
@@ -52,29 +58,16 @@ func hidden(use, short string, args cobra.PositionalArgs, run func(*cobra.Comman
 	return &cobra.Command{Use: use, Short: short, Hidden: true, Args: args, RunE: run}
 }
 
-// printLine prints v as the output document, or the lines as the text.
-func (a *app) printLine(v any, lines ...string) error {
-	return a.print(v, func(w io.Writer) error {
-		for _, l := range lines {
-			if _, err := fmt.Fprintln(w, l); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+// printf prints v as the output document, or the formatted text.
+func (a *app) printf(v any, format string, args ...any) error {
+	return a.print(v, func(w io.Writer) error { _, err := fmt.Fprintf(w, format, args...); return err })
 }
 
-// The status command reads a cluster's agents as lab status reads the
-// lab's: one view, one printer, now the lab's.
-type (
-	labView     = lab.View
-	labHostView = lab.HostView
-)
+// The status command reads a cluster's agents as lab status reads the lab's.
+type labView = lab.View
+type labHostView = lab.HostView
 
-var (
-	clusterView    = lab.ClusterView
-	printLabStatus = lab.WriteStatus
-)
+var clusterView, printLabStatus = lab.ClusterView, lab.WriteStatus
 
 func (a *app) labUpCmd(dir *string) *cobra.Command {
 	var o lab.Options
@@ -85,40 +78,10 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 		Short: "Create the lab and wait until the API answers through the VIP",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Backend = backend
-			switch backend {
-			case lab.BackendStub:
-				if o.K8sBin != "" {
-					return usageError{errors.New("--k8s-bin goes with --backend kube")}
-				}
-			case lab.BackendKube:
-				if err := lab.RequireRoot(); err != nil {
-					return err
-				}
-				if o.K8sBin != "" {
-					if err := lab.CheckK8sBin(o.K8sBin, ""); err != nil {
-						return usageError{fmt.Errorf("--k8s-bin: %w", err)}
-					}
-				} else {
-					bin, err := lab.K8sBinaries(cmd.Context(), k8sVersion, a.stderr)
-					if err != nil {
-						return err
-					}
-					o.K8sBin = bin
-				}
-			default:
-				return usageError{fmt.Errorf("--backend %q: kube (real Kubernetes) or stub (built-in stand-in)", backend)}
+			if err := o.ResolveBackend(cmd.Context(), backend, k8sVersion, cmd.Flags().Changed("separate-etcd"), a.stderr); err != nil {
+				return flagError(err)
 			}
-			// Real Kubernetes runs etcd as kubeadm does, as a process of its
-			// own (the static pod), unless asked otherwise.
-			if backend == lab.BackendKube && !cmd.Flags().Changed("separate-etcd") {
-				o.SeparateEtcd = true
-			}
-			bin, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			o.Dir, o.Binary, o.Out = *dir, bin, a.stderr
+			o.Dir, o.Out = *dir, a.stderr
 			st, view, err := lab.UpReady(o, pkiPlan, wait)
 			if err != nil {
 				return err
@@ -141,30 +104,22 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 }
 
 func (a *app) labDownCmd(dir *string) *cobra.Command {
-	return &cobra.Command{
-		Use:   "down",
-		Short: "Stop every process and remove every namespace and file of the lab (idempotent)",
-		Args:  cobra.NoArgs,
+	return &cobra.Command{Use: "down", Short: "Stop every process and remove every namespace and file of the lab (idempotent)", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			prefix, err := lab.DownDir(*dir)
 			if err != nil {
 				return err
 			}
-			return a.printLine(map[string]string{"down": *dir}, fmt.Sprintf("lab: down (%s removed, namespaces %s-* deleted)", *dir, prefix))
-		},
-	}
+			return a.printf(map[string]string{"down": *dir}, "lab: down (%s removed, namespaces %s-* deleted)\n", *dir, prefix)
+		}}
 }
 
 func (a *app) labStatusCmd(dir *string) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Show every host of the lab: agent, VRRP state, who holds the VIP, backends, etcd",
-		Args:  cobra.NoArgs,
-		RunE: withLab(dir, func(st *lab.State, _ []string) error {
+	return &cobra.Command{Use: "status", Short: "Show every host of the lab: agent, VRRP state, who holds the VIP, backends, etcd", Args: cobra.NoArgs,
+		RunE: withLab(dir, func(_ *cobra.Command, st *lab.State, _ []string) error {
 			v := st.Status()
 			return a.print(v, func(w io.Writer) error { return lab.WriteStatus(w, v) })
-		}),
-	}
+		})}
 }
 
 // labBackendCmd runs the stub API server of a lab host.
@@ -175,11 +130,7 @@ func (a *app) labBackendCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		n, ok := c.NodeByName(node)
-		if !ok {
-			return usageError{fmt.Errorf("--node %q is not a control-plane node", node)}
-		}
-		return lab.ServeStub(cmd.Context(), c, n, pkiDir, a.logger())
+		return flagError(lab.ServeStub(cmd.Context(), c, node, pkiDir, a.logger()))
 	})
 	cmd.Flags().StringVar(&cfgPath, "config", "haplane.yaml", "cluster file")
 	cmd.Flags().StringVar(&node, "node", "", "node name")
@@ -199,15 +150,10 @@ func (a *app) labProbeCmd() *cobra.Command {
 		_, err = fmt.Fprintf(a.stdout, "%s: %s\n", url, body)
 		return err
 	})
-	urlFlags(cmd, &url, &caPath)
+	cmd.Flags().StringVar(&url, "url", "", "URL")
+	cmd.Flags().StringVar(&caPath, "ca", "", "CA bundle")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait")
 	return cmd
-}
-
-// urlFlags are the URL and CA bundle of probe and watch.
-func urlFlags(cmd *cobra.Command, url, caPath *string) {
-	cmd.Flags().StringVar(url, "url", "", "URL")
-	cmd.Flags().StringVar(caPath, "ca", "", "CA bundle")
 }
 
 // labWatchCmd reports the client's view of an outage of url.
@@ -219,9 +165,10 @@ func (a *app) labWatchCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return a.printLine(res, res.String())
+		return a.printf(res, "%s\n", res)
 	})
-	urlFlags(cmd, &url, &caPath)
+	cmd.Flags().StringVar(&url, "url", "", "URL")
+	cmd.Flags().StringVar(&caPath, "ca", "", "CA bundle")
 	cmd.Flags().DurationVar(&every, "every", 10*time.Millisecond, "interval between new connections")
 	cmd.Flags().DurationVar(&duration, "for", 5*time.Second, "how long to watch")
 	return cmd
@@ -229,50 +176,42 @@ func (a *app) labWatchCmd() *cobra.Command {
 
 // labRestartCmd starts a stopped lab process again (chaos steps, tests).
 func (a *app) labRestartCmd(dir *string) *cobra.Command {
-	return hidden("restart HOST PROCESS", "Start a stopped process of the lab again (agent or backend)", cobra.ExactArgs(2), withLab(dir, func(st *lab.State, args []string) error {
+	return hidden("restart HOST PROCESS", "Start a stopped process of the lab again (agent or backend)", cobra.ExactArgs(2), withLab(dir, func(_ *cobra.Command, st *lab.State, args []string) error {
 		p, err := st.Restart(args[0], args[1])
 		if err != nil {
 			return err
 		}
-		return a.printLine(p, fmt.Sprintf("lab: %s: restarted %s (pid %d)", p.Host, p.Name, p.PID))
+		return a.printf(p, "lab: %s: restarted %s (pid %d)\n", p.Host, p.Name, p.PID)
 	}))
 }
 
 // labAddHostCmd adds an empty host to a running lab, for a node to join.
 func (a *app) labAddHostCmd(dir *string) *cobra.Command {
-	return hidden("add-host NAME ADDRESS", "Add a host (network namespace) to the running lab", cobra.ExactArgs(2), withLab(dir, func(st *lab.State, args []string) error {
-		addr, err := netip.ParseAddr(args[1])
+	return hidden("add-host NAME ADDRESS", "Add a host (network namespace) to the running lab", cobra.ExactArgs(2), withLab(dir, func(_ *cobra.Command, st *lab.State, args []string) error {
+		h, err := st.AddControlPlane(args[0], args[1])
 		if err != nil {
-			return usageError{err}
+			return flagError(err)
 		}
-		h, err := st.AddHost(args[0], "control-plane", addr)
-		if err != nil {
-			return err
-		}
-		return a.printLine(h, fmt.Sprintf("lab: host %s (%s) added as namespace %s", h.Name, h.Address, h.NS))
+		return a.printf(h, "lab: host %s (%s) added as namespace %s\n", h.Name, h.Address, h.NS)
 	}))
 }
 
 // labStartCmd starts the lab's processes of a host that joined.
 func (a *app) labStartCmd(dir *string) *cobra.Command {
-	return hidden("start HOST", "Start the lab processes (backend, agent) of a host that joined", cobra.ExactArgs(1), withLab(dir, func(st *lab.State, args []string) error {
-		h, ok := st.Host(args[0])
-		if !ok {
-			return usageError{fmt.Errorf("no host %s", args[0])}
-		}
+	return hidden("start HOST", "Start the lab processes (backend, agent) of a host that joined", cobra.ExactArgs(1), withLab(dir, func(_ *cobra.Command, st *lab.State, args []string) error {
 		c, err := a.loadConfig(st.ClusterFile)
 		if err != nil {
 			return err
 		}
-		started, err := st.StartHost(c, h)
+		started, err := st.StartHost(c, args[0])
 		if err != nil {
-			return err
+			return flagError(err)
 		}
-		var lines []string
+		var text strings.Builder
 		for _, p := range started {
-			lines = append(lines, fmt.Sprintf("lab: %s: started %s (pid %d)", p.Host, p.Name, p.PID))
+			fmt.Fprintf(&text, "lab: %s: started %s (pid %d)\n", p.Host, p.Name, p.PID)
 		}
-		return a.printLine(started, lines...)
+		return a.printf(started, "%s", text.String())
 	}))
 }
 
@@ -285,15 +224,10 @@ func (a *app) labKubectlCmd(dir *string) *cobra.Command {
 		Example: `  haplane lab kubectl get --raw /readyz
   haplane lab kubectl get leases -n kube-system
   haplane lab kubectl -- --help`,
-		RunE: withLab(dir, func(st *lab.State, args []string) error {
-			if st.Backend != lab.BackendKube {
-				return errors.New("lab: this lab runs the stub apiserver; kubectl needs a lab up with --backend kube")
-			}
-			k := st.Kubectl("admin.conf", args...)
-			k.Stdin, k.Stdout, k.Stderr = a.stdin, a.stdout, a.stderr
-			err := k.Run()
-			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-				return &ExitError{Code: ee.ExitCode()}
+		RunE: withLab(dir, func(_ *cobra.Command, st *lab.State, args []string) error {
+			code, err := st.AdminKubectl(a.stdin, a.stdout, a.stderr, args...)
+			if code != 0 {
+				return &ExitError{Code: code}
 			}
 			return err
 		}),

@@ -6,14 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -22,63 +19,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/haplane/haplane/internal/agent"
-	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/join"
 	"github.com/haplane/haplane/internal/status"
 )
-
-// maintenanceFor wires the agent's maintenance: the peers' status reader
-// (with this host's apiserver-kubelet-client certificate, as status --all
-// uses) and the etcd access of this node's member.
-func maintenanceFor(c *config.Cluster, f *agentFlags, pkiDir string, vp *agent.VIPPart, lbp *agent.LBPart, log *slog.Logger) (*agent.Maintenance, *agent.PeerWatcher, error) {
-	apis := map[string]string{}
-	for _, n := range c.Nodes {
-		apis[n.Name] = net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
-	}
-	mc := agent.MaintenanceConfig{Node: f.node, StateDir: f.stateDir, VIP: vp, LB: lbp, APIServers: apis, Log: log.With("part", "maintenance")}
-	for _, m := range c.EtcdMembers() {
-		if m.Name != f.node {
-			continue
-		}
-		opts, err := agent.EtcdNodeOptions(c, f.node, pkiDir, f.etcdDataDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		tc, err := opts.Client.Config()
-		if err != nil {
-			log.Warn("maintenance cannot reach etcd: entering it will be refused", "err", err)
-		} else {
-			mc.Etcd = &agent.EtcdAccess{TLS: tc, Targets: opts.Targets}
-		}
-	}
-	if _, isCP := c.NodeByName(f.node); isCP && len(c.Nodes) > 1 {
-		roots, rerr := loadCertPool(filepath.Join(pkiDir, "ca.crt"))
-		cert, cerr := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
-		if err := errors.Join(rerr, cerr); err != nil {
-			log.Warn("the other nodes' agents will not be read: their maintenance does not reach this load balancer", "err", err)
-		} else {
-			mc.Peers = peerWatcher(c, f.node, cert, roots, log)
-		}
-	}
-	m, err := agent.NewMaintenance(mc)
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, mc.Peers, nil
-}
-
-// peerWatcher reads the status of every control-plane node's agent but
-// skip's over its peer port, presenting cert (of the cluster CA).
-func peerWatcher(c *config.Cluster, skip string, cert tls.Certificate, roots *x509.CertPool, log *slog.Logger) *agent.PeerWatcher {
-	w := &agent.PeerWatcher{Peers: map[string]string{}, Log: log.With("part", "peers"), Client: &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}}}
-	for _, n := range c.Nodes {
-		if n.Name != skip {
-			w.Peers[n.Name] = "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerStatusPath
-		}
-	}
-	return w
-}
 
 func (a *app) maintenanceCmd() *cobra.Command {
 	cmd := &cobra.Command{

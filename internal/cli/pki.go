@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/pki"
 )
@@ -26,37 +26,7 @@ func (a *app) pkiCmd() *cobra.Command {
 }
 
 // pkiPlan maps the cluster file onto the PKI plan.
-func pkiPlan(c *config.Cluster) *pki.Plan {
-	p := &pki.Plan{
-		ClusterName:   c.Name,
-		EndpointHost:  c.EndpointHost(),
-		EndpointPort:  c.ControlPlaneEndpoint.Port,
-		APIServerPort: c.ControlPlaneEndpoint.APIServerPort,
-		ServiceSubnet: netip.MustParsePrefix(c.Networking.ServiceSubnet),
-		DNSDomain:     c.Networking.DNSDomain,
-		ExternalEtcd:  c.Etcd.Topology == config.TopologyExternal,
-		Validity:      c.Certificates.Validity.Duration,
-		CAValidity:    c.Certificates.CAValidity.Duration,
-		RenewBefore:   c.Certificates.RenewBefore.Duration,
-		KeyAlgorithm:  c.Certificates.KeyAlgorithm,
-	}
-	// The VIP and DNS name are on every apiserver certificate, as kubeadm's
-	// apiServer.certSANs, so a certificate stays valid whoever holds the VIP.
-	p.ExtraAPIServerSANs = append(p.ExtraAPIServerSANs, c.ControlPlaneEndpoint.VIP)
-	if c.ControlPlaneEndpoint.DNSName != "" {
-		p.ExtraAPIServerSANs = append(p.ExtraAPIServerSANs, c.ControlPlaneEndpoint.DNSName)
-	}
-	for _, n := range c.Nodes {
-		p.Hosts = append(p.Hosts, pki.Host{Name: n.Name, Address: n.Addr(), Role: pki.RoleControlPlane})
-	}
-	if p.ExternalEtcd {
-		for _, e := range c.Etcd.Nodes {
-			a, _ := netip.ParseAddr(e.Address)
-			p.Hosts = append(p.Hosts, pki.Host{Name: e.Name, Address: a, Role: pki.RoleEtcd})
-		}
-	}
-	return p
-}
+func pkiPlan(c *config.Cluster) *pki.Plan { return agent.PKIPlan(c) }
 
 type pkiGenerateResult struct {
 	Out     string       `json:"out"`

@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
-	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/join"
 )
 
@@ -54,29 +53,11 @@ func (a *app) openTokenStore(f *tokenFlags) (c *config.Cluster, pkiDir string, s
 
 // tokenStore opens the token store of c's agents.
 func (a *app) tokenStore(c *config.Cluster, pkiDir string) (join.TokenStore, func(), error) {
-	cli, err := a.joinEtcdClient(c, pkiDir)
+	cli, err := agent.JoinEtcdClient(c, pkiDir)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &join.EtcdStore{Client: cli}, func() { cli.Close() }, nil
-}
-
-// joinEtcdClient connects to the cluster's etcd with the apiserver's etcd
-// client certificate, for the join token store.
-func (a *app) joinEtcdClient(c *config.Cluster, pkiDir string) (*clientv3.Client, error) {
-	tc, err := etcdnode.ClientTLS{
-		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
-		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
-		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
-	}.Config()
-	if err != nil {
-		return nil, err
-	}
-	var eps []string
-	for _, m := range c.EtcdMembers() {
-		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
-	}
-	return etcdnode.NewClient(eps, tc, 3*time.Second)
 }
 
 // caHashOf reads a PEM CA certificate and returns its public-key pin.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haplane/haplane/internal/agent"
 )
 
 // TestTokenCreateIsHonouredByTheAgent: a token made by `haplane token
@@ -31,7 +33,7 @@ func TestTokenCreateIsHonouredByTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The join server of another node's agent.
-	jp, closeJoin, err := a.joinPart(c, &agentFlags{config: filepath.Join(t.TempDir(), "haplane.yaml")}, filepath.Join(hosts, "cp2", "pki"), slog.New(slog.DiscardHandler))
+	jp, closeJoin, err := agent.NewJoinPart(c, agent.Options{ConfigPath: filepath.Join(t.TempDir(), "haplane.yaml")}, filepath.Join(hosts, "cp2", "pki"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/vrrp"
 	"github.com/haplane/haplane/internal/vrrp/speaker"
@@ -117,7 +118,7 @@ VRID, version, interface or node address is logged and waits for a restart.`,
 			// speaker (Go's default action) instead of reloading it.
 			hupCtx, stopHUP := context.WithCancel(cmd.Context())
 			defer stopHUP()
-			onSIGHUP(hupCtx, func() {
+			agent.OnSIGHUP(hupCtx, func() {
 				reloadVIP(hupCtx, vipReload{path: cfgPath, node: node, ifname: ifname, started: started, running: scfg.VRRP.Primary}, sp, log)
 			})
 			if err := sp.Run(cmd.Context()); err != nil {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haplane/haplane/internal/lab"
+	"github.com/haplane/haplane/internal/netns"
 )
 
 // Separate hosts. When root, a must-show test runs its members as separate
@@ -49,12 +49,12 @@ func asHosts(t *testing.T, n int) bool {
 	if os.Getenv(hostsEnv) != "" {
 		return false
 	}
-	if err := lab.RequireRoot(); err != nil {
+	if err := netns.RequireRoot(); err != nil {
 		t.Logf("members on %sx of the host's loopback, not separate hosts: %v", testNet, err)
 		return false
 	}
 	prefix := fmt.Sprintf("hen%d-%d", os.Getpid(), labSeq.Add(1))
-	ln, err := lab.NewNet(prefix)
+	ln, err := netns.NewNet(prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func sweepLab(t testing.TB, prefix string) {
 			}
 		}
 	}
-	if err := lab.Sweep(prefix); err != nil {
+	if err := netns.Sweep(prefix); err != nil {
 		t.Errorf("delete lab namespaces: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -14,10 +15,15 @@ import (
 	"github.com/haplane/haplane/internal/stubapi"
 )
 
-// ServeStub runs the stub API server of node n until ctx ends: the
-// node's apiserver certificate (from pkiDir) on its address and API
-// port, writing to etcd with the apiserver-etcd-client certificate.
-func ServeStub(ctx context.Context, c *config.Cluster, n config.Node, pkiDir string, log *slog.Logger) error {
+// ServeStub runs the stub API server of the control-plane node named node
+// until ctx ends: the node's apiserver certificate (from pkiDir) on its
+// address and API port, writing to etcd with the apiserver-etcd-client
+// certificate.
+func ServeStub(ctx context.Context, c *config.Cluster, node, pkiDir string, log *slog.Logger) error {
+	n, ok := c.NodeByName(node)
+	if !ok {
+		return FlagError{fmt.Errorf("--node %q is not a control-plane node", node)}
+	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver.crt"), filepath.Join(pkiDir, "apiserver.key"))
 	if err != nil {
 		return err

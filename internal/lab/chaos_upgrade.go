@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/haplane/haplane/internal/netns"
 )
 
 // upgradeComponents are the control-plane processes a rolling upgrade
@@ -158,7 +160,7 @@ func (r *chaosRun) stopProc(h, name string) error {
 	if !ok {
 		return fmt.Errorf("lab: no process %s on %s", name, h)
 	}
-	if !alive(p.PID) {
+	if !netns.Alive(p.PID) {
 		// Gone already: kube-scheduler and kube-controller-manager exit
 		// when they lose their leader Lease, and kubelet or systemd
 		// would have started them again; the lab has neither.
@@ -168,10 +170,10 @@ func (r *chaosRun) stopProc(h, name string) error {
 	if err := r.st.Signal(h, name, syscall.SIGTERM); err != nil {
 		return err
 	}
-	if !waitGone([]Proc{p}, stopGrace) {
+	if !netns.WaitGone([]int{p.PID}, stopGrace) {
 		r.event(fmt.Sprintf("%s on %s still running %v after SIGTERM: SIGKILL", name, h, stopGrace))
 		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
-		if !waitGone([]Proc{p}, 5*time.Second) {
+		if !netns.WaitGone([]int{p.PID}, 5*time.Second) {
 			return fmt.Errorf("%s on %s (pid %d) did not exit", name, h, p.PID)
 		}
 	}

@@ -1,7 +1,9 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -55,4 +57,29 @@ func WriteReportFiles(dir string, rep *Report) error {
 		return err
 	}
 	return f.Close()
+}
+
+// UpgradeBinaries finds the Kubernetes binaries the rolling-upgrade
+// scenario moves the lab to, built and cached (progress to out); none
+// without a version, and a FlagError on a lab without real Kubernetes.
+func (s *State) UpgradeBinaries(ctx context.Context, version string, out io.Writer) (string, error) {
+	if version == "" {
+		return "", nil
+	}
+	if s.Backend != BackendKube {
+		return "", FlagError{errors.New("--upgrade-to needs a lab with real Kubernetes (lab up --backend kube)")}
+	}
+	return K8sBinaries(ctx, version, out)
+}
+
+// RunChaosReport is RunChaos, with chaos.json and chaos.html written into
+// reportDir (when set) of whatever report it made, even on an error.
+func RunChaosReport(ctx context.Context, env ChaosEnv, o ChaosOptions, reportDir string) (*Report, error) {
+	rep, err := RunChaos(ctx, env, o)
+	if rep != nil && reportDir != "" {
+		if werr := WriteReportFiles(reportDir, rep); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	return rep, err
 }

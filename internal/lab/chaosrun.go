@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/netns"
 )
 
 // ChaosEnv is what the chaos driver needs from its caller.
@@ -387,7 +388,7 @@ func (r *chaosRun) holder() (string, error) {
 // restart does not find it still running.
 func (r *chaosRun) waitExit(host, name string) {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if p, ok := r.st.Proc(host, name); !ok || !alive(p.PID) {
+		if p, ok := r.st.Proc(host, name); !ok || !netns.Alive(p.PID) {
 			return
 		}
 	}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/netns"
 	"github.com/haplane/haplane/internal/pki"
 )
 
@@ -37,8 +39,9 @@ type Options struct {
 	Nodes int
 	// Topology is "stacked" (default) or "external" (three etcd hosts).
 	Topology string
-	// Binary is the haplane executable the hosts run; Up copies it into
-	// Dir, so the lab survives the build that started it (go run).
+	// Binary is the haplane executable the hosts run (default this
+	// one); Up copies it into Dir, so the lab survives the build that
+	// started it (go run).
 	Binary string
 	// Out receives progress lines.
 	Out io.Writer
@@ -201,6 +204,13 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
+	}
+	if o.Binary == "" {
+		bin, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Binary = bin
 	}
 	switch o.Backend {
 	case "":
@@ -394,77 +404,26 @@ func Down(dir, prefix string) error {
 	return errors.Join(errs...)
 }
 
-// alive reports whether pid runs (and is not a zombie we cannot reap).
-func alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
+// pids are the processes' PIDs.
+func pids(procs []Proc) []int {
+	out := make([]int, len(procs))
+	for i, p := range procs {
+		out[i] = p.PID
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == 'Z' {
-		return false
-	}
-	return true
+	return out
 }
 
 // stopAll sends SIGTERM to every process's session, then SIGKILL to what
 // is left after grace.
 func stopAll(procs []Proc, grace time.Duration) {
 	for _, p := range procs {
-		if alive(p.PID) {
+		if netns.Alive(p.PID) {
 			// Setsid made the PID its process group's leader: signal the
 			// group so `ip netns exec` and its child both get it.
 			_ = syscall.Kill(-p.PID, syscall.SIGTERM)
 		}
 	}
-	waitOrKill(procs, grace, func(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) })
-}
-
-// stopPIDs stops single processes (not groups): those found in a lab's
-// namespaces.
-func stopPIDs(procs []Proc, grace time.Duration) {
-	for _, p := range procs {
-		_ = syscall.Kill(p.PID, syscall.SIGTERM)
-	}
-	waitOrKill(procs, grace, func(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) })
-}
-
-// waitOrKill waits up to grace for procs to exit, then kills the rest and
-// waits (up to another grace) until they are gone: a SIGKILL is not
-// immediate for a large process (a kube-apiserver tearing down its memory),
-// and the namespaces are deleted next.
-func waitOrKill(procs []Proc, grace time.Duration, kill func(pid int)) {
-	if waitGone(procs, grace) {
-		return
-	}
-	for _, p := range procs {
-		if alive(p.PID) {
-			kill(p.PID)
-		}
-	}
-	waitGone(procs, grace)
-}
-
-// waitGone waits up to d for every process of procs to exit; it reports
-// whether they did.
-func waitGone(procs []Proc, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		any := false
-		for _, p := range procs {
-			any = any || alive(p.PID)
-		}
-		if !any {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	netns.WaitOrKill(pids(procs), grace, func(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) })
 }
 
 // AddHost adds a host to a running lab (a node about to join), with no
@@ -505,7 +464,7 @@ func (s *State) Restart(host, name string) (Proc, error) {
 		if p.Host != host || p.Name != name {
 			continue
 		}
-		if alive(p.PID) {
+		if netns.Alive(p.PID) {
 			return Proc{}, fmt.Errorf("lab: %s on %s still runs (pid %d)", name, host, p.PID)
 		}
 		s.Procs = append(s.Procs[:i], s.Procs[i+1:]...)
@@ -625,8 +584,7 @@ func (s *State) netHost(name string) (*Host, error) {
 	if !ok {
 		return nil, fmt.Errorf("lab: no host %s", name)
 	}
-	n := &Net{Prefix: s.Prefix}
-	return &Host{Name: name, NS: h.NS, bridgeV: bridgeVeth(name), net: n}, nil
+	return (&Net{Prefix: s.Prefix}).Attach(name, h.NS), nil
 }
 
 // SetLink takes a host's link down or up (see Host.SetLink).
@@ -664,7 +622,7 @@ func (s *State) VIPLBProcs() []string { return StackOf(s).VIPLBProcs() }
 // AllAlive reports whether every process of the lab runs.
 func (s *State) AllAlive() bool {
 	for _, p := range s.Procs {
-		if !alive(p.PID) {
+		if !netns.Alive(p.PID) {
 			return false
 		}
 	}
@@ -682,4 +640,73 @@ func DownDir(dir string) (string, error) {
 		prefix = st.Prefix
 	}
 	return prefix, Down(dir, prefix)
+}
+
+// FlagError is an option that was asked wrongly (a usage error), rather
+// than a lab that failed.
+type FlagError struct{ Err error }
+
+func (e FlagError) Error() string { return e.Err.Error() }
+func (e FlagError) Unwrap() error { return e.Err }
+
+// ResolveBackend sets the API server of the lab to backend and finds its
+// binaries: the folder in K8sBin, checked, or version's, built and cached
+// (progress to out). Real Kubernetes runs etcd as kubeadm does, as a
+// process of its own (the static pod), unless separateEtcdSet says the
+// caller chose.
+func (o *Options) ResolveBackend(ctx context.Context, backend, version string, separateEtcdSet bool, out io.Writer) error {
+	o.Backend = backend
+	switch backend {
+	case BackendStub:
+		if o.K8sBin != "" {
+			return FlagError{errors.New("--k8s-bin goes with --backend kube")}
+		}
+	case BackendKube:
+		if err := RequireRoot(); err != nil {
+			return err
+		}
+		if o.K8sBin != "" {
+			if err := CheckK8sBin(o.K8sBin, ""); err != nil {
+				return FlagError{fmt.Errorf("--k8s-bin: %w", err)}
+			}
+		} else {
+			bin, err := K8sBinaries(ctx, version, out)
+			if err != nil {
+				return err
+			}
+			o.K8sBin = bin
+		}
+		if !separateEtcdSet {
+			o.SeparateEtcd = true
+		}
+	default:
+		return FlagError{fmt.Errorf("--backend %q: kube (real Kubernetes) or stub (built-in stand-in)", backend)}
+	}
+	return nil
+}
+
+// AddControlPlane adds an empty control-plane host called name at addr
+// to the running lab, for a node to join (a FlagError on a bad address).
+func (s *State) AddControlPlane(name, addr string) (HostState, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return HostState{}, FlagError{err}
+	}
+	return s.AddHost(name, "control-plane", a)
+}
+
+// AdminKubectl runs kubectl in the client host against the VIP as the
+// cluster admin (admin.conf), on the given streams: kubectl's exit code
+// when it ran and failed, an error when it could not run.
+func (s *State) AdminKubectl(stdin io.Reader, stdout, stderr io.Writer, args ...string) (int, error) {
+	if s.Backend != BackendKube {
+		return 0, errors.New("lab: this lab runs the stub apiserver; kubectl needs a lab up with --backend kube")
+	}
+	k := s.Kubectl("admin.conf", args...)
+	k.Stdin, k.Stdout, k.Stderr = stdin, stdout, stderr
+	err := k.Run()
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
 }

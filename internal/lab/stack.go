@@ -95,12 +95,12 @@ func StackOf(s *State) Stack {
 // API on every control-plane host, and reports both on its /status.
 type haplaneStack struct{}
 
-func (haplaneStack) Name() string             { return VIPLBHaplane }
-func (haplaneStack) Prepare(*Options) error   { return nil }
-func (haplaneStack) VIPLBProcs() []string     { return []string{"agent"} }
-func (haplaneStack) Hold() time.Duration      { return 0 }
-func (haplaneStack) Holder(st *State) string  { return haplaneStack{}.Status(st).VIPOwner }
-func (haplaneStack) Settled(st *State) bool   { return haplaneStack{}.Status(st).Settled() }
+func (haplaneStack) Name() string            { return VIPLBHaplane }
+func (haplaneStack) Prepare(*Options) error  { return nil }
+func (haplaneStack) VIPLBProcs() []string    { return []string{"agent"} }
+func (haplaneStack) Hold() time.Duration     { return 0 }
+func (haplaneStack) Holder(st *State) string { return haplaneStack{}.Status(st).VIPOwner }
+func (haplaneStack) Settled(st *State) bool  { return haplaneStack{}.Status(st).Settled() }
 func (haplaneStack) Steady(c *config.Cluster, v View) bool {
 	return atBasePriorities(c, v) && v.Settled()
 }
@@ -303,9 +303,14 @@ func classicProcs(st *State, c *config.Cluster, h HostState) ([]ProcSpec, error)
 	}, nil
 }
 
-// StartHost starts the processes of host h's plan (a host that joined a
-// running lab), in order; on an error, those started so far keep running.
-func (s *State) StartHost(c *config.Cluster, h HostState) ([]Proc, error) {
+// StartHost starts the processes of the plan of the host called name (a
+// host that joined a running lab), in order; on an error, those started
+// so far keep running.
+func (s *State) StartHost(c *config.Cluster, name string) ([]Proc, error) {
+	h, ok := s.Host(name)
+	if !ok {
+		return nil, FlagError{fmt.Errorf("no host %s", name)}
+	}
 	specs, err := StackOf(s).Procs(s, c, h)
 	if err != nil {
 		return nil, err
