@@ -180,8 +180,8 @@ func (s *State) save() error {
 	return os.Rename(tmp, statePath(s.Dir))
 }
 
-// Plan is what Up builds before starting anything: the hosts and the
-// cluster file describing them.
+// setDefaults fills in what the flags left out and checks the rest,
+// including what the chosen stack needs on this machine.
 func (o *Options) setDefaults() error {
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-var updateReport = flag.Bool("update", false, "rewrite the golden files under testdata/report")
+var updateReport = flag.Bool("update", false, "rewrite the golden files under testdata (report, plans)")
 
 // probes makes one Sample every 10ms over [0, end): outcome says how the
 // probe at a given instant went.
