@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,9 +49,19 @@ func TestValidateReportsEveryProblemWithExit2(t *testing.T) {
 	if code != ExitUsage {
 		t.Fatalf("exit %d, want %d", code, ExitUsage)
 	}
+	// The errors name the lines the example holds those fields on.
+	lineOf := func(field string) int {
+		for i, l := range strings.Split(bad, "\n") {
+			if strings.HasPrefix(strings.TrimPrefix(strings.TrimSpace(l), "- "), field) {
+				return i + 1
+			}
+		}
+		t.Fatalf("example has no line %q", field)
+		return 0
+	}
 	for _, want := range []string{
-		f + ":21: vip.virtualRouterID: 0 is out of range 1..255",
-		f + ":55: nodes[1].address: 10.77.0.100 is the VIP",
+		fmt.Sprintf("%s:%d: vip.virtualRouterID: 0 is out of range 1..255", f, lineOf("virtualRouterID: 0")),
+		fmt.Sprintf("%s:%d: nodes[1].address: 10.77.0.100 is the VIP", f, lineOf("address: 10.77.0.100")),
 		"2 problem(s) found",
 	} {
 		if !strings.Contains(stderr, want) {
