@@ -99,16 +99,9 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 	if !isCP && !isEtcd {
 		return &OptionError{fmt.Errorf("--node: %q is not a node of %s", o.Node, o.ConfigPath)}
 	}
-	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
-		return fmt.Errorf("agent: state folder: %w", err)
-	}
-	pkiDir := o.PKIDir
-	if pkiDir == "" {
-		pkiDir = c.Certificates.Dir
-	}
-	sock := o.APISocket
-	if sock == "" {
-		sock = filepath.Join(o.StateDir, "sock")
+	pkiDir, sock, err := o.folders(c)
+	if err != nil {
+		return err
 	}
 	log := o.Log.With("node", o.Node)
 	reg := NewRegistry()
@@ -366,7 +359,24 @@ func OnSIGHUP(ctx context.Context, fn func()) {
 	}()
 }
 
-// loadCertPool reads a PEM bundle into a pool.
+// folders makes the state folder and returns the PKI folder and the local
+// API's socket: the options' or, when unset, the cluster file's and the
+// state folder's defaults.
+func (o Options) folders(c *config.Cluster) (pkiDir, sock string, err error) {
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return "", "", fmt.Errorf("agent: state folder: %w", err)
+	}
+	pkiDir, sock = o.PKIDir, o.APISocket
+	if pkiDir == "" {
+		pkiDir = c.Certificates.Dir
+	}
+	if sock == "" {
+		sock = filepath.Join(o.StateDir, "sock")
+	}
+	return pkiDir, sock, nil
+}
+
+// LoadCertPool reads a PEM bundle into a pool.
 func LoadCertPool(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -418,16 +428,9 @@ func workerPeers(c *config.Cluster, kubeconfig string, roots *x509.CertPool, log
 // behind loadBalancer.nodeLocal.listen, with the control plane's health
 // checks, its pool following the kubernetes Service's EndpointSlices.
 func RunWorker(ctx context.Context, c *config.Cluster, o Options) error {
-	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
-		return fmt.Errorf("agent: state folder: %w", err)
-	}
-	pkiDir := o.PKIDir
-	if pkiDir == "" {
-		pkiDir = c.Certificates.Dir
-	}
-	sock := o.APISocket
-	if sock == "" {
-		sock = filepath.Join(o.StateDir, "sock")
+	pkiDir, sock, err := o.folders(c)
+	if err != nil {
+		return err
 	}
 	name := o.Node
 	if name == "" {

@@ -7,26 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/pki"
 )
 
-// certPool reads a PEM bundle into a pool.
-func certPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
-}
+// certPool reads a PEM bundle into a pool, as the agent does.
+var certPool = agent.LoadCertPool
 
 // probeClient opens a new TLS connection for every request, as a client
 // that reconnects after an outage does, so each answer tells whether the
