@@ -359,6 +359,10 @@ func OnSIGHUP(ctx context.Context, fn func()) {
 	}()
 }
 
+// DefaultSocketName is the local API's socket in the state folder, where
+// `haplane maintenance` looks for it (/var/lib/haplane/agent.sock).
+const DefaultSocketName = "agent.sock"
+
 // folders makes the state folder and returns the PKI folder and the local
 // API's socket: the options' or, when unset, the cluster file's and the
 // state folder's defaults.
@@ -371,7 +375,7 @@ func (o Options) folders(c *config.Cluster) (pkiDir, sock string, err error) {
 		pkiDir = c.Certificates.Dir
 	}
 	if sock == "" {
-		sock = filepath.Join(o.StateDir, "sock")
+		sock = filepath.Join(o.StateDir, DefaultSocketName)
 	}
 	return pkiDir, sock, nil
 }

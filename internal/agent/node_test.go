@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -43,5 +45,32 @@ func TestRestartOnlyNamesWhatAReloadDoesNotApply(t *testing.T) {
 	}
 	if got := restartOnly(base, load(subnet)); !slices.Equal(got, []string{"networking"}) {
 		t.Errorf("service subnet changed: %v, want [networking]", got)
+	}
+}
+
+// TestFoldersDefaults: unset, the socket is STATE-DIR/agent.sock (where
+// `haplane maintenance` and the lab look) and the PKI folder is the
+// cluster file's; set, the options win.
+func TestFoldersDefaults(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	c := &config.Cluster{}
+	c.Certificates.Dir = "/etc/kubernetes/pki"
+	for _, tc := range []struct {
+		o         Options
+		pki, sock string
+	}{
+		{Options{StateDir: state}, "/etc/kubernetes/pki", filepath.Join(state, "agent.sock")},
+		{Options{StateDir: state, PKIDir: "/p", APISocket: "/s.sock"}, "/p", "/s.sock"},
+	} {
+		pki, sock, err := tc.o.folders(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pki != tc.pki || sock != tc.sock {
+			t.Errorf("folders(%+v) = %s, %s; want %s, %s", tc.o, pki, sock, tc.pki, tc.sock)
+		}
+	}
+	if fi, err := os.Stat(state); err != nil || !fi.IsDir() {
+		t.Errorf("state folder not made: %v", err)
 	}
 }
