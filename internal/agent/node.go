@@ -593,17 +593,5 @@ func PKIPlan(c *config.Cluster) *pki.Plan {
 // JoinEtcdClient connects to the cluster's etcd with the apiserver's etcd
 // client certificate, for the join token store.
 func JoinEtcdClient(c *config.Cluster, pkiDir string) (*clientv3.Client, error) {
-	tc, err := etcdnode.ClientTLS{
-		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
-		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
-		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
-	}.Config()
-	if err != nil {
-		return nil, err
-	}
-	var eps []string
-	for _, m := range c.EtcdMembers() {
-		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
-	}
-	return etcdnode.NewClient(eps, tc, 3*time.Second)
+	return etcdnode.APIServerClient(c, pkiDir, 3*time.Second)
 }

@@ -9,8 +9,30 @@ import (
 	"path/filepath"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/haplane/haplane/internal/config"
 )
+
+// APIServerClient connects to every member of the cluster file's etcd
+// with kubeadm's apiserver-etcd-client certificate from pkiDir, as an
+// apiserver does: the agent's join token store and the lab's stub
+// apiserver use it.
+func APIServerClient(c *config.Cluster, pkiDir string, timeout time.Duration) (*clientv3.Client, error) {
+	tc, err := ClientTLS{
+		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
+		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
+		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
+	}.Config()
+	if err != nil {
+		return nil, err
+	}
+	var eps []string
+	for _, m := range c.EtcdMembers() {
+		eps = append(eps, ClientURLFor(m.Address, c.Etcd.ClientPort))
+	}
+	return NewClient(eps, tc, timeout)
+}
 
 // ClusterPeers lists the cluster file's etcd members as peers (for the
 // initial cluster and restores) and as probe targets.

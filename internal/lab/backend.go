@@ -28,19 +28,7 @@ func ServeStub(ctx context.Context, c *config.Cluster, node, pkiDir string, log 
 	if err != nil {
 		return err
 	}
-	tc, err := etcdnode.ClientTLS{
-		CertFile: filepath.Join(pkiDir, "apiserver-etcd-client.crt"),
-		KeyFile:  filepath.Join(pkiDir, "apiserver-etcd-client.key"),
-		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
-	}.Config()
-	if err != nil {
-		return err
-	}
-	var eps []string
-	for _, m := range c.EtcdMembers() {
-		eps = append(eps, etcdnode.ClientURLFor(m.Address, c.Etcd.ClientPort))
-	}
-	cli, err := etcdnode.NewClient(eps, tc, 2*time.Second)
+	cli, err := etcdnode.APIServerClient(c, pkiDir, 2*time.Second)
 	if err != nil {
 		return err
 	}
