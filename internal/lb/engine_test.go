@@ -2,9 +2,12 @@ package lb
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -16,45 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// goroutineEngine makes startLB run sessions on goroutines instead of the
-// event loops (the default). Tests run one at a time in this package, so
-// a plain variable set around subtests is enough.
-var goroutineEngine bool
-
-// TestGoroutineEngine runs the session tests again with every session on
-// goroutines: the path of a backend given by name until its handshake
-// phase ends, and of every session when no event loop could start.
-func TestGoroutineEngine(t *testing.T) {
-	goroutineEngine = true
-	t.Cleanup(func() { goroutineEngine = false })
-	for _, tt := range []struct {
-		name string
-		fn   func(*testing.T)
-	}{
-		{"ProxyTLSAndSpread", TestProxyTLSAndSpread},
-		{"BackendKilledUnderLoad", TestBackendKilledUnderLoad},
-		{"PassiveRetry", TestPassiveRetry},
-		{"HalfClose", TestHalfClose},
-		{"IdleTimeout", TestIdleTimeout},
-		{"Drain", TestDrain},
-		{"GracefulShutdown", TestGracefulShutdown},
-		{"HandshakeReplay", TestHandshakeReplay},
-		{"HandshakeNoReplayForPlainBytes", TestHandshakeNoReplayForPlainBytes},
-		{"HandshakeQuietClient", TestHandshakeQuietClient},
-		{"GarbageDoesNotDisturbOthers", TestGarbageDoesNotDisturbOthers},
-		{"BackendByName", TestBackendByName},
-		{"HandshakeHoldsClientFIN", TestHandshakeHoldsClientFIN},
-		{"IPv6", TestIPv6},
-		{"AcceptOutOfDescriptors", TestAcceptOutOfDescriptors},
-		{"ShutdownEndsSessionsOfGoneClients", TestShutdownEndsSessionsOfGoneClients},
-	} {
-		t.Run(tt.name, tt.fn)
-	}
-}
-
-// TestLoopEngineOwnsSessions checks that, by default, the event loops
-// accept and hold the sessions (no goroutine path in between): the
-// frontend is a loop listener and an open session sits in a loop's table.
+// TestLoopEngineOwnsSessions checks that the event loops accept and hold
+// the sessions: the frontend is a loop listener and an open session sits
+// in a loop's table.
 func TestLoopEngineOwnsSessions(t *testing.T) {
 	echo := listenLoopback(t)
 	echoServer(t, echo)
@@ -73,7 +40,7 @@ func TestLoopEngineOwnsSessions(t *testing.T) {
 	for _, lp := range lps {
 		lp.mu.Lock()
 		for _, ls := range lp.conns {
-			if ls.l == l && ls.s.client == nil {
+			if ls.l == l {
 				inLoop++
 			}
 		}
@@ -88,9 +55,8 @@ func TestLoopEngineOwnsSessions(t *testing.T) {
 }
 
 // TestBackendByName: backends given by host name, not IP literals, are
-// dialed through the resolver; with the event loops on, their sessions are
-// handed to the goroutine path, still work both ways, and round robin
-// still alternates (the hand-over must not pick a second time).
+// looked up when they join the pool, so the first session already reaches
+// them; sessions work both ways and round robin alternates.
 func TestBackendByName(t *testing.T) {
 	var backends []string
 	for range 2 {
@@ -524,4 +490,95 @@ func TestLoopsShareConnections(t *testing.T) {
 	if hi > lo+shareSlack(lo)+1 {
 		t.Errorf("sessions per loop %v: more apart than the share rule allows (%d)", counts, shareSlack(lo))
 	}
+}
+
+// TestBackendNameLookups: a name that does not resolve is skipped like a
+// refused backend (clients reach the other one), a failed lookup keeps
+// the last address, and a name whose address changes is followed by the
+// periodic lookup, without a restart.
+func TestBackendNameLookups(t *testing.T) {
+	oldRefresh, oldRetry := nameRefresh, unresolvedRetry
+	nameRefresh, unresolvedRetry = 100*time.Millisecond, 50*time.Millisecond
+	t.Cleanup(func() { nameRefresh, unresolvedRetry = oldRefresh, oldRetry })
+
+	// One name, one port: first at 127.0.0.1, then at 127.0.0.2.
+	a := listenLoopback(t)
+	echoServer(t, a)
+	port := a.Addr().(*net.TCPAddr).Port
+	a2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatalf("a second loopback address: %v", err)
+	}
+	echoServer(t, a2)
+
+	var mu sync.Mutex
+	answer := map[string][]netip.Addr{"api.test": {netip.MustParseAddr("127.0.0.1")}}
+	var fail bool
+	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return nil, errors.New("resolver down")
+		}
+		if ips, ok := answer[host]; ok {
+			return ips, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	named := net.JoinHostPort("api.test", strconv.Itoa(port))
+	missing := "nowhere.test:6443"
+	l := startLBWith(t, Config{}, func(l *LB) { l.lookup = lookup; l.SetBackends([]string{missing, named}) })
+
+	for i := range 4 {
+		if got, err := exchange(t, l.addr(), "x"); err != nil || got != "xbye" {
+			t.Fatalf("session %d with one backend unresolved: %q %v", i, got, err)
+		}
+	}
+	for _, st := range l.Backends() {
+		if st.Addr == missing && (st.Total != 0 || st.Failures == 0) {
+			t.Errorf("unresolved backend: %+v; want no session and its connects counted as failures", st)
+		}
+	}
+
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	time.Sleep(3 * nameRefresh)
+	if got, err := exchange(t, l.addr(), "y"); err != nil || got != "ybye" {
+		t.Fatalf("with the resolver down, the last address must stay: %q %v", got, err)
+	}
+
+	before := addrTotal(l, named)
+	mu.Lock()
+	fail = false
+	answer["api.test"] = []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.2")} // IPv4 first
+	mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.knownBackend(named).dialAddr().Addr() != netip.MustParseAddr("127.0.0.2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("name still at %v after its address changed", l.knownBackend(named).dialAddr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := exchange(t, l.addr(), "z"); err != nil || got != "zbye" {
+		t.Fatalf("after the address changed: %q %v", got, err)
+	}
+	if addrTotal(l, named) != before+1 {
+		t.Errorf("sessions to %s: %d, want %d", named, addrTotal(l, named), before+1)
+	}
+}
+
+func addrTotal(l *LB, addr string) uint64 {
+	for _, st := range l.Backends() {
+		if st.Addr == addr {
+			return st.Total
+		}
+	}
+	return 0
+}
+
+func (l *LB) knownBackend(addr string) *Backend {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.known[addr]
 }

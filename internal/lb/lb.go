@@ -10,10 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"maps"
 	"net"
-	"os"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,9 +63,9 @@ type Config struct {
 	// replayed there: nothing of the session has happened yet, so the
 	// client sees a short delay instead of an error. This saves the
 	// clients of a backend that dies after accepting them, or hangs
-	// (SIGSTOP, a wedged process) with its kernel still accepting. The
-	// first bytes are awaited at most ClientFirstWait; a client that does
-	// not speak first (not TLS) is passed on unchanged.
+	// (SIGSTOP, a wedged process) with its kernel still accepting. A
+	// client whose first bytes are not a TLS handshake record is passed
+	// on unchanged.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a session after no byte went either way for this
 	// long; zero (default) relies on TCP keep-alive only, which suits the
@@ -165,10 +165,13 @@ func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 // policies and the metrics without locks.
 type Backend struct {
 	addr         string
-	target       target
-	health       atomic.Int32 // a Health
-	suspectUntil atomic.Int64 // unix nanoseconds; passive detection
-	active       atomic.Int64 // open sessions
+	host         string // a backend given by name: the name to look up (resolve.go)
+	port         uint16
+	ap           atomic.Pointer[netip.AddrPort] // where sessions connect; nil until a name is looked up
+	resolvedAt   atomic.Int64                   // unix nanoseconds of the name's last lookup
+	health       atomic.Int32                   // a Health
+	suspectUntil atomic.Int64                   // unix nanoseconds; passive detection
+	active       atomic.Int64                   // open sessions
 	total        atomic.Uint64
 	failures     atomic.Uint64 // failed connects
 	bytesIn      atomic.Uint64 // client to backend
@@ -244,20 +247,19 @@ type LB struct {
 	noneOK  atomic.Uint64 // clients closed because every backend failed
 	accepts atomic.Uint64
 
-	// mu protects known, listeners, accepters and loopLns.
+	// mu protects known, listeners and loopLns.
 	mu        sync.Mutex
 	known     map[string]*Backend // current backends plus removed ones with sessions
 	listeners []net.Listener
-	accepters []*sock         // a duplicate of each listener's descriptor that accept loops wait on
 	loopLns   []*loopListener // the listeners the event loops accept on
 	stopped   chan struct{}   // closed by closeListeners
 	stopOnce  sync.Once
 
-	loops    bool // sessions run in the event loops (loop.go); false only when none could start
 	sessions sync.WaitGroup
 	closing  atomic.Bool
-	workers  workerPool
 	aborting atomic.Bool // Shutdown's deadline passed: close every session
+
+	lookup resolver // names of backends given by name (resolve.go)
 }
 
 // New validates cfg (after applying defaults) and returns a load balancer
@@ -271,7 +273,7 @@ func New(cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{}), loops: true}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{}), lookup: net.DefaultResolver.LookupNetIP}
 	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {
@@ -286,6 +288,19 @@ func New(cfg Config) (*LB, error) {
 // counters; sessions to removed backends are left to finish (they are not
 // dropped), and new connections go only to the new set.
 func (l *LB) SetBackends(addrs []string) {
+	// New backends given by name are looked up before they join the pool
+	// (outside the lock: a lookup may take a while), so that no session
+	// finds one without an address.
+	l.mu.Lock()
+	fresh := map[string]*Backend{}
+	for _, a := range addrs {
+		if l.known[a] == nil && fresh[a] == nil {
+			fresh[a] = newBackend(a)
+		}
+	}
+	l.mu.Unlock()
+	l.resolveAll(slices.Collect(maps.Values(fresh)))
+
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pool := make([]*Backend, 0, len(addrs))
@@ -297,7 +312,7 @@ func (l *LB) SetBackends(addrs []string) {
 		in[a] = true
 		b := l.known[a]
 		if b == nil {
-			b = &Backend{addr: a, target: parseTarget(a), sessions: map[*session]struct{}{}}
+			b = fresh[a]
 			l.known[a] = b
 		}
 		pool = append(pool, b)
@@ -465,107 +480,21 @@ func (l *LB) Serve(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, l.closeListeners)
 	defer stop()
-	if l.loops {
-		if ok, err := l.serveLoops(lns); ok || err != nil {
-			return err
-		}
-	}
-	var wg sync.WaitGroup
-	errc := make(chan error, len(lns))
-	for _, ln := range lns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := l.acceptLoop(ln); err != nil {
-				errc <- err
-				l.closeListeners()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	return <-errc // nil when every loop ended because of shutdown
+	go l.refreshNames()
+	return l.serveLoops(lns)
 }
 
 func (l *LB) closeListeners() {
 	l.closing.Store(true)
-	l.workers.stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, ln := range l.listeners {
 		ln.Close()
 	}
-	for _, a := range l.accepters {
-		a.Close()
-	}
 	for _, ll := range l.loopLns {
 		ll.close()
 	}
 	l.stopOnce.Do(func() { close(l.stopped) })
-}
-
-// accepter returns a pollable duplicate of ln's descriptor to accept on
-// with accept4 directly: a net.TCPListener's raw connection cannot wait
-// for reads, and its Accept makes a net.TCPConn with system calls the
-// proxy does not need. closeListeners closes it with ln.
-func (l *LB) accepter(ln net.Listener) (*sock, error) {
-	rc, err := ln.(*net.TCPListener).SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, os.NewSyscallError("fcntl", derr)
-	}
-	a, err := newSock(nfd) // non-blocking, as the listener
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	l.accepters = append(l.accepters, a)
-	l.mu.Unlock()
-	if l.closing.Load() {
-		a.Close() // closeListeners ran before we registered
-	}
-	return a, nil
-}
-
-func (l *LB) acceptLoop(ln net.Listener) error {
-	a, err := l.accepter(ln)
-	if err != nil {
-		if l.closing.Load() {
-			return nil
-		}
-		return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
-	}
-	acc := newAcceptor(a.rc)
-	var backoff time.Duration
-	for {
-		c, err := acc.acceptOne()
-		if err != nil {
-			if l.closing.Load() {
-				return nil
-			}
-			// Out of descriptors or a similar passing condition: wait a
-			// little rather than spin or give up the frontend.
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
-				errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EPERM) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				l.cfg.Logger.Warn("lb: accept", "frontend", ln.Addr(), "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
-		}
-		backoff = 0
-		l.accepts.Add(1)
-		l.sessions.Add(1)
-		l.workers.run(task{l: l, client: c})
-	}
 }
 
 // Shutdown stops accepting and waits for sessions to end by themselves
@@ -627,19 +556,12 @@ func (l *LB) probeClients() {
 		}
 	}
 	for _, s := range l.attached() {
-		s.mu.Lock()
-		ls, c := s.ls, s.client
-		s.mu.Unlock()
-		switch {
-		case ls != nil:
-			ls.mu.Lock()
-			if ls.fd[0] >= 0 {
-				set(ls.fd[0])
-			}
-			ls.mu.Unlock()
-		case c != nil:
-			_ = c.rc.Control(func(fd uintptr) { set(int(fd)) })
+		ls := s.ls
+		ls.mu.Lock()
+		if ls.fd[0] >= 0 {
+			set(ls.fd[0])
 		}
+		ls.mu.Unlock()
 	}
 }
 
@@ -678,35 +600,6 @@ func (l *LB) Panic() bool {
 	return p
 }
 
-// connect dials backends in policy order, starting with first when set
-// (already picked: picking again would move the policy on twice), until
-// one accepts. A backend that refuses or times out is made suspect at once
-// and the next is tried.
-func (l *LB) connect(client *sock, first *Backend, tried *[]*Backend) (*Backend, *sock) {
-	for {
-		b := first
-		first = nil
-		if b == nil {
-			b = l.pick(*tried)
-		}
-		if b == nil {
-			l.noneOK.Add(1)
-			l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", client.RemoteAddr(), "tried", len(*tried))
-			return nil, nil
-		}
-		if len(*tried) > 0 {
-			l.retries.Add(1)
-		}
-		tun := l.tun.Load()
-		c, err := dial(b, tun, l.cfg.KeepAlive)
-		if err == nil {
-			return b, c
-		}
-		l.connectFailed(b, tun, err)
-		*tried = append(*tried, b)
-	}
-}
-
 // connectFailed is passive detection: a backend that refused or timed out
 // is skipped by new connections for the suspect period.
 func (l *LB) connectFailed(b *Backend, tun *tunables, err error) {
@@ -721,69 +614,40 @@ func (b *Backend) suspect(tun *tunables) {
 	b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
 }
 
-// session is one client and its backend.
+// session is one client and its backend, as drains and Shutdown see it;
+// the event loop that accepted it holds its sockets (ls).
 type session struct {
-	client  *sock
-	once    sync.Once
-	ended   atomic.Int32 // directions that reached EOF
-	running atomic.Int32 // directions still copying; the last one out ends the session
-	up      pump         // client to backend
-	down    pump         // backend to client
+	ls   *lsess
+	once sync.Once
 
-	// mu protects b, backend and closed: before the backend's first byte
-	// the handler may move the session to another backend while a drain
-	// or Shutdown closes it.
-	mu      sync.Mutex
-	b       *Backend
-	backend *sock
-	closed  bool
-	ls      *lsess // the copy phase runs in an event loop
+	// mu protects b and closed: before the backend's first byte the loop
+	// may move the session to another backend while a drain or Shutdown
+	// closes it.
+	mu     sync.Mutex
+	b      *Backend
+	closed bool
 }
 
-// close aborts both sides; the copy goroutines then return.
+// close shuts both sides down; the loop, which owns the descriptors, then
+// ends the session and closes them.
 func (s *session) close() {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		bc, ls := s.backend, s.ls
 		s.mu.Unlock()
-		if ls != nil {
-			// The loop owns the descriptors (and closes them).
-			ls.shutdown()
-			return
-		}
-		if s.client != nil {
-			s.client.Close()
-		}
-		if bc != nil {
-			bc.Close()
-		}
+		s.ls.shutdown()
 	})
 }
 
-func (s *session) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-// attach makes b, reached over bc, the backend of s. It reports false
-// (and closes bc) when s was closed meanwhile. A session of an event loop
-// has no bc: the loop holds its descriptors.
-func (l *LB) attach(s *session, b *Backend, bc *sock) bool {
+// attach makes b the backend of s. It reports false when s was closed
+// meanwhile.
+func (l *LB) attach(s *session, b *Backend) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		if bc != nil {
-			bc.Close()
-		}
 		return false
 	}
-	s.b, s.backend = b, bc
-	if bc != nil {
-		s.up.init(bc, s.client, &b.bytesIn)
-		s.down.init(s.client, bc, &b.bytesOut)
-	}
+	s.b = b
 	s.mu.Unlock()
 	b.mu.Lock()
 	b.sessions[s] = struct{}{}
@@ -793,11 +657,11 @@ func (l *LB) attach(s *session, b *Backend, bc *sock) bool {
 	return true
 }
 
-// detach undoes attach: s leaves its backend, whose connection is closed.
+// detach undoes attach: s leaves its backend.
 func (l *LB) detach(s *session) {
 	s.mu.Lock()
-	b, bc := s.b, s.backend
-	s.b, s.backend = nil, nil
+	b := s.b
+	s.b = nil
 	s.mu.Unlock()
 	if b == nil {
 		return
@@ -806,172 +670,4 @@ func (l *LB) detach(s *session) {
 	delete(b.sessions, s)
 	b.mu.Unlock()
 	b.active.Add(-1)
-	if bc != nil {
-		bc.Close()
-	}
-}
-
-// handle runs a session on goroutines, from the first connect (to first
-// when set: an event loop picked it; tried lists the backends that failed
-// already) to its end.
-func (l *LB) handle(client *sock, first *Backend, tried []*Backend) {
-	b, bc := l.connect(client, first, &tried)
-	if b == nil {
-		client.Close()
-		l.sessions.Done()
-		return
-	}
-	s := &session{client: client}
-	s.running.Store(2)
-	l.attach(s, b, bc)
-	if l.aborting.Load() {
-		// Registered after Shutdown closed the sessions it saw.
-		s.close()
-	}
-	if hs := l.tun.Load().handshake; hs > 0 && !l.handshake(s, hs, tried) {
-		s.running.Store(1) // no direction runs: this release ends it
-		l.release(s)
-		return
-	}
-	if l.loops && l.toLoop(s) {
-		return
-	}
-	l.workers.run(task{l: l, s: s})
-	l.copy(s, &s.down)
-	l.release(s)
-}
-
-// release is called by each direction of s when it is done; the last one
-// ends the session, so no goroutine waits for the other.
-func (l *LB) release(s *session) {
-	if s.running.Add(-1) > 0 {
-		return
-	}
-	s.close()
-	l.detach(s)
-	l.sessions.Done()
-}
-
-// copy moves bytes from src to dst until src ends, then half-closes dst so
-// the other side sees the end of this direction while the reverse goes on.
-//
-// A session that waits holds no buffer and no pipe: the read is attempted
-// inside the runtime poller's callback with a buffer taken from a pool
-// only for that attempt, so 10,000 idle sessions cost their goroutines and
-// nothing else. (Go's own splice keeps a pipe, two descriptors, for as long
-// as it waits.) When a read fills the whole buffer and more is queued, the
-// transfer is a bulk one and the queued bytes are spliced in the kernel by
-// splice (through a pooled pipe), exactly as many as are queued so the
-// splice never waits.
-func (l *LB) copy(s *session, p *pump) {
-	idle := l.tun.Load().idle
-	for {
-		if idle > 0 {
-			_ = p.src.SetReadDeadline(time.Now().Add(idle))
-		}
-		err := p.step()
-		if err == io.EOF {
-			// src ended its direction: pass the FIN on, unless the other
-			// direction ended already and the close that follows sends it.
-			if s.ended.Add(1) < 2 {
-				_ = p.dst.CloseWrite()
-			}
-			return
-		}
-		if err == nil {
-			continue
-		}
-		if idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			// The deadline covers one direction; the session is idle only
-			// if nothing went the other way either. The kernel knows.
-			if since := idleFor(s.client); since < idle {
-				continue
-			}
-		}
-		// A reset, a drain, an idle timeout: the session ends both ways.
-		s.close()
-		return
-	}
-}
-
-// bufSize is the copy buffer; a read that fills it means a bulk transfer,
-// where splicing beats the userspace copy.
-const bufSize = 64 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
-
-// pump is one direction of a session. Its poller callback is bound once,
-// so that a step allocates nothing.
-type pump struct {
-	dst, src *sock
-	counter  *atomic.Uint64
-	readFn   func(fd uintptr) bool // p.read
-	// Set by read:
-	bp   *[]byte
-	n    int
-	rerr error
-}
-
-func (p *pump) init(dst, src *sock, counter *atomic.Uint64) {
-	p.dst, p.src, p.counter, p.n = dst, src, counter, 0
-	p.readFn = p.read
-}
-
-// read is the callback of src's poller wait: one read attempt into a
-// pooled buffer, which it keeps only when data came.
-func (p *pump) read(fd uintptr) bool {
-	if p.bp == nil {
-		p.bp = bufPool.Get().(*[]byte)
-	}
-	p.n, p.rerr = rawRead(fd, *p.bp)
-	if p.rerr == unix.EAGAIN || p.rerr == unix.EINTR {
-		// Nothing yet: give the buffer back while we wait.
-		bufPool.Put(p.bp)
-		p.bp = nil
-		return false
-	}
-	return true
-}
-
-// step waits for data on src and moves what is there to dst. It returns
-// io.EOF when src has finished sending.
-func (p *pump) step() error {
-	err := p.src.rc.Read(p.readFn)
-	bp := p.bp
-	p.bp = nil
-	if bp != nil {
-		defer bufPool.Put(bp)
-	}
-	if err != nil {
-		return err
-	}
-	if p.rerr != nil {
-		return os.NewSyscallError("read", p.rerr)
-	}
-	n := p.n
-	if n == 0 {
-		return io.EOF
-	}
-	w, err := p.dst.Write((*bp)[:n])
-	p.counter.Add(uint64(w))
-	if err != nil || n < bufSize {
-		return err
-	}
-	// A full buffer: splice whatever else is queued.
-	var q int
-	if err := p.src.rc.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || q < bufSize {
-		return nil
-	}
-	return splice(p.dst, p.src, q, func(m int) { p.counter.Add(uint64(m)) })
-}
-
-// idleFor is how long ago c last sent or received data, from TCP_INFO.
-func idleFor(c *sock) time.Duration {
-	var ms uint32 = 1<<32 - 1
-	_ = c.rc.Control(func(fd uintptr) {
-		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			ms = min(ti.Last_data_recv, ti.Last_data_sent)
-		}
-	})
-	return time.Duration(ms) * time.Millisecond
 }

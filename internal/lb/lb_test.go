@@ -180,7 +180,11 @@ func listenLoopback(t *testing.T) net.Listener {
 }
 
 // startLB runs a load balancer on 127.0.0.1 and stops it at cleanup.
-func startLB(t testing.TB, cfg Config) *LB {
+func startLB(t testing.TB, cfg Config) *LB { t.Helper(); return startLBWith(t, cfg, nil) }
+
+// startLBWith is startLB with before run on the load balancer before it
+// listens.
+func startLBWith(t testing.TB, cfg Config, before func(*LB)) *LB {
 	t.Helper()
 	if cfg.Frontends == nil {
 		cfg.Frontends = []string{"127.0.0.1:0"}
@@ -189,8 +193,8 @@ func startLB(t testing.TB, cfg Config) *LB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if goroutineEngine {
-		l.loops = false
+	if before != nil {
+		before(l)
 	}
 	if err := l.Listen(t.Context()); err != nil {
 		t.Fatal(err)
@@ -677,7 +681,7 @@ func TestFreeBind(t *testing.T) {
 }
 
 // TestKeepAliveInherited checks what the listener relies on: sockets
-// accepted the way the accept loop does inherit keep-alive, its timers and
+// accepted the way the event loops do inherit keep-alive, its timers and
 // TCP_NODELAY from the listening socket.
 func TestKeepAliveInherited(t *testing.T) {
 	l, err := New(Config{Frontends: []string{"127.0.0.1:0"}, KeepAlive: 17 * time.Second})
@@ -695,22 +699,26 @@ func TestKeepAliveInherited(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 	}()
-	a, err := l.accepter(ln)
+	// Accepted as the event loops do: accept4 on the listener's descriptor.
+	rc, err := ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	c, err := newAcceptor(a.rc).acceptOne()
-	if err != nil {
-		t.Fatal(err)
+	cfd := -1
+	for deadline := time.Now().Add(5 * time.Second); cfd < 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		rc.Control(func(fd uintptr) {
+			if nfd, _, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC); err == nil {
+				cfd = nfd
+			}
+		})
 	}
-	defer c.Close()
-	var on, idle, nodelay int
-	c.rc.Control(func(fd uintptr) {
-		on, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
-		idle, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
-		nodelay, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
-	})
+	if cfd < 0 {
+		t.Fatal("no connection accepted within 5s")
+	}
+	defer unix.Close(cfd)
+	on, _ := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	idle, _ := unix.GetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+	nodelay, _ := unix.GetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
 	if on != 1 || idle != 17 || nodelay != 1 {
 		t.Errorf("accepted socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_NODELAY %d; want 1, 17, 1", on, idle, nodelay)
 	}

@@ -29,8 +29,10 @@ import (
 // without it means the socket is drained and any later byte or FIN brings
 // a new edge, so the read that would only return EAGAIN is skipped.
 //
-// Sessions to a backend given by name (not an IP literal) are handed to
-// the goroutine path, which dials through the resolver.
+// The loops are the load balancer's only engine: epoll is Linux's, as are
+// haplane's other parts (VRRP, netlink). A backend given by name is dialed
+// at the address its last lookup gave (resolve.go), so a session never
+// waits for the resolver.
 
 const (
 	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
@@ -150,6 +152,11 @@ func newLoop() (*evloop, error) {
 	return &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}, nil
 }
 
+// bufSize is a loop's read buffer, which every session of the loop uses
+// in turn; a read that fills it means a bulk transfer, which then splices
+// in the kernel instead.
+const bufSize = 64 << 10
+
 // A session's state in its loop.
 const (
 	stOpen       = iota // copying (the state of a session handed over after its handshake)
@@ -239,34 +246,6 @@ func freeID[V any](next *uint32, table map[uint32]V) uint32 {
 			return *next
 		}
 	}
-}
-
-// adopt registers ls, handed over by the goroutine path after its
-// handshake phase, with the loop, on the caller's goroutine: adding a
-// socket to an epoll set reports what it has queued already (the bytes
-// and FIN that came during the handshake phase), which wakes the loop.
-// It reports false when not even the first socket could be added; ls is
-// then the caller's.
-func (lp *evloop) adopt(ls *lsess) bool {
-	lp.register(ls)
-	// Held across both adds: once the first is in, the loop may end the
-	// session and close both descriptors (it takes ls.mu for that).
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	for side := range 2 {
-		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(side)}
-		if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, ls.fd[side], &ev); err != nil {
-			if side == 0 {
-				lp.forget(ls)
-				return false
-			}
-			// The client is in the set: its shutdown wakes the loop,
-			// which ends the session.
-			ls.closing.Store(true)
-			rawShutdown(ls.fd[0], unix.SHUT_RDWR)
-		}
-	}
-	return true
 }
 
 // forget removes ls from the loop's table; it reports false when ls was
@@ -786,7 +765,7 @@ func (lp *evloop) abort(ls *lsess) {
 		ls.pipe[d] = nil
 	}
 	if !lp.forget(ls) {
-		return // not the loop's any more (a failed adopt ends it itself)
+		return // ended already
 	}
 	ls.mu.Lock()
 	for i, fd := range ls.fd {
@@ -799,63 +778,7 @@ func (lp *evloop) abort(ls *lsess) {
 	ls.l.endSession(ls.s)
 }
 
-// toLoop moves the copy phase of s to an event loop. It reports false
-// when it cannot (the caller copies with goroutines then); when s was
-// closed meanwhile it ends s and reports true.
-func (l *LB) toLoop(s *session) bool {
-	lp := l.pickLoop()
-	if lp == nil {
-		return false
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		l.endSession(s)
-		return true
-	}
-	cfd, err := dupFd(s.client)
-	if err != nil {
-		s.mu.Unlock()
-		return false
-	}
-	bfd, err := dupFd(s.backend)
-	if err != nil {
-		s.mu.Unlock()
-		rawClose(cfd)
-		return false
-	}
-	ls := &lsess{s: s, l: l, idle: l.tun.Load().idle, fd: [2]int{cfd, bfd},
-		counter: [2]*atomic.Uint64{s.up.counter, s.down.counter}}
-	s.ls = ls
-	s.mu.Unlock()
-	// Out of the runtime poller: closing the *os.File removes the
-	// descriptor from the runtime's epoll set; the duplicates stay open.
-	s.client.Close()
-	s.backend.Close()
-	if !lp.adopt(ls) {
-		ls.mu.Lock()
-		rawClose(ls.fd[0])
-		rawClose(ls.fd[1])
-		ls.fd = [2]int{-1, -1}
-		ls.mu.Unlock()
-		l.endSession(s)
-	}
-	return true
-}
-
-func dupFd(c *sock) (int, error) {
-	nfd := -1
-	var derr error
-	if err := c.rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, os.NewSyscallError("fcntl", derr)
-	}
-	return nfd, nil
-}
-
-// endSession is release for a session whose copy phase ran in a loop.
+// endSession ends s: it leaves its backend and Shutdown stops waiting for it.
 func (l *LB) endSession(s *session) {
 	s.close()
 	l.detach(s)

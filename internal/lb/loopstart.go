@@ -46,14 +46,12 @@ func (r *loopReg) event() unix.EpollEvent {
 	return unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(r.id), Pad: sideListener}
 }
 
-// serveLoops has the event loops accept on lns until closeListeners. It
-// reports false, with no error, when there are no loops (the goroutine
-// accept loops serve then).
-func (l *LB) serveLoops(lns []net.Listener) (bool, error) {
+// serveLoops has the event loops accept on lns until closeListeners.
+func (l *LB) serveLoops(lns []net.Listener) error {
 	lps, err := startLoops(l.cfg.Loops)
 	if len(lps) == 0 {
-		l.cfg.Logger.Warn("lb: no event loop; sessions run on goroutines", "err", err)
-		return false, nil
+		l.closeListeners()
+		return fmt.Errorf("lb: start the event loops: %w", err)
 	}
 	var lls []*loopListener
 	for _, ln := range lns {
@@ -63,9 +61,9 @@ func (l *LB) serveLoops(lns []net.Listener) (bool, error) {
 				ll.close()
 			}
 			if l.closing.Load() {
-				return true, nil
+				return nil
 			}
-			return true, fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
+			return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
 		}
 		lls = append(lls, ll)
 	}
@@ -78,7 +76,7 @@ func (l *LB) serveLoops(lns []net.Listener) (bool, error) {
 		}
 	}
 	<-l.stopped
-	return true, nil
+	return nil
 }
 
 func newLoopListener(l *LB, ln net.Listener, lps []*evloop) (*loopListener, error) {
@@ -274,21 +272,19 @@ func (lp *evloop) dialNext(ls *lsess) {
 			lp.abort(ls)
 			return
 		}
-		if !b.target.ap.IsValid() {
-			if ls.replay == nil {
-				lp.handOff(ls, b) // which counts the retry, if this is one
-				return
-			}
-			// A replay needs the loop's copy of the ClientHello: a
-			// backend by name cannot take it from here.
-			ls.tried = append(ls.tried, b)
-			continue
-		}
 		if len(ls.tried) > 0 {
 			l.retries.Add(1)
 		}
 		tun := l.tun.Load()
-		fd, done, err := connectRaw(b.target.ap, l.cfg.KeepAlive, tun.handshake > 0)
+		ap := b.dialAddr()
+		if !ap.IsValid() {
+			// A name that no lookup has answered yet: like a refused
+			// connect, for this session and the next ones.
+			l.connectFailed(b, tun, errUnresolved)
+			ls.tried = append(ls.tried, b)
+			continue
+		}
+		fd, done, err := connectRaw(ap, l.cfg.KeepAlive, tun.handshake > 0)
 		if err != nil {
 			l.connectFailed(b, tun, err)
 			ls.tried = append(ls.tried, b)
@@ -368,7 +364,7 @@ func (lp *evloop) dropBackend(ls *lsess) {
 func (lp *evloop) connected(ls *lsess) {
 	ls.tgen++
 	l, b := ls.l, ls.b
-	if !l.attach(ls.s, b, nil) {
+	if !l.attach(ls.s, b) {
 		lp.abort(ls) // closed by a drain or Shutdown meanwhile
 		return
 	}
@@ -408,25 +404,6 @@ func (lp *evloop) replayElsewhere(ls *lsess, why error) {
 	ls.readable[1], ls.rdhup[1], ls.eof[1] = false, false, false
 	ls.b, ls.state = nil, stConnecting
 	lp.dialNext(ls)
-}
-
-// handOff gives ls's client to the goroutine path, which dials b (given
-// by name) through the resolver.
-func (lp *evloop) handOff(ls *lsess, b *Backend) {
-	ls.tgen++
-	lp.forget(ls)
-	ls.done = true
-	ls.mu.Lock()
-	cfd := ls.fd[0]
-	ls.fd[0] = -1
-	ls.mu.Unlock()
-	_ = rawEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, cfd, nil)
-	c, err := newSock(cfd) // closes cfd on failure
-	if err != nil {
-		ls.l.sessions.Done()
-		return
-	}
-	ls.l.workers.run(task{l: ls.l, client: c, first: b, tried: ls.tried})
 }
 
 // timeout is a session's timer: a connect that took too long, or a

@@ -201,9 +201,6 @@ func TestShutdownEndsSessionsOfGoneClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if goroutineEngine {
-		l.loops = false
-	}
 	if err := l.Listen(t.Context()); err != nil {
 		t.Fatal(err)
 	}
