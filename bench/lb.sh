@@ -249,9 +249,13 @@ if [ -n "${LB_BENCH_HAPLANE_B:-}" ]; then
 fi
 echo
 echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPROXY_PID"), haproxy splice $(rss "$SPLICE_PID")"
-# Where haplane's RSS is: anonymous (heap, stacks, runtime) vs file-backed
-# (the binary's pages), and the Go runtime's own view from its metrics.
-awk '/^(Rss|Anonymous|Pss_File|Pss_Anon):/{printf "%s %.1f MiB  ", $1, $2/1024} END{print ""}' "/proc/$HAPLANE_PID/smaps_rollup" | sed 's/^/haplane smaps: /'
+# Where each proxy's RSS is: anonymous (heap, stacks, runtime) vs
+# file-backed (the binary's pages), and the Go runtime's own view.
+# haplane drops its executable's start-up pages 2s after it serves
+# (internal/procmem): what stays file-backed is the code it runs.
+for who in haplane:$HAPLANE_PID haproxy:$HAPROXY_PID; do
+	awk '/^(Rss|Anonymous|Pss_File|Pss_Anon):/{printf "%s %.1f MiB  ", $1, $2/1024} END{print ""}' "/proc/${who#*:}/smaps_rollup" | sed "s/^/${who%%:*} smaps: /"
+done
 if command -v curl >/dev/null; then
 	ip netns exec $P curl -s http://127.0.0.1:9443/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_inuse|sys|next_gc)_bytes |^go_goroutines |^go_threads /{printf "%s %.1f%s  ", $1, ($1 ~ /bytes/ ? $2/1048576 : $2), ($1 ~ /bytes/ ? "MiB" : "")} END{print ""}' | sed 's/^/haplane runtime: /'
 fi
