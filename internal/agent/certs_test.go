@@ -68,6 +68,66 @@ func (r *restartLog) list() []string {
 	return slices.Clone(r.done)
 }
 
+// servedNotAfter returns a function that makes one request to url over a
+// fresh TLS connection (roots from caFile, client certificate
+// certFile/keyFile) and returns when the certificate the server presented
+// expires: a fresh connection each time, so that each request sees the
+// pair the server holds at that moment.
+func servedNotAfter(t *testing.T, url, serverName, caFile, certFile, keyFile string) func() (time.Time, error) {
+	t.Helper()
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	client, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, Certificates: []tls.Certificate{client}}}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return func() (time.Time, error) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return time.Time{}, fmt.Errorf("status %s", resp.Status)
+		}
+		return resp.TLS.PeerCertificates[0].NotAfter, nil
+	}
+}
+
+// watchRoll makes requests with get while a certificate rolls and counts
+// them. Bounded: at most 3000 requests or 30s; it stops 100 requests after
+// the served certificate changed (expires after first). It returns the
+// requests that succeeded and failed, the last expiry served and the first
+// few errors.
+func watchRoll(get func() (time.Time, error), first time.Time) (ok, failed int, last time.Time, errs []string) {
+	afterChange := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < 3000 && time.Now().Before(deadline) && afterChange < 100; i++ {
+		na, err := get()
+		if err != nil {
+			failed++
+			if len(errs) < 5 {
+				errs = append(errs, err.Error())
+			}
+			continue
+		}
+		ok++
+		last = na
+		if na.After(first) {
+			afterChange++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return ok, failed, last, errs
+}
+
 func startJoinPart(t *testing.T, pkiDir string, srv *join.Server) string {
 	t.Helper()
 	jp := &JoinPart{Addr: "127.0.0.1:0", PKIDir: pkiDir, Server: srv, Log: slog.New(slog.DiscardHandler),
@@ -112,28 +172,8 @@ func TestRenewalWhileServing(t *testing.T) {
 	keyBefore, _ := os.ReadFile(filepath.Join(pkiDir, "apiserver.key"))
 	addr := startJoinPart(t, pkiDir, &join.Server{Cluster: "lab"})
 
-	caPEM, _ := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	client, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{client}}}}
-	defer hc.CloseIdleConnections()
-
-	get := func() (time.Time, error) {
-		resp, err := hc.Get("https://" + addr + PeerStatusPath)
-		if err != nil {
-			return time.Time{}, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return time.Time{}, fmt.Errorf("status %s", resp.Status)
-		}
-		return resp.TLS.PeerCertificates[0].NotAfter, nil
-	}
+	get := servedNotAfter(t, "https://"+addr+PeerStatusPath, "127.0.0.1", filepath.Join(pkiDir, "ca.crt"),
+		filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
 	first, err := get()
 	if err != nil {
 		t.Fatal(err)
@@ -144,28 +184,7 @@ func TestRenewalWhileServing(t *testing.T) {
 	cp := startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Cluster: "lab",
 		Interval: 300 * time.Millisecond, Restarter: restarts, Registerer: reg})
 
-	// Bounded: at most 3000 requests or 30s; stop 100 requests after the
-	// served certificate changed.
-	var ok, failed, afterChange int
-	var last time.Time
-	var errs []string
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; i < 3000 && time.Now().Before(deadline) && afterChange < 100; i++ {
-		na, err := get()
-		if err != nil {
-			failed++
-			if len(errs) < 5 {
-				errs = append(errs, err.Error())
-			}
-			continue
-		}
-		ok++
-		last = na
-		if na.After(first) {
-			afterChange++
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ok, failed, last, errs := watchRoll(get, first)
 	t.Logf("requests: %d ok, %d failed; served NotAfter %s -> %s", ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
 	if failed != 0 {
 		t.Errorf("%d requests failed while the certificate rolled: %v", failed, errs)
@@ -372,76 +391,23 @@ func TestRenewalEtcdMember(t *testing.T) {
 	pkiDir := filepath.Join(root, "cp1", "pki")
 	c := &config.Cluster{Name: "renew", ControlPlaneEndpoint: config.Endpoint{VIP: "127.0.77.141"}, Nodes: []config.Node{{Name: "cp1", Address: addr}}}
 	c.SetDefaults()
-	opts, err := EtcdNodeOptions(c, "cp1", pkiDir, filepath.Join(root, "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Member.MetricsURL = "none"
-	part := NewEtcdPart(opts, slog.New(slog.DiscardHandler))
-	if err := part.Start(context.Background(), func(err error) { t.Errorf("etcd part failed: %v", err) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := part.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	part := startEtcdPart(t, c, pkiDir, filepath.Join(root, "data"), nil, func(err error) { t.Errorf("etcd part failed: %v", err) })
 	for deadline := time.Now().Add(60 * time.Second); !part.Ready(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("etcd member not ready after 60s")
 		}
 	}
 
-	caPEM, _ := os.ReadFile(filepath.Join(pkiDir, "etcd", "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	client, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "etcd", "healthcheck-client.crt"), filepath.Join(pkiDir, "etcd", "healthcheck-client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: addr, Certificates: []tls.Certificate{client}}}}
-	defer hc.CloseIdleConnections()
 	url := "https://" + addr + ":" + fmt.Sprint(c.Etcd.ClientPort) + "/health"
-	get := func() (time.Time, error) {
-		resp, err := hc.Get(url)
-		if err != nil {
-			return time.Time{}, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return time.Time{}, fmt.Errorf("status %s", resp.Status)
-		}
-		return resp.TLS.PeerCertificates[0].NotAfter, nil
-	}
+	get := servedNotAfter(t, url, addr, filepath.Join(pkiDir, "etcd", "ca.crt"),
+		filepath.Join(pkiDir, "etcd", "healthcheck-client.crt"), filepath.Join(pkiDir, "etcd", "healthcheck-client.key"))
 	first, err := get()
 	if err != nil {
 		t.Fatal(err)
 	}
 	startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Interval: 300 * time.Millisecond})
 
-	var ok, failed, afterChange int
-	var last time.Time
-	var errs []string
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; i < 3000 && time.Now().Before(deadline) && afterChange < 100; i++ {
-		na, err := get()
-		if err != nil {
-			failed++
-			if len(errs) < 5 {
-				errs = append(errs, err.Error())
-			}
-			continue
-		}
-		ok++
-		last = na
-		if na.After(first) {
-			afterChange++
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ok, failed, last, errs := watchRoll(get, first)
 	t.Logf("etcd /health: %d ok, %d failed; served NotAfter %s -> %s", ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
 	if failed != 0 {
 		t.Errorf("%d requests failed while etcd's certificate rolled: %v", failed, errs)
