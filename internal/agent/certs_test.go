@@ -75,12 +75,10 @@ func (r *restartLog) list() []string {
 // pair the server holds at that moment.
 func servedNotAfter(t *testing.T, url, serverName, caFile, certFile, keyFile string) func() (time.Time, error) {
 	t.Helper()
-	caPEM, err := os.ReadFile(caFile)
+	roots, err := LoadCertPool(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
 	client, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -101,13 +99,15 @@ func servedNotAfter(t *testing.T, url, serverName, caFile, certFile, keyFile str
 	}
 }
 
-// watchRoll makes requests with get while a certificate rolls and counts
-// them. Bounded: at most 3000 requests or 30s; it stops 100 requests after
-// the served certificate changed (expires after first). It returns the
-// requests that succeeded and failed, the last expiry served and the first
-// few errors.
-func watchRoll(get func() (time.Time, error), first time.Time) (ok, failed int, last time.Time, errs []string) {
-	afterChange := 0
+// watchRoll makes requests with get while the certificate what rolls, and
+// fails the test if any request fails or the served certificate does not
+// change (expire after first). Bounded: at most 3000 requests or 30s; it
+// stops 100 requests after the change. It returns the last expiry served.
+func watchRoll(t *testing.T, what string, get func() (time.Time, error), first time.Time) time.Time {
+	t.Helper()
+	var ok, failed, afterChange int
+	var last time.Time
+	var errs []string
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; i < 3000 && time.Now().Before(deadline) && afterChange < 100; i++ {
 		na, err := get()
@@ -125,7 +125,14 @@ func watchRoll(get func() (time.Time, error), first time.Time) (ok, failed int, 
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return ok, failed, last, errs
+	t.Logf("%s: %d requests ok, %d failed; served NotAfter %s -> %s", what, ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
+	if failed != 0 {
+		t.Errorf("%d requests failed while %s rolled: %v", failed, what, errs)
+	}
+	if !last.After(first) {
+		t.Fatalf("%s served still expires %s after 30s", what, last)
+	}
+	return last
 }
 
 func startJoinPart(t *testing.T, pkiDir string, srv *join.Server) string {
@@ -145,17 +152,24 @@ func startCerts(t *testing.T, cfg CertsConfig) *CertsPart {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Start(context.Background(), func(err error) { t.Errorf("certs part failed: %v", err) }); err != nil {
+	startPart(t, p, func(err error) { t.Errorf("certs part failed: %v", err) }, 10*time.Second)
+	return p
+}
+
+// startPart starts p, which reports a later failure to failed, and stops
+// it within stopWithin at the end of the test.
+func startPart(t *testing.T, p Part, failed func(error), stopWithin time.Duration) {
+	t.Helper()
+	if err := p.Start(context.Background(), failed); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), stopWithin)
 		defer cancel()
 		if err := p.Stop(ctx); err != nil {
-			t.Errorf("stop certs: %v", err)
+			t.Errorf("stop %s: %v", p.Name(), err)
 		}
 	})
-	return p
 }
 
 // TestRenewalWhileServing: leaves that expire within about a minute are
@@ -184,14 +198,7 @@ func TestRenewalWhileServing(t *testing.T) {
 	cp := startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Cluster: "lab",
 		Interval: 300 * time.Millisecond, Restarter: restarts, Registerer: reg})
 
-	ok, failed, last, errs := watchRoll(get, first)
-	t.Logf("requests: %d ok, %d failed; served NotAfter %s -> %s", ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
-	if failed != 0 {
-		t.Errorf("%d requests failed while the certificate rolled: %v", failed, errs)
-	}
-	if !last.After(first) {
-		t.Fatalf("the served certificate still expires %s after 30s", last)
-	}
+	last := watchRoll(t, "the apiserver certificate", get, first)
 	if !last.After(time.Now().Add(time.Minute + 30*time.Second)) {
 		t.Errorf("the renewed certificate expires %s: not a fresh 2m validity", last)
 	}
@@ -407,12 +414,5 @@ func TestRenewalEtcdMember(t *testing.T) {
 	}
 	startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Interval: 300 * time.Millisecond})
 
-	ok, failed, last, errs := watchRoll(get, first)
-	t.Logf("etcd /health: %d ok, %d failed; served NotAfter %s -> %s", ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
-	if failed != 0 {
-		t.Errorf("%d requests failed while etcd's certificate rolled: %v", failed, errs)
-	}
-	if !last.After(first) {
-		t.Fatalf("etcd still serves the certificate expiring %s after 30s", first)
-	}
+	watchRoll(t, "etcd's server certificate", get, first)
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,15 +74,6 @@ func startEtcdPart(t *testing.T, c *config.Cluster, pkiDir, dataDir string, snap
 	if snaps != nil {
 		part = part.WithSnapshots(*snaps)
 	}
-	if err := part.Start(context.Background(), failed); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := part.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	startPart(t, part, failed, 20*time.Second)
 	return part
 }
