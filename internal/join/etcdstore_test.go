@@ -2,10 +2,7 @@ package join
 
 import (
 	"errors"
-	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,29 +37,7 @@ func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
 	if r := rev(); r != r0 {
 		t.Fatalf("Check wrote the token: revision %d -> %d", r0, r)
 	}
-	var wins atomic.Int32
-	var wg sync.WaitGroup
-	for i := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
-			err := s.Consume(tok, "lab", fmt.Sprint(i), time.Now())
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case !errors.Is(err, ErrTokenUsed):
-				t.Errorf("loser %d: %v, want ErrTokenUsed", i, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d winners, want 1", wins.Load())
-	}
+	raceConsume(t, tok, 16, a, b)
 	if err := a.Check(tok, "lab", now); !errors.Is(err, ErrTokenUsed) {
 		t.Errorf("Check(used token) = %v, want ErrTokenUsed", err)
 	}
