@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/haplane/haplane/internal/testutil/testcerts"
 )
 
 // TestCheckerReconfigure changes the interval and fall of a running
@@ -87,10 +89,10 @@ func TestCheckerReconfigure(t *testing.T) {
 // backend: a path it does not serve takes it down, the right one brings it
 // back.
 func TestCheckerReconfigureProbe(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
 	changes := make(chan Change, 16)
-	base := CheckerConfig{Probe: ProbeConfig{RootCAs: pki.pool}, Interval: 50 * time.Millisecond, Fall: 2, Rise: 2}
+	base := CheckerConfig{Probe: ProbeConfig{RootCAs: pki.Pool}, Interval: 50 * time.Millisecond, Fall: 2, Rise: 2}
 	cfg := base
 	cfg.OnChange = func(ch Change) { changes <- ch }
 	c, err := NewChecker(cfg)
