@@ -346,33 +346,12 @@ func TestCheckerReal(t *testing.T) {
 	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
 	reg := prometheus.NewPedanticRegistry()
-	changes := make(chan Change, 16)
-	c, err := NewChecker(CheckerConfig{
+	_, changes, stop := runChecker(t, CheckerConfig{
 		Probe:    ProbeConfig{RootCAs: pki.Pool},
 		Interval: 50 * time.Millisecond, Fall: 2, Rise: 2,
-		OnChange:   func(ch Change) { changes <- ch },
 		Registerer: reg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetTargets([]Target{{Name: "b1", Addr: b.addr()}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
-	wait := func(want Status) Change {
-		t.Helper()
-		select {
-		case ch := <-changes:
-			if ch.To != want {
-				t.Fatalf("change to %v, want %v", ch.To, want)
-			}
-			return ch
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no change to %v", want)
-		}
-		return Change{}
-	}
+	}, Target{Name: "b1", Addr: b.addr()})
+	wait := func(want Status) Change { t.Helper(); return nextChange(t, changes, want) }
 	wait(Up)
 	b.status.Store(500)
 	ch := wait(Down)
@@ -385,8 +364,7 @@ func TestCheckerReal(t *testing.T) {
 	}
 	b.status.Store(200)
 	wait(Up)
-	cancel()
-	<-done
+	stop()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -429,20 +407,10 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestCheckerLiveness(t *testing.T) {
 	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
-	changes := make(chan Change, 16)
-	c, err := NewChecker(CheckerConfig{
+	c, changes, _ := runChecker(t, CheckerConfig{
 		Probe:    ProbeConfig{RootCAs: pki.Pool, LivenessPath: "/livez?exclude=etcd"},
 		Interval: 50 * time.Millisecond, Fall: 2, Rise: 2,
-		OnChange: func(ch Change) { changes <- ch },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetTargets([]Target{{Name: "b1", Addr: b.addr()}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	}, Target{Name: "b1", Addr: b.addr()})
 	wait := func(ready, live Status) {
 		t.Helper()
 		select {
@@ -466,4 +434,41 @@ func TestCheckerLiveness(t *testing.T) {
 	wait(Down, Up)
 	b.status.Store(200)
 	wait(Up, Up)
+}
+
+// runChecker runs a checker of cfg on target, its changes sent on the
+// returned channel, until stop (which waits for Run to return) or the end
+// of the test.
+func runChecker(t *testing.T, cfg CheckerConfig, target Target) (c *Checker, changes <-chan Change, stop func()) {
+	t.Helper()
+	ch := make(chan Change, 16)
+	cfg.OnChange = func(c Change) { ch <- c }
+	c, err := NewChecker(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTargets([]Target{target})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return c, ch, stop
+}
+
+// nextChange returns the checker's next change, which must be to want
+// within 5s.
+func nextChange(t *testing.T, changes <-chan Change, want Status) Change {
+	t.Helper()
+	select {
+	case ch := <-changes:
+		if ch.To != want {
+			t.Fatalf("change to %v, want %v", ch.To, want)
+		}
+		return ch
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no change to %v", want)
+	}
+	return Change{}
 }

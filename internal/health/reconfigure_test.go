@@ -91,30 +91,9 @@ func TestCheckerReconfigure(t *testing.T) {
 func TestCheckerReconfigureProbe(t *testing.T) {
 	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
-	changes := make(chan Change, 16)
 	base := CheckerConfig{Probe: ProbeConfig{RootCAs: pki.Pool}, Interval: 50 * time.Millisecond, Fall: 2, Rise: 2}
-	cfg := base
-	cfg.OnChange = func(ch Change) { changes <- ch }
-	c, err := NewChecker(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetTargets([]Target{{Addr: b.addr()}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	wait := func(want Status) {
-		t.Helper()
-		select {
-		case ch := <-changes:
-			if ch.To != want {
-				t.Fatalf("change to %v, want %v", ch.To, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no change to %v", want)
-		}
-	}
+	c, changes, _ := runChecker(t, base, Target{Addr: b.addr()})
+	wait := func(want Status) { t.Helper(); nextChange(t, changes, want) }
 	wait(Up)
 	next := base
 	next.Probe.Path = "/nope" // the backend answers 404
