@@ -68,63 +68,26 @@ func (r *restartLog) list() []string {
 	return slices.Clone(r.done)
 }
 
-func startJoinPart(t *testing.T, pkiDir string, srv *join.Server) string {
+// servedNotAfter returns a function that makes one request to url over a
+// fresh TLS connection (roots from caFile, client certificate
+// certFile/keyFile) and returns when the certificate the server presented
+// expires: a fresh connection each time, so that each request sees the
+// pair the server holds at that moment.
+func servedNotAfter(t *testing.T, url, serverName, caFile, certFile, keyFile string) func() (time.Time, error) {
 	t.Helper()
-	jp := &JoinPart{Addr: "127.0.0.1:0", PKIDir: pkiDir, Server: srv, Log: slog.New(slog.DiscardHandler),
-		AgentStatus: func() any { return map[string]string{"ok": "yes"} }}
-	if err := jp.Start(context.Background(), func(err error) { t.Errorf("join part failed: %v", err) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = jp.Stop(context.Background()) })
-	return jp.Status().(map[string]string)["listen"]
-}
-
-func startCerts(t *testing.T, cfg CertsConfig) *CertsPart {
-	t.Helper()
-	p, err := NewCertsPart(cfg)
+	roots, err := LoadCertPool(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Start(context.Background(), func(err error) { t.Errorf("certs part failed: %v", err) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Stop(ctx); err != nil {
-			t.Errorf("stop certs: %v", err)
-		}
-	})
-	return p
-}
-
-// TestRenewalWhileServing: leaves that expire within about a minute are
-// renewed by the agent's certs part while a client makes requests over
-// fresh TLS connections to the agent's join server, which serves the
-// apiserver certificate: no request fails, the served certificate's expiry
-// moves, the key file is untouched, the old certificate is kept as .bak,
-// the metrics say so, and the two components that read kubeconfigs at
-// start only are restarted, in order.
-func TestRenewalWhileServing(t *testing.T) {
-	// Issued 55s ago for 2m, renewed within 1m of expiry: due in ~5s.
-	plan, root := shortPKI(t, time.Now().Add(-55*time.Second), 2*time.Minute, time.Minute, "127.0.0.1", "127.0.0.1")
-	pkiDir := filepath.Join(root, "cp1", "pki")
-	keyBefore, _ := os.ReadFile(filepath.Join(pkiDir, "apiserver.key"))
-	addr := startJoinPart(t, pkiDir, &join.Server{Cluster: "lab"})
-
-	caPEM, _ := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	client, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
+	client, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{client}}}}
-	defer hc.CloseIdleConnections()
-
-	get := func() (time.Time, error) {
-		resp, err := hc.Get("https://" + addr + PeerStatusPath)
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, Certificates: []tls.Certificate{client}}}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return func() (time.Time, error) {
+		resp, err := hc.Get(url)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -134,18 +97,14 @@ func TestRenewalWhileServing(t *testing.T) {
 		}
 		return resp.TLS.PeerCertificates[0].NotAfter, nil
 	}
-	first, err := get()
-	if err != nil {
-		t.Fatal(err)
-	}
+}
 
-	reg := prometheus.NewRegistry()
-	restarts := &restartLog{}
-	cp := startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Cluster: "lab",
-		Interval: 300 * time.Millisecond, Restarter: restarts, Registerer: reg})
-
-	// Bounded: at most 3000 requests or 30s; stop 100 requests after the
-	// served certificate changed.
+// watchRoll makes requests with get while the certificate what rolls, and
+// fails the test if any request fails or the served certificate does not
+// change (expire after first). Bounded: at most 3000 requests or 30s; it
+// stops 100 requests after the change. It returns the last expiry served.
+func watchRoll(t *testing.T, what string, get func() (time.Time, error), first time.Time) time.Time {
+	t.Helper()
 	var ok, failed, afterChange int
 	var last time.Time
 	var errs []string
@@ -166,13 +125,80 @@ func TestRenewalWhileServing(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Logf("requests: %d ok, %d failed; served NotAfter %s -> %s", ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
+	t.Logf("%s: %d requests ok, %d failed; served NotAfter %s -> %s", what, ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
 	if failed != 0 {
-		t.Errorf("%d requests failed while the certificate rolled: %v", failed, errs)
+		t.Errorf("%d requests failed while %s rolled: %v", failed, what, errs)
 	}
 	if !last.After(first) {
-		t.Fatalf("the served certificate still expires %s after 30s", last)
+		t.Fatalf("%s served still expires %s after 30s", what, last)
 	}
+	return last
+}
+
+func startJoinPart(t *testing.T, pkiDir string, srv *join.Server) string {
+	t.Helper()
+	jp := &JoinPart{Addr: "127.0.0.1:0", PKIDir: pkiDir, Server: srv, Log: slog.New(slog.DiscardHandler),
+		AgentStatus: func() any { return map[string]string{"ok": "yes"} }}
+	if err := jp.Start(context.Background(), func(err error) { t.Errorf("join part failed: %v", err) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = jp.Stop(context.Background()) })
+	return jp.Status().(map[string]string)["listen"]
+}
+
+func startCerts(t *testing.T, cfg CertsConfig) *CertsPart {
+	t.Helper()
+	p, err := NewCertsPart(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startPart(t, p, func(err error) { t.Errorf("certs part failed: %v", err) }, 10*time.Second)
+	return p
+}
+
+// startPart starts p, which reports a later failure to failed, and stops
+// it within stopWithin at the end of the test.
+func startPart(t *testing.T, p Part, failed func(error), stopWithin time.Duration) {
+	t.Helper()
+	if err := p.Start(context.Background(), failed); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopWithin)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("stop %s: %v", p.Name(), err)
+		}
+	})
+}
+
+// TestRenewalWhileServing: leaves that expire within about a minute are
+// renewed by the agent's certs part while a client makes requests over
+// fresh TLS connections to the agent's join server, which serves the
+// apiserver certificate: no request fails, the served certificate's expiry
+// moves, the key file is untouched, the old certificate is kept as .bak,
+// the metrics say so, and the two components that read kubeconfigs at
+// start only are restarted, in order.
+func TestRenewalWhileServing(t *testing.T) {
+	// Issued 55s ago for 2m, renewed within 1m of expiry: due in ~5s.
+	plan, root := shortPKI(t, time.Now().Add(-55*time.Second), 2*time.Minute, time.Minute, "127.0.0.1", "127.0.0.1")
+	pkiDir := filepath.Join(root, "cp1", "pki")
+	keyBefore, _ := os.ReadFile(filepath.Join(pkiDir, "apiserver.key"))
+	addr := startJoinPart(t, pkiDir, &join.Server{Cluster: "lab"})
+
+	get := servedNotAfter(t, "https://"+addr+PeerStatusPath, "127.0.0.1", filepath.Join(pkiDir, "ca.crt"),
+		filepath.Join(pkiDir, "apiserver-kubelet-client.crt"), filepath.Join(pkiDir, "apiserver-kubelet-client.key"))
+	first, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	reg := prometheus.NewRegistry()
+	restarts := &restartLog{}
+	cp := startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Cluster: "lab",
+		Interval: 300 * time.Millisecond, Restarter: restarts, Registerer: reg})
+
+	last := watchRoll(t, "the apiserver certificate", get, first)
 	if !last.After(time.Now().Add(time.Minute + 30*time.Second)) {
 		t.Errorf("the renewed certificate expires %s: not a fresh 2m validity", last)
 	}
@@ -372,81 +398,21 @@ func TestRenewalEtcdMember(t *testing.T) {
 	pkiDir := filepath.Join(root, "cp1", "pki")
 	c := &config.Cluster{Name: "renew", ControlPlaneEndpoint: config.Endpoint{VIP: "127.0.77.141"}, Nodes: []config.Node{{Name: "cp1", Address: addr}}}
 	c.SetDefaults()
-	opts, err := EtcdNodeOptions(c, "cp1", pkiDir, filepath.Join(root, "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Member.MetricsURL = "none"
-	part := NewEtcdPart(opts, slog.New(slog.DiscardHandler))
-	if err := part.Start(context.Background(), func(err error) { t.Errorf("etcd part failed: %v", err) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := part.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	part := startEtcdPart(t, c, pkiDir, filepath.Join(root, "data"), nil, func(err error) { t.Errorf("etcd part failed: %v", err) })
 	for deadline := time.Now().Add(60 * time.Second); !part.Ready(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("etcd member not ready after 60s")
 		}
 	}
 
-	caPEM, _ := os.ReadFile(filepath.Join(pkiDir, "etcd", "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	client, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "etcd", "healthcheck-client.crt"), filepath.Join(pkiDir, "etcd", "healthcheck-client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: addr, Certificates: []tls.Certificate{client}}}}
-	defer hc.CloseIdleConnections()
 	url := "https://" + addr + ":" + fmt.Sprint(c.Etcd.ClientPort) + "/health"
-	get := func() (time.Time, error) {
-		resp, err := hc.Get(url)
-		if err != nil {
-			return time.Time{}, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return time.Time{}, fmt.Errorf("status %s", resp.Status)
-		}
-		return resp.TLS.PeerCertificates[0].NotAfter, nil
-	}
+	get := servedNotAfter(t, url, addr, filepath.Join(pkiDir, "etcd", "ca.crt"),
+		filepath.Join(pkiDir, "etcd", "healthcheck-client.crt"), filepath.Join(pkiDir, "etcd", "healthcheck-client.key"))
 	first, err := get()
 	if err != nil {
 		t.Fatal(err)
 	}
 	startCerts(t, CertsConfig{Node: "cp1", PKIDir: pkiDir, Plan: func() (*pki.Plan, error) { return plan, nil }, Interval: 300 * time.Millisecond})
 
-	var ok, failed, afterChange int
-	var last time.Time
-	var errs []string
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; i < 3000 && time.Now().Before(deadline) && afterChange < 100; i++ {
-		na, err := get()
-		if err != nil {
-			failed++
-			if len(errs) < 5 {
-				errs = append(errs, err.Error())
-			}
-			continue
-		}
-		ok++
-		last = na
-		if na.After(first) {
-			afterChange++
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("etcd /health: %d ok, %d failed; served NotAfter %s -> %s", ok, failed, first.Format(time.TimeOnly), last.Format(time.TimeOnly))
-	if failed != 0 {
-		t.Errorf("%d requests failed while etcd's certificate rolled: %v", failed, errs)
-	}
-	if !last.After(first) {
-		t.Fatalf("etcd still serves the certificate expiring %s after 30s", first)
-	}
+	watchRoll(t, "etcd's server certificate", get, first)
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,25 +23,10 @@ func TestEtcdPartTakesScheduledSnapshots(t *testing.T) {
 	c := &config.Cluster{Name: "snap", ControlPlaneEndpoint: config.Endpoint{VIP: "127.0.77.100"}, Nodes: []config.Node{{Name: "cp1", Address: addr}}}
 	c.SetDefaults()
 	_, root := testPKI(t, "127.0.77.100", addr)
-	opts, err := EtcdNodeOptions(c, "cp1", filepath.Join(root, "cp1", "pki"), filepath.Join(root, "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Member.MetricsURL = "none"
 	snaps := t.TempDir()
-	part := NewEtcdPart(opts, slog.New(slog.DiscardHandler)).
-		WithSnapshots(etcdnode.SnapshotSchedule{Dir: snaps, Interval: 200 * time.Millisecond, Retain: 2})
 	failed := make(chan error, 1)
-	if err := part.Start(context.Background(), func(err error) { failed <- err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := part.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	part := startEtcdPart(t, c, filepath.Join(root, "cp1", "pki"), filepath.Join(root, "data"),
+		&etcdnode.SnapshotSchedule{Dir: snaps, Interval: 200 * time.Millisecond, Retain: 2}, func(err error) { failed <- err })
 	list := func() []string {
 		entries, _ := os.ReadDir(snaps)
 		var out []string
@@ -73,4 +57,23 @@ func TestEtcdPartTakesScheduledSnapshots(t *testing.T) {
 	if !part.Ready() {
 		t.Error("the part does not report ready")
 	}
+}
+
+// startEtcdPart starts the agent's etcd part for node cp1 of c (PKI in
+// pkiDir, data under dataDir, no metrics listener), with scheduled snapshots
+// when snaps is not nil, reporting a failure to failed; the part stops at
+// the end of the test.
+func startEtcdPart(t *testing.T, c *config.Cluster, pkiDir, dataDir string, snaps *etcdnode.SnapshotSchedule, failed func(error)) *EtcdPart {
+	t.Helper()
+	opts, err := EtcdNodeOptions(c, "cp1", pkiDir, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Member.MetricsURL = "none"
+	part := NewEtcdPart(opts, slog.New(slog.DiscardHandler))
+	if snaps != nil {
+		part = part.WithSnapshots(*snaps)
+	}
+	startPart(t, part, failed, 20*time.Second)
+	return part
 }

@@ -7,9 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,26 +25,11 @@ func signerPlan(t *testing.T) (*PKISigner, *pki.Plan) {
 	return &PKISigner{PKIDir: filepath.Join(root, "cp1", "pki"), Plan: func() (*pki.Plan, error) { return p, nil }}, p
 }
 
-// testPKI writes the PKI of control-plane nodes cp1, cp2, ... at addrs
-// behind endpoint into a temporary tree (every CA key in the first node's
-// folder) and returns the plan and the tree's root.
+// testPKI is shortPKI issued now for a year, renewed a month before expiry:
+// a tree with nothing due.
 func testPKI(t *testing.T, endpoint string, addrs ...string) (*pki.Plan, string) {
 	t.Helper()
-	p := &pki.Plan{ClusterName: "lab", EndpointHost: endpoint, EndpointPort: 8443, APIServerPort: 6443,
-		ServiceSubnet: netip.MustParsePrefix("10.96.0.0/12"), DNSDomain: "cluster.local", KeyAlgorithm: "ecdsa-p256",
-		Validity: 365 * 24 * time.Hour, CAValidity: 3650 * 24 * time.Hour, RenewBefore: 30 * 24 * time.Hour}
-	for i, a := range addrs {
-		p.Hosts = append(p.Hosts, pki.Host{Name: fmt.Sprintf("cp%d", i+1), Address: netip.MustParseAddr(a), Role: pki.RoleControlPlane})
-	}
-	files, _, err := pki.Generate(p, nil, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	if _, err := pki.WriteTree(root, files); err != nil {
-		t.Fatal(err)
-	}
-	return p, root
+	return shortPKI(t, time.Now(), 365*24*time.Hour, 30*24*time.Hour, endpoint, addrs...)
 }
 
 func csrFor(t *testing.T, cn string, dns []string, ips ...string) *x509.CertificateRequest {

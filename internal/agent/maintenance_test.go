@@ -133,11 +133,14 @@ type maintAgent struct {
 	lbAddr   string
 }
 
-func startMaintAgent(t *testing.T) *maintAgent {
+// loopbackCluster is a cluster as a cluster file gives it, its
+// control-plane nodes cp1, cp2, ... moved onto the loopback addrs after
+// validation (the file refuses loopback node addresses; so no traffic
+// leaves the host) with apiservers on apiPort, and the root of a PKI tree
+// for them behind endpoint.
+func loopbackCluster(t *testing.T, endpoint string, apiPort int, addrs ...string) (*config.Cluster, string) {
 	t.Helper()
-	// 127.0.77.x: loopback addresses of this test only.
-	addrs := []string{"127.0.77.11", "127.0.77.12"}
-	_, root := testPKI(t, "127.0.77.100", addrs...)
+	_, root := testPKI(t, endpoint, addrs...)
 	var nodes []config.Node
 	for i := range addrs {
 		nodes = append(nodes, config.Node{Name: fmt.Sprintf("cp%d", i+1), Address: fmt.Sprintf("10.77.9.%d", 11+i)})
@@ -146,33 +149,49 @@ func startMaintAgent(t *testing.T) *maintAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The file refuses loopback node addresses; the test moves the nodes
-	// onto loopback after validation, so no traffic leaves the host.
 	for i, a := range addrs {
 		c.Nodes[i].Address = a
 	}
-	c.ControlPlaneEndpoint.APIServerPort = 16443 + os.Getpid()%1000
-	m := &maintAgent{root: root, logs: &syncBuf{}, stateDir: t.TempDir()}
-	log := slog.New(slog.NewTextHandler(m.logs, nil))
-	for i, a := range addrs {
-		cert, err := tls.LoadX509KeyPair(filepath.Join(root, nodes[i].Name, "pki", "apiserver.crt"), filepath.Join(root, nodes[i].Name, "pki", "apiserver.key"))
+	c.ControlPlaneEndpoint.APIServerPort = apiPort
+	return c, root
+}
+
+// startStubAPIs starts a stub apiserver for each node of c, at the node's
+// address and c's apiserver port, serving the node's apiserver certificate
+// from the PKI tree at root; they stop when the test ends.
+func startStubAPIs(t *testing.T, c *config.Cluster, root string) []*stubapi.Server {
+	t.Helper()
+	var out []*stubapi.Server
+	for _, n := range c.Nodes {
+		pkiDir := filepath.Join(root, n.Name, "pki")
+		cert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver.crt"), filepath.Join(pkiDir, "apiserver.key"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := stubapi.Start(stubapi.Config{Addr: net.JoinHostPort(a, fmt.Sprint(c.ControlPlaneEndpoint.APIServerPort)), TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Name: nodes[i].Name})
+		addr := net.JoinHostPort(n.Address, fmt.Sprint(c.ControlPlaneEndpoint.APIServerPort))
+		s, err := stubapi.Start(stubapi.Config{Addr: addr, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Name: n.Name})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		m.apis = append(m.apis, s)
+		out = append(out, s)
 	}
+	return out
+}
+
+func startMaintAgent(t *testing.T) *maintAgent {
+	t.Helper()
+	// 127.0.77.x: loopback addresses of this test only.
+	addrs := []string{"127.0.77.11", "127.0.77.12"}
+	c, root := loopbackCluster(t, "127.0.77.100", 16443+os.Getpid()%1000, addrs...)
+	m := &maintAgent{root: root, logs: &syncBuf{}, stateDir: t.TempDir()}
+	log := slog.New(slog.NewTextHandler(m.logs, nil))
+	m.apis = startStubAPIs(t, c, root)
 	pkiDir := filepath.Join(root, "cp1", "pki")
-	caPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
+	roots, err := LoadCertPool(filepath.Join(pkiDir, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
 	if m.lbp, err = NewLBPart(c, "cp1", "127.0.0.1:0", roots, nil, log); err != nil {
 		t.Fatal(err)
 	}

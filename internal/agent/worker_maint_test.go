@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/config"
-	"github.com/haplane/haplane/internal/stubapi"
 )
 
 // TestNodeLocalFollowsMaintenance: a worker's node-local load balancer
@@ -26,40 +23,17 @@ import (
 // the node leaves maintenance.
 func TestNodeLocalFollowsMaintenance(t *testing.T) {
 	addrs := []string{"127.0.78.11", "127.0.78.12"}
-	_, root := testPKI(t, "127.0.78.100", addrs...)
-	var nodes []config.Node
-	for i := range addrs {
-		nodes = append(nodes, config.Node{Name: fmt.Sprintf("cp%d", i+1), Address: fmt.Sprintf("10.77.9.%d", 21+i)})
-	}
-	c, err := config.Parse("haplane.yaml", config.Example(config.ExampleOptions{VIP: "10.77.9.100", Interface: "lo", Nodes: nodes}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range addrs {
-		c.Nodes[i].Address = a // onto loopback after validation, as startMaintAgent does
-	}
-	c.ControlPlaneEndpoint.APIServerPort = 17443 + os.Getpid()%1000
+	c, root := loopbackCluster(t, "127.0.78.100", 17443+os.Getpid()%1000, addrs...)
 	c.LoadBalancer.NodeLocal = config.NodeLocalLB{Listen: "127.0.0.1:0", Discovery: config.DiscoveryNone}
 	apis := map[string]string{}
-	for i, a := range addrs {
-		addr := net.JoinHostPort(a, fmt.Sprint(c.ControlPlaneEndpoint.APIServerPort))
-		apis[nodes[i].Name] = addr
-		cert, err := tls.LoadX509KeyPair(filepath.Join(root, nodes[i].Name, "pki", "apiserver.crt"), filepath.Join(root, nodes[i].Name, "pki", "apiserver.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := stubapi.Start(stubapi.Config{Addr: addr, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Name: nodes[i].Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+	for _, n := range c.Nodes {
+		apis[n.Name] = net.JoinHostPort(n.Address, fmt.Sprint(c.ControlPlaneEndpoint.APIServerPort))
 	}
-	caPEM, err := os.ReadFile(filepath.Join(root, "cp1", "pki", "ca.crt"))
+	startStubAPIs(t, c, root)
+	roots, err := LoadCertPool(filepath.Join(root, "cp1", "pki", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
 	log := slog.New(slog.DiscardHandler)
 	np, err := NewNodeLocalPart(c, roots, nil, nil, log)
 	if err != nil {

@@ -3,81 +3,18 @@ package elect
 import (
 	"context"
 	"errors"
-	"net"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+	"github.com/haplane/haplane/internal/testutil/testetcd"
 )
-
-func freeURL(t *testing.T) url.URL {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return url.URL{Scheme: "http", Host: ln.Addr().String()}
-}
-
-// closeEtcd stops the last etcd startEtcd started (once).
-var closeEtcd func()
-
-// startEtcd runs a real single-member etcd in-process on loopback.
-func startEtcd(t *testing.T) (*embed.Etcd, string) {
-	t.Helper()
-	// The ports are picked free and then bound by etcd: another package's
-	// test running beside this one may take one in between, so a bind
-	// failure picks new ports (a few times).
-	var e *embed.Etcd
-	var cu url.URL
-	for attempt := 1; ; attempt++ {
-		cfg := embed.NewConfig()
-		cfg.Dir = t.TempDir()
-		cfg.LogLevel = "error"
-		var pu url.URL
-		cu, pu = freeURL(t), freeURL(t)
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-		cfg.InitialCluster = cfg.Name + "=" + pu.String()
-		var err error
-		e, err = embed.StartEtcd(cfg)
-		if err == nil {
-			break
-		}
-		inUse := errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
-		if !inUse || attempt == 5 {
-			t.Fatal(err)
-		}
-	}
-	var once sync.Once
-	t.Cleanup(func() { once.Do(e.Close) })
-	closeEtcd = func() { once.Do(e.Close) }
-	<-e.Server.ReadyNotify()
-	return e, cu.String()
-}
-
-func client(t *testing.T, ep string) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // TestOneLeaderTokensIncrease runs three candidates that each lead briefly
 // and give way: never two at once, and every new term's token is larger.
 func TestOneLeaderTokensIncrease(t *testing.T) {
-	_, ep := startEtcd(t)
+	ep := testetcd.Start(t, nil).URL
 	var leading atomic.Int32
 	var mu sync.Mutex
 	var tokens []int64
@@ -86,7 +23,7 @@ func TestOneLeaderTokensIncrease(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cli := client(t, ep)
+			cli := testetcd.Client(t, ep)
 			for range 3 {
 				err := Lead(context.Background(), Config{Client: cli, Lock: "test", Identity: string(rune('a' + i)), TTL: 2 * time.Second},
 					func(ctx context.Context, term Term) error {
@@ -120,8 +57,9 @@ func TestOneLeaderTokensIncrease(t *testing.T) {
 // TestLostWhenEtcdGoes: with etcd gone, the leader cannot renew and gives
 // up before the lease could expire.
 func TestLostWhenEtcdGoes(t *testing.T) {
-	_, ep := startEtcd(t)
-	cli := client(t, ep)
+	member := testetcd.Start(t, nil)
+	ep := member.URL
+	cli := testetcd.Client(t, ep)
 	ttl := 3 * time.Second
 	errc := make(chan error, 1)
 	var lostAt atomic.Int64 // unix nanos when the leadership context ended
@@ -136,7 +74,7 @@ func TestLostWhenEtcdGoes(t *testing.T) {
 			})
 	}()
 	<-leading
-	closeEtcd()
+	member.Close()
 	closedAt := time.Now()
 	select {
 	case err := <-errc:
@@ -155,8 +93,8 @@ func TestLostWhenEtcdGoes(t *testing.T) {
 }
 
 func TestLeaderLookupAndValidation(t *testing.T) {
-	_, ep := startEtcd(t)
-	cli := client(t, ep)
+	ep := testetcd.Start(t, nil).URL
+	cli := testetcd.Client(t, ep)
 	if id, _, err := Leader(context.Background(), cli, "none"); err != nil || id != "" {
 		t.Fatalf("empty lock: %q %v", id, err)
 	}

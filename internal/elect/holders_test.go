@@ -5,14 +5,16 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/haplane/haplane/internal/testutil/testetcd"
 )
 
 // TestHolders lists the leader of every election on a real etcd: one
 // election with a waiting candidate, one whose lock has a slash, and the
 // waiting candidate once the leader resigns.
 func TestHolders(t *testing.T) {
-	_, ep := startEtcd(t)
-	cli := client(t, ep)
+	member := testetcd.Start(t, nil)
+	cli := member.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if hs, err := Holders(ctx, cli); err != nil || len(hs) != 0 {
@@ -29,7 +31,7 @@ func TestHolders(t *testing.T) {
 		c := candidate{leading: make(chan struct{}), done: make(chan error, 1)}
 		lctx, stop := context.WithCancel(ctx)
 		c.stop = stop
-		cc := client(t, ep) // closed after the candidate stops
+		cc := member.Client(t) // closed after the candidate stops
 		go func() {
 			c.done <- Lead(lctx, Config{Client: cc, Lock: lock, Identity: id, TTL: 2 * time.Second}, func(wctx context.Context, _ Term) error {
 				close(c.leading)

@@ -227,6 +227,24 @@ func (tc *testCluster) startInProcess(names ...string) {
 	}
 }
 
+// rebuild enters member name in process again with an empty data folder,
+// as a node rebuilt from scratch does, and returns it and the plan it
+// followed.
+func (tc *testCluster) rebuild(ctx context.Context, name string) (*Member, Plan) {
+	tc.t.Helper()
+	if err := os.RemoveAll(tc.node(name).Member.DataDir); err != nil {
+		tc.t.Fatal(err)
+	}
+	m, plan, err := Enter(ctx, tc.node(name), nil)
+	if err != nil {
+		tc.t.Fatalf("rebuild %s: %v", name, err)
+	}
+	tc.mu.Lock()
+	tc.mems[name] = m
+	tc.mu.Unlock()
+	return m, plan
+}
+
 func (tc *testCluster) stopInProcess(name string) {
 	tc.mu.Lock()
 	m := tc.mems[name]

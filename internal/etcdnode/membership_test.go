@@ -97,16 +97,7 @@ func TestMembership(t *testing.T) {
 	})
 
 	t.Run("rebuilt node rejoins by itself", func(t *testing.T) {
-		if err := os.RemoveAll(tc.node("m2").Member.DataDir); err != nil {
-			t.Fatal(err)
-		}
-		m, plan, err := Enter(ctx, tc.node("m2"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc.mu.Lock()
-		tc.mems["m2"] = m
-		tc.mu.Unlock()
+		_, plan := tc.rebuild(ctx, "m2")
 		if plan.Action != ActionJoin || len(plan.Remove) != 1 || plan.Remove[0].Name != "m2" || !plan.AddLearner {
 			t.Fatalf("plan %+v: want join removing stale m2 and adding a learner", plan)
 		}
@@ -128,16 +119,7 @@ func TestMembership(t *testing.T) {
 		if len(removed) != 1 || removed[0].Name != "m1" || added == 0 {
 			t.Fatalf("replace: removed %+v added %x", removed, added)
 		}
-		if err := os.RemoveAll(tc.node("m1").Member.DataDir); err != nil {
-			t.Fatal(err)
-		}
-		m, plan, err := Enter(ctx, tc.node("m1"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc.mu.Lock()
-		tc.mems["m1"] = m
-		tc.mu.Unlock()
+		m, plan := tc.rebuild(ctx, "m1")
 		if plan.Action != ActionJoin || plan.AddLearner || len(plan.Remove) != 0 {
 			t.Fatalf("plan %+v: want to finish the join of the added learner", plan)
 		}

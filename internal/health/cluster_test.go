@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/testutil/testcerts"
 )
 
 func TestConfigFromCluster(t *testing.T) {
@@ -22,10 +23,10 @@ nodes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pki := newTestPKI(t)
-	got := ConfigFromCluster(c, pki.pool)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
+	got := ConfigFromCluster(c, pki.Pool)
 	want := CheckerConfig{
-		Probe:    ProbeConfig{Kind: KindHTTPS, Path: "/healthz", Timeout: 400 * time.Millisecond, RootCAs: pki.pool},
+		Probe:    ProbeConfig{Kind: KindHTTPS, Path: "/healthz", Timeout: 400 * time.Millisecond, RootCAs: pki.Pool},
 		Interval: 150 * time.Millisecond, Fall: 4, Rise: 3,
 	}
 	if got.Probe.Path != want.Probe.Path || got.Probe.Timeout != want.Probe.Timeout || got.Probe.RootCAs != want.Probe.RootCAs ||

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haplane/haplane/internal/testutil/testcerts"
 )
 
 func TestStep(t *testing.T) {
@@ -205,7 +207,7 @@ type backend struct {
 	conns  atomic.Int32
 }
 
-func newBackend(t *testing.T, pki testPKI) *backend {
+func newBackend(t *testing.T, pki testcerts.Pair) *backend {
 	b := &backend{}
 	b.status.Store(200)
 	b.live.Store(200)
@@ -220,7 +222,7 @@ func newBackend(t *testing.T, pki testPKI) *backend {
 		}
 		w.WriteHeader(int(b.status.Load()))
 	}))
-	b.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}}
+	b.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.Server}}
 	b.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			b.conns.Add(1)
@@ -234,8 +236,8 @@ func newBackend(t *testing.T, pki testPKI) *backend {
 func (b *backend) addr() string { return b.srv.Listener.Addr().String() }
 
 func TestProbeReal(t *testing.T) {
-	pki := newTestPKI(t)
-	other := newTestPKI(t)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
+	other := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -263,17 +265,17 @@ func TestProbeReal(t *testing.T) {
 		ok     bool
 		errHas string
 	}{
-		{"https 200 verified", b.addr(), ProbeConfig{RootCAs: pki.pool}, true, ""},
-		{"https healthz", b.addr(), ProbeConfig{RootCAs: pki.pool, Path: "/healthz"}, true, ""},
-		{"https wrong path", b.addr(), ProbeConfig{RootCAs: pki.pool, Path: "/nope"}, false, "status 404"},
-		{"https server name", b.addr(), ProbeConfig{RootCAs: pki.pool, ServerName: "backend"}, true, ""},
-		{"https wrong name", b.addr(), ProbeConfig{RootCAs: pki.pool, ServerName: "other"}, false, "certificate"},
-		{"https wrong CA", b.addr(), ProbeConfig{RootCAs: other.pool}, false, "certificate"},
+		{"https 200 verified", b.addr(), ProbeConfig{RootCAs: pki.Pool}, true, ""},
+		{"https healthz", b.addr(), ProbeConfig{RootCAs: pki.Pool, Path: "/healthz"}, true, ""},
+		{"https wrong path", b.addr(), ProbeConfig{RootCAs: pki.Pool, Path: "/nope"}, false, "status 404"},
+		{"https server name", b.addr(), ProbeConfig{RootCAs: pki.Pool, ServerName: "backend"}, true, ""},
+		{"https wrong name", b.addr(), ProbeConfig{RootCAs: pki.Pool, ServerName: "other"}, false, "certificate"},
+		{"https wrong CA", b.addr(), ProbeConfig{RootCAs: other.Pool}, false, "certificate"},
 		{"https no CA skips verify", b.addr(), ProbeConfig{}, true, ""},
-		{"https expect 204", b.addr(), ProbeConfig{RootCAs: pki.pool, ExpectStatus: 204}, false, "want 204"},
+		{"https expect 204", b.addr(), ProbeConfig{RootCAs: pki.Pool, ExpectStatus: 204}, false, "want 204"},
 		{"https closed port", closed, ProbeConfig{}, false, "refused"},
-		{"tls ok", b.addr(), ProbeConfig{Kind: KindTLS, RootCAs: pki.pool}, true, ""},
-		{"tls wrong CA", b.addr(), ProbeConfig{Kind: KindTLS, RootCAs: other.pool}, false, "certificate"},
+		{"tls ok", b.addr(), ProbeConfig{Kind: KindTLS, RootCAs: pki.Pool}, true, ""},
+		{"tls wrong CA", b.addr(), ProbeConfig{Kind: KindTLS, RootCAs: other.Pool}, false, "certificate"},
 		{"tls to plain tcp", plain, ProbeConfig{Kind: KindTLS}, false, "tls handshake"},
 		{"tcp ok", plain, ProbeConfig{Kind: KindTCP}, true, ""},
 		{"tcp closed", closed, ProbeConfig{Kind: KindTCP}, false, "refused"},
@@ -301,7 +303,7 @@ func TestProbeReal(t *testing.T) {
 	t.Run("500 is a StatusError", func(t *testing.T) {
 		b.status.Store(500)
 		defer b.status.Store(200)
-		p, _ := NewProber(b.addr(), ProbeConfig{RootCAs: pki.pool})
+		p, _ := NewProber(b.addr(), ProbeConfig{RootCAs: pki.Pool})
 		r := p.Probe(t.Context())
 		var se *StatusError
 		if !errors.As(r.Err, &se) || se.Got != 500 {
@@ -310,7 +312,7 @@ func TestProbeReal(t *testing.T) {
 	})
 
 	t.Run("fresh connection per probe", func(t *testing.T) {
-		p, _ := NewProber(b.addr(), ProbeConfig{RootCAs: pki.pool})
+		p, _ := NewProber(b.addr(), ProbeConfig{RootCAs: pki.Pool})
 		before := b.conns.Load()
 		for range 5 {
 			if r := p.Probe(t.Context()); !r.OK {
@@ -341,36 +343,15 @@ func TestProbeReal(t *testing.T) {
 // TestCheckerReal runs the checker against a real backend switching to 500
 // and back, and checks the metrics it exports.
 func TestCheckerReal(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
 	reg := prometheus.NewPedanticRegistry()
-	changes := make(chan Change, 16)
-	c, err := NewChecker(CheckerConfig{
-		Probe:    ProbeConfig{RootCAs: pki.pool},
+	_, changes, stop := runChecker(t, CheckerConfig{
+		Probe:    ProbeConfig{RootCAs: pki.Pool},
 		Interval: 50 * time.Millisecond, Fall: 2, Rise: 2,
-		OnChange:   func(ch Change) { changes <- ch },
 		Registerer: reg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetTargets([]Target{{Name: "b1", Addr: b.addr()}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
-	wait := func(want Status) Change {
-		t.Helper()
-		select {
-		case ch := <-changes:
-			if ch.To != want {
-				t.Fatalf("change to %v, want %v", ch.To, want)
-			}
-			return ch
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no change to %v", want)
-		}
-		return Change{}
-	}
+	}, Target{Name: "b1", Addr: b.addr()})
+	wait := func(want Status) Change { t.Helper(); return nextChange(t, changes, want) }
 	wait(Up)
 	b.status.Store(500)
 	ch := wait(Down)
@@ -383,8 +364,7 @@ func TestCheckerReal(t *testing.T) {
 	}
 	b.status.Store(200)
 	wait(Up)
-	cancel()
-	<-done
+	stop()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -425,22 +405,12 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // Down and live, reported once for each change; failing /livez too it is
 // no longer live; a target passing /readyz is live without a /livez probe.
 func TestCheckerLiveness(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
-	changes := make(chan Change, 16)
-	c, err := NewChecker(CheckerConfig{
-		Probe:    ProbeConfig{RootCAs: pki.pool, LivenessPath: "/livez?exclude=etcd"},
+	c, changes, _ := runChecker(t, CheckerConfig{
+		Probe:    ProbeConfig{RootCAs: pki.Pool, LivenessPath: "/livez?exclude=etcd"},
 		Interval: 50 * time.Millisecond, Fall: 2, Rise: 2,
-		OnChange: func(ch Change) { changes <- ch },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetTargets([]Target{{Name: "b1", Addr: b.addr()}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	}, Target{Name: "b1", Addr: b.addr()})
 	wait := func(ready, live Status) {
 		t.Helper()
 		select {
@@ -464,4 +434,41 @@ func TestCheckerLiveness(t *testing.T) {
 	wait(Down, Up)
 	b.status.Store(200)
 	wait(Up, Up)
+}
+
+// runChecker runs a checker of cfg on target, its changes sent on the
+// returned channel, until stop (which waits for Run to return) or the end
+// of the test.
+func runChecker(t *testing.T, cfg CheckerConfig, target Target) (c *Checker, changes <-chan Change, stop func()) {
+	t.Helper()
+	ch := make(chan Change, 16)
+	cfg.OnChange = func(c Change) { ch <- c }
+	c, err := NewChecker(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTargets([]Target{target})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return c, ch, stop
+}
+
+// nextChange returns the checker's next change, which must be to want
+// within 5s.
+func nextChange(t *testing.T, changes <-chan Change, want Status) Change {
+	t.Helper()
+	select {
+	case ch := <-changes:
+		if ch.To != want {
+			t.Fatalf("change to %v, want %v", ch.To, want)
+		}
+		return ch
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no change to %v", want)
+	}
+	return Change{}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/haplane/haplane/internal/testutil/testcerts"
 )
 
 // TestCheckerReconfigure changes the interval and fall of a running
@@ -87,32 +89,11 @@ func TestCheckerReconfigure(t *testing.T) {
 // backend: a path it does not serve takes it down, the right one brings it
 // back.
 func TestCheckerReconfigureProbe(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	b := newBackend(t, pki)
-	changes := make(chan Change, 16)
-	base := CheckerConfig{Probe: ProbeConfig{RootCAs: pki.pool}, Interval: 50 * time.Millisecond, Fall: 2, Rise: 2}
-	cfg := base
-	cfg.OnChange = func(ch Change) { changes <- ch }
-	c, err := NewChecker(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetTargets([]Target{{Addr: b.addr()}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	wait := func(want Status) {
-		t.Helper()
-		select {
-		case ch := <-changes:
-			if ch.To != want {
-				t.Fatalf("change to %v, want %v", ch.To, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no change to %v", want)
-		}
-	}
+	base := CheckerConfig{Probe: ProbeConfig{RootCAs: pki.Pool}, Interval: 50 * time.Millisecond, Fall: 2, Rise: 2}
+	c, changes, _ := runChecker(t, base, Target{Addr: b.addr()})
+	wait := func(want Status) { t.Helper(); nextChange(t, changes, want) }
 	wait(Up)
 	next := base
 	next.Probe.Path = "/nope" // the backend answers 404

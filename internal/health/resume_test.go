@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/haplane/haplane/internal/testutil/testcerts"
 )
 
 // TestProbeResumesAndStillVerifies: most probes resume the TLS session
@@ -15,7 +17,7 @@ import (
 // certificate changes to one the CA did not sign, that full handshake
 // fails the probe within fullHandshakeEvery probes.
 func TestProbeResumesAndStillVerifies(t *testing.T) {
-	good, other := newTestPKI(t), newTestPKI(t)
+	good, other := testcerts.NewPair(t, "backend", "backend", "127.0.0.1"), testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	var resumed, full atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS.DidResume {
@@ -25,7 +27,7 @@ func TestProbeResumesAndStillVerifies(t *testing.T) {
 		}
 	}))
 	var mu sync.Mutex
-	cert := good.server
+	cert := good.Server
 	// A config per handshake (GetConfigForClient is always asked, unlike
 	// GetCertificate without SNI), sharing one ticket key so sessions
 	// resume across them.
@@ -39,7 +41,7 @@ func TestProbeResumesAndStillVerifies(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 
-	p, err := NewProber(srv.Listener.Addr().String(), ProbeConfig{RootCAs: good.pool, Path: "/readyz"})
+	p, err := NewProber(srv.Listener.Addr().String(), ProbeConfig{RootCAs: good.Pool, Path: "/readyz"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestProbeResumesAndStillVerifies(t *testing.T) {
 	// The target now presents a certificate of another CA: resumed probes
 	// may pass, the next full handshake must not.
 	mu.Lock()
-	cert = other.server
+	cert = other.Server
 	mu.Unlock()
 	failed := -1
 	for i := range fullHandshakeEvery {
@@ -78,7 +80,7 @@ func TestProbeResumesAndStillVerifies(t *testing.T) {
 // ClientHello a second segment), and still reach a target that allows
 // the NIST curves only.
 func TestProbeKeyExchange(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testcerts.NewPair(t, "backend", "backend", "127.0.0.1")
 	for _, tt := range []struct {
 		name   string
 		server []tls.CurveID // nil: Go's default, hybrid first
@@ -95,10 +97,10 @@ func TestProbeKeyExchange(t *testing.T) {
 				got = append(got, r.TLS.CurveID)
 				mu.Unlock()
 			}))
-			srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, CurvePreferences: tt.server}
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.Server}, CurvePreferences: tt.server}
 			srv.StartTLS()
 			defer srv.Close()
-			p, err := NewProber(srv.Listener.Addr().String(), ProbeConfig{RootCAs: pki.pool, Path: "/readyz"})
+			p, err := NewProber(srv.Listener.Addr().String(), ProbeConfig{RootCAs: pki.Pool, Path: "/readyz"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,59 +2,15 @@ package join
 
 import (
 	"errors"
-	"fmt"
-	"net"
-	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/haplane/haplane/internal/testutil/testetcd"
 )
 
-func freeURL(t *testing.T) url.URL {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return url.URL{Scheme: "http", Host: ln.Addr().String()}
-}
-
-// startEtcd runs a real single-member etcd in-process on loopback.
-func startEtcd(t *testing.T) *clientv3.Client {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cu, pu := freeURL(t), freeURL(t)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(20 * time.Second):
-		t.Fatal("etcd did not become ready")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
-	cli := startEtcd(t)
+	cli := testetcd.Start(t, nil).Client(t)
 	// Two stores, as on two control-plane nodes.
 	a, b := &EtcdStore{Client: cli}, &EtcdStore{Client: cli}
 	now := time.Now()
@@ -81,29 +37,7 @@ func TestEtcdStoreConsumesOnceAcrossNodes(t *testing.T) {
 	if r := rev(); r != r0 {
 		t.Fatalf("Check wrote the token: revision %d -> %d", r0, r)
 	}
-	var wins atomic.Int32
-	var wg sync.WaitGroup
-	for i := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
-			err := s.Consume(tok, "lab", fmt.Sprint(i), time.Now())
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case !errors.Is(err, ErrTokenUsed):
-				t.Errorf("loser %d: %v, want ErrTokenUsed", i, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d winners, want 1", wins.Load())
-	}
+	raceConsume(t, tok, 16, a, b)
 	if err := a.Check(tok, "lab", now); !errors.Is(err, ErrTokenUsed) {
 		t.Errorf("Check(used token) = %v, want ErrTokenUsed", err)
 	}

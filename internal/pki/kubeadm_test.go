@@ -175,13 +175,7 @@ func haplaneHost(t *testing.T, alg string) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := map[string][]byte{}
-	for p, f := range files {
-		if rel, ok := strings.CutPrefix(p, "cp1/"); ok {
-			host[rel] = f.Data
-		}
-	}
-	return host
+	return hostTree(files, "cp1")
 }
 
 // runKubeadm runs the real kubeadm and returns its tree for cp1.
@@ -331,10 +325,7 @@ func TestRerunKeepsDriftReissues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	existing := map[string][]byte{}
-	for k, f := range first {
-		existing[k] = f.Data
-	}
+	existing := asExisting(first)
 	// Same plan: everything kept, byte for byte.
 	second, actions, err := Generate(p, existing, now.Add(time.Hour))
 	if err != nil {
@@ -394,12 +385,7 @@ func TestCheckFindsProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := map[string][]byte{}
-	for k, f := range files {
-		if rel, ok := strings.CutPrefix(k, "cp1/"); ok {
-			host[rel] = f.Data
-		}
-	}
+	host := hostTree(files, "cp1")
 	for _, s := range Check(host, p, "cp1", now, 30*24*time.Hour) {
 		if !s.OK() {
 			t.Errorf("fresh tree: %s: %v", s.Name, s.Problems)

@@ -77,12 +77,7 @@ func TestInventoryAndRenew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := map[string][]byte{}
-	for f, v := range files {
-		if rel, ok := strings.CutPrefix(f, "cp1/"); ok {
-			host[rel] = v.Data
-		}
-	}
+	host := hostTree(files, "cp1")
 	held, err := Inventory(p, "cp1", host)
 	if err != nil {
 		t.Fatal(err)

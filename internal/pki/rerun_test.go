@@ -30,6 +30,18 @@ func asExisting(files map[string]File) map[string][]byte {
 	return m
 }
 
+// hostTree is host's part of a generated tree, as that host holds it: the
+// files below host/, by their path there.
+func hostTree(files map[string]File, host string) map[string][]byte {
+	m := map[string][]byte{}
+	for k, f := range files {
+		if rel, ok := strings.CutPrefix(k, host+"/"); ok {
+			m[rel] = f.Data
+		}
+	}
+	return m
+}
+
 func byVerb(actions []Action) map[string]map[string]Action {
 	m := map[string]map[string]Action{}
 	for _, a := range actions {
@@ -348,12 +360,7 @@ func TestCheckPlanSignerMissingCAAndDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := map[string][]byte{}
-	for k, f := range files {
-		if rel, ok := strings.CutPrefix(k, "cp1/"); ok {
-			host[rel] = f.Data
-		}
-	}
+	host := hostTree(files, "cp1")
 	status := func(st []CertStatus) map[string]CertStatus {
 		m := map[string]CertStatus{}
 		for _, s := range st {

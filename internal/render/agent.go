@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/haplane/haplane/internal/config"
 )
@@ -116,33 +115,23 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 		return pr
 	}
 	grace := int64(45)
-	pod := corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      "haplane-agent",
-			Namespace: "kube-system",
-			Labels:    labels,
-		},
-		Spec: corev1.PodSpec{
-			HostNetwork:                   true,
-			PriorityClassName:             "system-node-critical",
-			TerminationGracePeriodSeconds: &grace,
-			Containers: []corev1.Container{{
-				Name:            "agent",
-				Image:           o.Image,
-				Command:         append([]string{"haplane"}, agentArgs(c, node, o)...),
-				SecurityContext: securityContext(caps),
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-					corev1.ResourceCPU:    resource.MustParse("100m"),
-					corev1.ResourceMemory: resource.MustParse("128Mi"),
-				}},
-				LivenessProbe:  probe("/healthz", 10),
-				ReadinessProbe: probe("/readyz", 2),
-				VolumeMounts:   vms,
+	pod := staticPod("haplane-agent", labels, nil, corev1.PodSpec{
+		TerminationGracePeriodSeconds: &grace,
+		Containers: []corev1.Container{{
+			Name:            "agent",
+			Image:           o.Image,
+			Command:         append([]string{"haplane"}, agentArgs(c, node, o)...),
+			SecurityContext: securityContext(caps),
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("100m"),
+				corev1.ResourceMemory: resource.MustParse("128Mi"),
 			}},
-			Volumes: vols,
-		},
-	}
+			LivenessProbe:  probe("/healthz", 10),
+			ReadinessProbe: probe("/readyz", 2),
+			VolumeMounts:   vms,
+		}},
+		Volumes: vols,
+	})
 	return marshalPod(pod, "agent pod")
 }
 

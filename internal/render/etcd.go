@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/haplane/haplane/internal/config"
 )
@@ -129,20 +128,10 @@ func EtcdPod(c *config.Cluster, node string, o EtcdOptions) ([]byte, error) {
 		return pr
 	}
 	priority := int32(2000001000)
-	pod := corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      "etcd",
-			Namespace: "kube-system",
-			Labels:    map[string]string{"component": "etcd", "tier": "control-plane"},
-			Annotations: map[string]string{
-				"kubeadm.kubernetes.io/etcd.advertise-client-urls": hostPort("https", m.Address, c.Etcd.ClientPort),
-			},
-		},
-		Spec: corev1.PodSpec{
-			HostNetwork:       true,
-			Priority:          &priority,
-			PriorityClassName: "system-node-critical",
+	pod := staticPod("etcd", map[string]string{"component": "etcd", "tier": "control-plane"},
+		map[string]string{"kubeadm.kubernetes.io/etcd.advertise-client-urls": hostPort("https", m.Address, c.Etcd.ClientPort)},
+		corev1.PodSpec{
+			Priority: &priority,
 			SecurityContext: &corev1.PodSecurityContext{
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
@@ -167,8 +156,7 @@ func EtcdPod(c *config.Cluster, node string, o EtcdOptions) ([]byte, error) {
 				hostPathVolume("etcd-certs", pkiDir, &dirOrCreate),
 				hostPathVolume("etcd-data", c.Etcd.DataDir, &dirOrCreate),
 			},
-		},
-	}
+		})
 	return marshalPod(pod, "etcd pod for "+node)
 }
 

@@ -6,6 +6,7 @@ import (
 	"text/template"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
@@ -26,6 +27,19 @@ func marshalPod(pod corev1.Pod, what string) ([]byte, error) {
 	out = bytes.ReplaceAll(out, []byte("status: {}\n"), nil)
 	out = bytes.ReplaceAll(out, []byte("    resources: {}\n"), nil)
 	return out, nil
+}
+
+// staticPod is a host-network, node-critical pod in kube-system named
+// name: the frame of every static pod haplane renders, around the spec the
+// caller fills in.
+func staticPod(name string, labels, annotations map[string]string, spec corev1.PodSpec) corev1.Pod {
+	spec.HostNetwork = true
+	spec.PriorityClassName = "system-node-critical"
+	return corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system", Labels: labels, Annotations: annotations},
+		Spec:       spec,
+	}
 }
 
 // loopbackProbe is a kubelet probe of an HTTP path on 127.0.0.1:port (the

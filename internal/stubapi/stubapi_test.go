@@ -12,13 +12,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/haplane/haplane/internal/testutil/testetcd"
 )
 
 func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
@@ -84,28 +82,8 @@ func TestStubInMemory(t *testing.T) {
 // TestStubFollowsEtcd: with a real etcd behind it, writes land in etcd and
 // readiness fails once etcd is gone, as the real apiserver's does.
 func TestStubFollowsEtcd(t *testing.T) {
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	free := func() url.URL {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer ln.Close()
-		return url.URL{Scheme: "http", Host: ln.Addr().String()}
-	}
-	cu, pu := free(), free()
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-e.Server.ReadyNotify()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	member := testetcd.Start(t, nil)
+	cli := member.Client(t)
 
 	tc, pool := selfSigned(t)
 	s, err := Start(Config{Addr: "127.0.0.1:0", TLS: tc, Name: "cp1", KV: EtcdKV{Client: cli}})
@@ -122,7 +100,7 @@ func TestStubFollowsEtcd(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v1" {
 		t.Fatalf("etcd holds %v (%v)", resp, err)
 	}
-	e.Close()
+	member.Close()
 	if code, _ := do(t, c, "GET", base+"/readyz", ""); code != 500 {
 		t.Fatalf("/readyz with etcd down = %d, want 500", code)
 	}

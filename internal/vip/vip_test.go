@@ -38,25 +38,13 @@ func TestLinkInNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root for network namespaces")
 	}
-	host, peer := fmt.Sprintf("hpv%d-a", os.Getpid()%100000), fmt.Sprintf("hpv%d-b", os.Getpid()%100000)
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
-	run("ip", "netns", "add", host)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", host).Run() })
-	run("ip", "netns", "add", peer)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", peer).Run() })
-	run("ip", "-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer)
-	run("ip", "-n", host, "addr", "add", "10.77.9.1/24", "dev", "eth0")
-	run("ip", "-n", peer, "addr", "add", "10.77.9.2/24", "dev", "eth0")
-	run("ip", "netns", "exec", peer, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
-	run("ip", "-n", host, "link", "set", "eth0", "up")
-	run("ip", "-n", peer, "link", "set", "eth0", "up")
+	host, peer := newNetns(t, "a"), newNetns(t, "b")
+	run(t, "ip", "-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer)
+	run(t, "ip", "-n", host, "addr", "add", "10.77.9.1/24", "dev", "eth0")
+	run(t, "ip", "-n", peer, "addr", "add", "10.77.9.2/24", "dev", "eth0")
+	run(t, "ip", "netns", "exec", peer, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+	run(t, "ip", "-n", host, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", peer, "link", "set", "eth0", "up")
 
 	child := func(action string) {
 		t.Helper()
@@ -67,10 +55,10 @@ func TestLinkInNamespace(t *testing.T) {
 		}
 	}
 	child("take")
-	if addrs := run("ip", "-n", host, "-o", "addr", "show", "dev", "eth0"); !strings.Contains(addrs, "10.77.9.100/32") {
+	if addrs := run(t, "ip", "-n", host, "-o", "addr", "show", "dev", "eth0"); !strings.Contains(addrs, "10.77.9.100/32") {
 		t.Fatalf("after Take: %s", addrs)
 	}
-	mac := strings.Fields(run("ip", "-n", host, "-o", "link", "show", "dev", "eth0"))
+	mac := strings.Fields(run(t, "ip", "-n", host, "-o", "link", "show", "dev", "eth0"))
 	var hw string
 	for i, f := range mac {
 		if f == "link/ether" && i+1 < len(mac) {
@@ -79,7 +67,7 @@ func TestLinkInNamespace(t *testing.T) {
 	}
 	var neigh string
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if neigh = run("ip", "-n", peer, "neigh", "show", "10.77.9.100"); strings.Contains(neigh, hw) {
+		if neigh = run(t, "ip", "-n", peer, "neigh", "show", "10.77.9.100"); strings.Contains(neigh, hw) {
 			break
 		}
 	}
@@ -87,7 +75,7 @@ func TestLinkInNamespace(t *testing.T) {
 		t.Errorf("the peer maps the VIP to %q after the announcement, want the host's MAC %s", strings.TrimSpace(neigh), hw)
 	}
 	child("release")
-	if addrs := run("ip", "-n", host, "-o", "addr", "show", "dev", "eth0"); strings.Contains(addrs, "10.77.9.100") {
+	if addrs := run(t, "ip", "-n", host, "-o", "addr", "show", "dev", "eth0"); strings.Contains(addrs, "10.77.9.100") {
 		t.Fatalf("after Release: %s", addrs)
 	}
 }
@@ -125,21 +113,11 @@ func TestReleaseRemovesStaleCopies(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root for network namespaces")
 	}
-	run := func(t *testing.T, args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
 	// Each case gets a namespace of its own with an eth0 (a veth) holding the
 	// addresses in order.
 	setup := func(t *testing.T, name string, addrs ...string) string {
 		t.Helper()
-		ns := fmt.Sprintf("hpv%d-%s", os.Getpid()%100000, name)
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		ns := newNetns(t, name)
 		run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
 		run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
 		for _, a := range addrs {
@@ -252,20 +230,10 @@ func TestLifetime(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root for network namespaces")
 	}
-	ns := fmt.Sprintf("hpv%d-l", os.Getpid()%100000)
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
-	run("ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	run("ip", "-n", ns, "link", "set", "eth0", "up")
-	run("ip", "-n", ns, "link", "set", "eth1", "up")
+	ns := newNetns(t, "l")
+	run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", ns, "link", "set", "eth1", "up")
 	// held reports which of the two VIPs are on eth0, and their valid
 	// lifetime as ip shows it ("1sec", "forever").
 	held := func() (v4, v6 string) {
@@ -391,4 +359,25 @@ func cmp(g, over time.Duration) string {
 		return "over " + over.String()
 	}
 	return strconv.Quote(g.String())
+}
+
+// run runs a command and returns its output, failing the test if it fails.
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+// newNetns makes a network namespace named for this test binary and
+// suffix (unique beside other packages' tests), deleted when the test
+// ends, and returns its name.
+func newNetns(t *testing.T, suffix string) string {
+	t.Helper()
+	ns := fmt.Sprintf("hpv%d-%s", os.Getpid()%100000, suffix)
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	return ns
 }

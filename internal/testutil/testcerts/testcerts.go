@@ -159,3 +159,19 @@ func template(cn string) *x509.Certificate {
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
+
+// Pair is a fresh CA and one server leaf it issued: what a test of a TLS
+// client against one server needs (the server presents Server, the client
+// trusts Pool).
+type Pair struct {
+	*CA
+	Server tls.Certificate
+}
+
+// NewPair returns a CA of its own and a server leaf named cn for the SANs
+// (as Server reads them).
+func NewPair(t testing.TB, cn string, sans ...string) Pair {
+	t.Helper()
+	ca := NewCA(t, "test-ca")
+	return Pair{CA: ca, Server: ca.Server(t, cn, sans...)}
+}

@@ -3,8 +3,6 @@ package elect
 import (
 	"bufio"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,6 +14,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/haplane/haplane/internal/testutil/testetcd"
 )
 
 // The probe: when the test binary runs with HAPLANE_ELECT_PROBE=LOCK,LOG it
@@ -94,33 +94,14 @@ func TestFiftyHandovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the 50-handover test in -short mode")
 	}
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	// This test is about handovers, not durability: without fsync its
-	// member does not stall on a disk busy with the other packages' labs,
-	// which made a leader's lease renewal half a second late (the
-	// candidate rightly gave up leadership) and its successor's campaign
-	// miss the test's deadline, once in a CI run.
-	cfg.UnsafeNoFsync = true
-	free := func() url.URL {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return url.URL{Scheme: "http", Host: ln.Addr().String()}
-	}
-	cu, pu := free(), free()
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	<-e.Server.ReadyNotify()
+	member := testetcd.Start(t, func(cfg *embed.Config) {
+		// This test is about handovers, not durability: without fsync its
+		// member does not stall on a disk busy with the other packages' labs,
+		// which made a leader's lease renewal half a second late (the
+		// candidate rightly gave up leadership) and its successor's campaign
+		// miss the test's deadline, once in a CI run.
+		cfg.UnsafeNoFsync = true
+	})
 
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "haplane")
@@ -136,7 +117,7 @@ func TestFiftyHandovers(t *testing.T) {
 	const ttl = 3 * time.Second
 	procs := map[int]*exec.Cmd{}
 	spawn := func() {
-		cmd := exec.Command(bin, "--log-level", "warn", "elect", "--lock", "probe", "--endpoints", cu.String(),
+		cmd := exec.Command(bin, "--log-level", "warn", "elect", "--lock", "probe", "--endpoints", member.URL,
 			"--ttl", ttl.String(), "--grace", "1s", "--", self)
 		cmd.Env = append(os.Environ(), "HAPLANE_ELECT_PROBE="+spec)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

@@ -33,8 +33,16 @@ func newLabEnv(t *testing.T, tag string) *labEnv {
 
 // hp runs haplane with --output json and returns its standard output;
 // the error carries its standard error.
-func (e *labEnv) hp(args ...string) ([]byte, error) {
-	cmd := exec.Command(e.bin, append([]string{"--output", "json"}, args...)...)
+func (e *labEnv) hp(args ...string) ([]byte, error) { return e.hpIn("", args...) }
+
+// hpIn is hp inside the network namespace ns (on the machine itself when
+// ns is empty).
+func (e *labEnv) hpIn(ns string, args ...string) ([]byte, error) {
+	full := append([]string{"--output", "json"}, args...)
+	cmd := exec.Command(e.bin, full...)
+	if ns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, e.bin}, full...)...)
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -23,31 +22,8 @@ import (
 // chain to them with its own name and address, a replayed token is refused,
 // and its etcd member then joins the running cluster with them.
 func TestLabJoinFourthNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the lab needs root for network namespaces")
-	}
-	bin := filepath.Join(t.TempDir(), "haplane")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../../cmd/haplane").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "lab")
-	prefix := fmt.Sprintf("hpj%d", os.Getpid()%100000)
-	run := func(ns string, args ...string) ([]byte, error) {
-		full := append([]string{"--output", "json"}, args...)
-		var cmd *exec.Cmd
-		if ns == "" {
-			cmd = exec.Command(bin, full...)
-		} else {
-			cmd = exec.Command("ip", append([]string{"netns", "exec", ns, bin}, full...)...)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return out, fmt.Errorf("haplane %v: %v\n%s", args, err, stderr.String())
-		}
-		return out, nil
-	}
+	e := newLabEnv(t, "hpj")
+	dir, prefix, run := e.dir, e.prefix, e.hpIn
 	t.Cleanup(func() {
 		if _, err := run("", "lab", "down", "--dir", dir); err != nil {
 			t.Errorf("lab down: %v", err)

@@ -35,6 +35,19 @@ type watchResult struct {
 	Errors   []string      `json:"errors"`
 }
 
+// labFile is the part of the lab's state file the tests that act on
+// single hosts read: the processes, the cluster file and each host's
+// namespace and role.
+type labFile struct {
+	labState
+	ClusterFile string `json:"clusterFile"`
+	Hosts       []struct {
+		Name string `json:"name"`
+		NS   string `json:"namespace"`
+		Role string `json:"role"`
+	} `json:"hosts"`
+}
+
 type labState struct {
 	Prefix string `json:"prefix"`
 	Procs  []struct {

@@ -30,14 +30,7 @@ type maintResult struct {
 // priority). Each start and stop reports every step ok.
 func TestLabMaintenance(t *testing.T) {
 	e := newLabEnv(t, "hpm")
-	var st struct {
-		labState
-		ClusterFile string `json:"clusterFile"`
-		Hosts       []struct {
-			Name string `json:"name"`
-			NS   string `json:"namespace"`
-		} `json:"hosts"`
-	}
+	var st labFile
 	e.downOnCleanup(t, &st.labState)
 	e.up(t, &st, "--backend", "stub")
 	sock := func(h string) string { return filepath.Join(e.dir, "hosts", h, "state", "agent.sock") }

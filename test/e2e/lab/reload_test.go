@@ -145,15 +145,7 @@ func (k *keepAliveClient) finish() (requests, failed, dials int64, errs []string
 func TestLabReloadAppliesInPlace(t *testing.T) {
 	e := newLabEnv(t, "hpr")
 	dir, hp := e.dir, e.hp
-	var st struct {
-		labState
-		ClusterFile string `json:"clusterFile"`
-		Hosts       []struct {
-			Name string `json:"name"`
-			NS   string `json:"namespace"`
-			Role string `json:"role"`
-		} `json:"hosts"`
-	}
+	var st labFile
 	e.downOnCleanup(t, &st.labState)
 	v := e.up(t, &st, "--backend", "stub", "--separate-etcd")
 	nsOf := map[string]string{}

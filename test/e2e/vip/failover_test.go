@@ -32,12 +32,7 @@ func threeSpeakers(t *testing.T, opts ...clusterOpts) (*lab, []*proc) {
 		o = opts[0]
 	}
 	cfg := l.writeConfig(o)
-	var ps []*proc
-	for _, h := range l.hosts {
-		ps = append(ps, l.startHaplane(h, cfg))
-	}
-	waitFor(t, "h1 master", 5*time.Second, func() bool { return ps[0].state() == "master" })
-	waitFor(t, "h1 alone holds the VIP", 5*time.Second, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
+	ps := l.startAll(cfg, 5*time.Second, l.holders)
 	l.servedBy("h1", 3*time.Second)
 	// vip run raises its threads' priority (--nice -10 by default) so a
 	// loaded CPU does not delay adverts.

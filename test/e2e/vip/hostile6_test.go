@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
@@ -90,12 +89,7 @@ func TestHostilePacketsIPv6(t *testing.T) {
 	l := newLab(t, 3)
 	l.addIPv6()
 	cfg := l.writeConfig(clusterOpts{ipv6: true})
-	var ps []*proc
-	for _, h := range l.hosts {
-		ps = append(ps, l.startHaplane(h, cfg))
-	}
-	waitFor(t, "h1 master", 5*time.Second, func() bool { return ps[0].state() == "master" })
-	waitFor(t, "h1 alone holds the IPv6 VIP", 5*time.Second, func() bool { return slices.Equal(l.holders6(), []string{"h1"}) })
+	ps := l.startAll(cfg, 5*time.Second, l.holders6)
 	time.Sleep(500 * time.Millisecond)
 	if ps[1].state() != "backup" || ps[2].state() != "backup" {
 		t.Fatalf("h2 %s, h3 %s: want both backup behind h1", ps[1].state(), ps[2].state())

@@ -218,12 +218,7 @@ func dropCounts(t *testing.T, h *host) map[string]float64 {
 func TestHostilePacketsV2Auth(t *testing.T) {
 	l := newLab(t, 3)
 	cfg := l.writeConfig(clusterOpts{version: 2, interval: "1s", auth: "secret12"})
-	var ps []*proc
-	for _, h := range l.hosts {
-		ps = append(ps, l.startHaplane(h, cfg))
-	}
-	waitFor(t, "h1 master", 6*time.Second, func() bool { return ps[0].state() == "master" })
-	waitFor(t, "h1 alone holds the VIP", 6*time.Second, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
+	ps := l.startAll(cfg, 6*time.Second, l.holders)
 	in := newInjector(t, l)
 	pw := func(s string) [8]byte { b, _ := vrrp.Password(s); return b }
 	v2 := func(prio uint8, auth uint8, pass string) []byte {

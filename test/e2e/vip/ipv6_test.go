@@ -30,12 +30,7 @@ func TestFailoverIPv6(t *testing.T) {
 	l := newLab(t, 3)
 	l.addIPv6()
 	cfg := l.writeConfig(clusterOpts{ipv6: true})
-	var ps []*proc
-	for _, h := range l.hosts {
-		ps = append(ps, l.startHaplane(h, cfg))
-	}
-	waitFor(t, "h1 master", 5*time.Second, func() bool { return ps[0].state() == "master" })
-	waitFor(t, "h1 alone holds the IPv6 VIP", 5*time.Second, func() bool { return slices.Equal(l.holders6(), []string{"h1"}) })
+	ps := l.startAll(cfg, 5*time.Second, l.holders6)
 	svc := net.JoinHostPort(vip6, fmt.Sprint(svcPort))
 	l.servedAt(svc, "h1", 3*time.Second)
 	time.Sleep(500 * time.Millisecond)

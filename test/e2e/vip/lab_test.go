@@ -439,6 +439,20 @@ func (p *proc) firstEvent(msg string, since time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// startAll starts haplane with cfg on every host, in order, and waits
+// (up to within for each) until h1 is master and the only host holding the
+// VIP as holders (l.holders or l.holders6) reads it.
+func (l *lab) startAll(cfg string, within time.Duration, holders func() []string) []*proc {
+	l.t.Helper()
+	var ps []*proc
+	for _, h := range l.hosts {
+		ps = append(ps, l.startHaplane(h, cfg))
+	}
+	waitFor(l.t, "h1 master", within, func() bool { return ps[0].state() == "master" })
+	waitFor(l.t, "h1 alone holds the VIP", within, func() bool { return slices.Equal(holders(), []string{"h1"}) })
+	return ps
+}
+
 func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 	t.Helper()
 	end := time.Now().Add(d)

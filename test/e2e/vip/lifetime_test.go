@@ -195,12 +195,7 @@ func TestKill9VIPExpires(t *testing.T) {
 				o.ipv6, vip, holders = true, netip.MustParseAddr(vip6), l.holders6
 			}
 			cfg := l.writeConfig(o)
-			var ps []*proc
-			for _, h := range l.hosts {
-				ps = append(ps, l.startHaplane(h, cfg))
-			}
-			waitFor(t, "h1 master", 5*time.Second, func() bool { return ps[0].state() == "master" })
-			waitFor(t, "h1 alone holds the VIP", 5*time.Second, func() bool { return slices.Equal(holders(), []string{"h1"}) })
+			ps := l.startAll(cfg, 5*time.Second, holders)
 			mac1, mac2 := l.host("h1").mac(t), l.host("h2").mac(t)
 
 			ans := l.askWhoHas(vip, 10*time.Second)
@@ -258,12 +253,7 @@ func cmpGone(d time.Duration) string {
 func TestSIGSTOPVIPExpires(t *testing.T) {
 	l := newLab(t, 2)
 	cfg := l.writeConfig(clusterOpts{})
-	var ps []*proc
-	for _, h := range l.hosts {
-		ps = append(ps, l.startHaplane(h, cfg))
-	}
-	waitFor(t, "h1 master", 5*time.Second, func() bool { return ps[0].state() == "master" })
-	waitFor(t, "h1 alone holds the VIP", 5*time.Second, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
+	ps := l.startAll(cfg, 5*time.Second, l.holders)
 	stopped := time.Now()
 	ps[0].signal(syscall.SIGSTOP)
 	t.Cleanup(func() { ps[0].signal(syscall.SIGCONT) })
