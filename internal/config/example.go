@@ -58,6 +58,16 @@ controlPlaneEndpoint:
 
 # The VRRP speaker holding the VIP (keepalived-compatible on the wire).
 vip:
+  # mode: vrrp                  # or bgp: every healthy node announces the VIP /32
+  #                             # to its routers (ECMP); the VRRP fields are then unused
+  # bgp:                        # with mode: bgp only
+  #   localASN: 64512
+  #   # routerID: 10.77.0.11    # default: each node's (IPv4) address
+  #   peers:
+  #     - {address: 10.77.0.1, asn: 64513}   # optional: password (TCP MD5), port (179)
+  #   holdTime: 3s              # whole seconds, at least 3s
+  #   keepaliveInterval: 1s
+  #   communities: ["64512:100"]
   interface: {{.O.Interface}}   # link the VIP lives on; a node may override it
   virtualRouterID: 51           # 1..255, unique on the link
   version: 3                    # 3 (RFC 5798) or 2 (RFC 3768, keepalived's default)
