@@ -147,14 +147,9 @@ func (a *Announcer) configure(ctx context.Context, srv *server.BgpServer) error 
 	}}); err != nil {
 		return fmt.Errorf("bgp: start speaker as %d: %w", a.cfg.LocalASN, err)
 	}
-	// The node learns nothing from its routers: it only announces.
-	if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Name:          "global",
-		Direction:     api.PolicyDirection_POLICY_DIRECTION_IMPORT,
-		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
-	}}); err != nil {
-		return fmt.Errorf("bgp: set import policy: %w", err)
-	}
+	// Routes the routers send are kept in gobgp's table only: nothing
+	// installs them in the kernel (no zebra), so the node's forwarding is
+	// untouched.
 	for _, p := range a.cfg.Peers {
 		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: a.peerConf(p)}); err != nil {
 			return fmt.Errorf("bgp: add peer %s: %w", p.Address, err)
@@ -235,7 +230,7 @@ func (a *Announcer) path() *apiutil.Path {
 	if len(a.cfg.Communities) > 0 {
 		attrs = append(attrs, bgppkt.NewPathAttributeCommunities(a.cfg.Communities))
 	}
-	return &apiutil.Path{Nlri: nlri, Attrs: attrs}
+	return &apiutil.Path{Family: a.family(), Nlri: nlri, Attrs: attrs}
 }
 
 // Stop withdraws the route, waits (up to WithdrawWait, or ctx) until no
@@ -278,11 +273,15 @@ func (a *Announcer) waitWithdrawn(ctx context.Context) {
 	}
 }
 
-func (a *Announcer) advertisedAnywhere() bool {
-	fam := bgppkt.RF_IPv4_UC
+func (a *Announcer) family() bgppkt.Family {
 	if a.cfg.VIP.Is6() {
-		fam = bgppkt.RF_IPv6_UC
+		return bgppkt.RF_IPv6_UC
 	}
+	return bgppkt.RF_IPv4_UC
+}
+
+func (a *Announcer) advertisedAnywhere() bool {
+	fam := a.family()
 	found := false
 	for _, p := range a.cfg.Peers {
 		_ = a.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_OUT, Name: p.Address.String(), Family: fam},
