@@ -62,7 +62,7 @@ func BGPConfigFromCluster(c *config.Cluster, node string) (bgp.Config, error) {
 		if err != nil {
 			return bgp.Config{}, fmt.Errorf("agent: bgp: peer %q: %w", p.Address, err)
 		}
-		cfg.Peers = append(cfg.Peers, bgp.Peer{Address: a, ASN: p.ASN, Password: p.Password, Port: p.Port})
+		cfg.Peers = append(cfg.Peers, bgp.Peer{Address: a, ASN: p.ASN, Password: p.Password, Port: p.Port, BFD: p.BFD})
 	}
 	for _, s := range b.Communities {
 		cm, err := config.ParseCommunity(s)

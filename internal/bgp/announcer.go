@@ -24,7 +24,17 @@ type Peer struct {
 	Password string
 	// Port is the router's BGP port (0: 179).
 	Port int
+	// BFD runs single-hop BFD with the router at BFDInterval x
+	// BFDMultiplier: the router drops a dead node's route after about
+	// 300ms rather than the hold time.
+	BFD bool
 }
+
+// BFD timers: 100ms both ways, down after 3 missed packets.
+const (
+	BFDInterval   = 100 * time.Millisecond
+	BFDMultiplier = 3
+)
 
 // Config is one node's announcer.
 type Config struct {
@@ -86,6 +96,9 @@ type PeerState struct {
 	// State is the BGP FSM state: idle, connect, active, opensent,
 	// openconfirm or established.
 	State string `json:"state"`
+	// BFD is the BFD session's state (up, down, init, admindown), empty
+	// without BFD.
+	BFD string `json:"bfd,omitempty"`
 }
 
 // State is the announcer's view for status and metrics.
@@ -167,7 +180,13 @@ func (a *Announcer) peerConf(p Peer) *api.Peer {
 	if port == 0 {
 		port = 179
 	}
+	var bfd *api.BfdPeerConfig
+	if p.BFD {
+		us := uint32(BFDInterval / time.Microsecond)
+		bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: us, RequiredMinimumReceive: us, DetectionMultiplier: BFDMultiplier}
+	}
 	return &api.Peer{
+		Bfd:  bfd,
 		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:          uint64(a.cfg.HoldTime / time.Second),
@@ -299,24 +318,36 @@ func (a *Announcer) State(ctx context.Context) State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Healthy, Stopping: a.in.Stopping}
-	byAddr := map[string]string{}
+	byAddr := map[string]PeerState{}
 	if a.srv != nil && !a.stopped {
 		_ = a.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-			if p.State != nil {
-				byAddr[p.State.NeighborAddress] = sessionName(p.State.SessionState)
+			if p.State == nil {
+				return
 			}
+			ps := PeerState{State: sessionName(p.State.SessionState)}
+			if b := p.State.BfdState; b != nil {
+				ps.BFD = bfdName(b.SessionState.String())
+			}
+			byAddr[p.State.NeighborAddress] = ps
 		})
 	}
 	for _, p := range a.cfg.Peers {
-		s := byAddr[p.Address.String()]
-		if s == "" {
-			s = "idle"
+		ps, ok := byAddr[p.Address.String()]
+		if !ok {
+			ps.State = "idle"
 		}
-		st.Peers = append(st.Peers, PeerState{Address: p.Address.String(), ASN: p.ASN, State: s})
+		ps.Address, ps.ASN = p.Address.String(), p.ASN
+		st.Peers = append(st.Peers, ps)
 	}
 	return st
 }
 
 func sessionName(s api.PeerState_SessionState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "SESSION_STATE_"))
+}
+
+// bfdName shortens gobgp's BFD state names: "BFD_SESSION_STATE_ADMIN_DOWN"
+// is "admindown", as RFC 5880 writes AdminDown.
+func bfdName(s string) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(s, "BFD_SESSION_STATE_"), "_", ""))
 }

@@ -88,11 +88,45 @@ func (c *child) do(t *testing.T, cmd string) string {
 	return ""
 }
 
-// TestBIRDLearnsAndLosesVIP runs BIRD 2 on a router namespace and the
-// announcer on a node namespace, on one link, and asks BIRD for the VIP
-// route: learned with the node as next hop when healthy, gone when
-// unhealthy, back when healthy again, gone on a graceful stop.
-func TestBIRDLearnsAndLosesVIP(t *testing.T) {
+// birdLab is a router namespace running BIRD 2 and a node namespace
+// running the announcer (this binary as TestAnnouncerHelper), on one link.
+type birdLab struct {
+	a     *child
+	pid   int // the announcer's
+	node  *netns.Host
+	birdc string
+	sock  string
+}
+
+// route is BIRD's answer for the VIP route.
+func (l *birdLab) route() string {
+	out, _ := exec.Command(l.birdc, "-s", l.sock, "show", "route", "all", testVIP+"/32").CombinedOutput()
+	return string(out)
+}
+
+// waitRoute waits until BIRD has the route (with the node as next hop and
+// the community) or has not, and returns how long that took.
+func (l *birdLab) waitRoute(t *testing.T, what string, present bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(15 * time.Second)
+	for {
+		r := l.route()
+		if strings.Contains(r, testVIP+"/32") == present {
+			if present && (!strings.Contains(r, "via "+nodeAddr) || !strings.Contains(r, "(64512,100)")) {
+				t.Fatalf("%s: route lacks next hop %s or community (64512,100):\n%s", what, nodeAddr, r)
+			}
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			b, _ := exec.Command(l.birdc, "-s", l.sock, "show", "protocols", "all", "node").CombinedOutput()
+			t.Fatalf("%s: route present=%v wanted %v after 15s:\n%s\n%s", what, !present, present, r, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newBIRDLab(t *testing.T, bfd bool) *birdLab {
 	if err := netns.RequireRoot(); err != nil {
 		t.Skip(err)
 	}
@@ -100,8 +134,14 @@ func TestBIRDLearnsAndLosesVIP(t *testing.T) {
 	if err != nil {
 		t.Skip("BIRD 2 is not installed (apt-get install bird2): ", err)
 	}
-	birdc, _ := exec.LookPath("birdc")
+	birdc, err := exec.LookPath("birdc")
+	if err != nil {
+		t.Skip("birdc is not installed (apt-get install bird2): ", err)
+	}
 	prefix := fmt.Sprintf("hbgp%d", os.Getpid()%100000)
+	if bfd {
+		prefix += "f"
+	}
 	n, err := netns.NewNet(prefix)
 	if err != nil {
 		t.Fatal(err)
@@ -119,18 +159,23 @@ func TestBIRDLearnsAndLosesVIP(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "bird.ctl")
 	conf := filepath.Join(dir, "bird.conf")
+	bfdProto, bfdOn := "", ""
+	if bfd {
+		bfdProto = "protocol bfd { interface \"eth0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n"
+		bfdOn = "  bfd on;\n"
+	}
 	// Passive: the node connects out and does not listen.
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`router id %s;
 protocol device {}
-protocol bgp node {
+%sprotocol bgp node {
   local %s as 64513;
   neighbor %s as 64512;
   passive on;
   hold time 3;
   keepalive time 1;
-  ipv4 { import all; export none; };
+%s  ipv4 { import all; export none; };
 }
-`, routerAddr, routerAddr, nodeAddr)), 0o644); err != nil {
+`, routerAddr, bfdProto, routerAddr, nodeAddr, bfdOn)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bcmd := router.Command(bird, "-f", "-c", conf, "-s", sock)
@@ -145,7 +190,7 @@ protocol bgp node {
 
 	cfg, _ := json.Marshal(Config{
 		VIP: netip.MustParseAddr(testVIP), LocalASN: 64512, RouterID: netip.MustParseAddr(nodeAddr),
-		Peers:       []Peer{{Address: netip.MustParseAddr(routerAddr), ASN: 64513}},
+		Peers:       []Peer{{Address: netip.MustParseAddr(routerAddr), ASN: 64513, BFD: bfd}},
 		Communities: []uint32{64512<<16 | 100},
 	})
 	acmd := node.Command(os.Args[0], "-test.run=^TestAnnouncerHelper$", "-bgp-helper="+string(cfg))
@@ -165,31 +210,17 @@ protocol bgp node {
 		netns.StopPIDs([]int{acmd.Process.Pid}, 3*time.Second)
 		_ = acmd.Wait()
 	})
-	a := &child{stdin: stdinW, out: bufio.NewScanner(outp)}
+	return &birdLab{a: &child{stdin: stdinW, out: bufio.NewScanner(outp)}, pid: acmd.Process.Pid, node: node, birdc: birdc, sock: sock}
+}
 
-	route := func() string {
-		out, _ := exec.Command(birdc, "-s", sock, "show", "route", "all", testVIP+"/32").CombinedOutput()
-		return string(out)
-	}
-	waitRoute := func(what string, present bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			r := route()
-			if strings.Contains(r, testVIP+"/32") == present {
-				if present && (!strings.Contains(r, "via "+nodeAddr) || !strings.Contains(r, "(64512,100)")) {
-					t.Fatalf("%s: route lacks next hop %s or community (64512,100):\n%s", what, nodeAddr, r)
-				}
-				return
-			}
-			if time.Now().After(deadline) {
-				b, _ := exec.Command(birdc, "-s", sock, "show", "protocols", "all", "node").CombinedOutput()
-				t.Fatalf("%s: route present=%v wanted %v after 15s:\n%s\n%s", what, !present, present, r, b)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-
+// TestBIRDLearnsAndLosesVIP asks a real BIRD for the VIP route: learned
+// with the node as next hop when healthy, gone when unhealthy, back when
+// healthy again, gone on a graceful stop.
+func TestBIRDLearnsAndLosesVIP(t *testing.T) {
+	l := newBIRDLab(t, false)
+	a := l.a
+	waitRoute := func(what string, present bool) { t.Helper(); l.waitRoute(t, what, present) }
+	route := l.route
 	// Not healthy yet: a session but no route.
 	waitEstablished(t, a)
 	waitRoute("before health", false)
@@ -210,6 +241,38 @@ protocol bgp node {
 	}
 	if r := route(); strings.Contains(r, testVIP+"/32") {
 		t.Errorf("route still at the router right after a graceful stop:\n%s", r)
+	}
+}
+
+// TestBIRDBFDDropsSilentNode: with BFD the router drops the route of a
+// node gone silent (its link down: no FIN, no RST, as a node that lost
+// power) on BFD's detection time, well inside the 3s hold time.
+func TestBIRDBFDDropsSilentNode(t *testing.T) {
+	l := newBIRDLab(t, true)
+	waitEstablished(t, l.a)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st State
+		_ = json.Unmarshal([]byte(l.a.do(t, "state")), &st)
+		if st.Peers[0].BFD == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BFD session not up after 10s: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if s := l.a.do(t, "up"); s != "ok <nil>" {
+		t.Fatalf("up: %s", s)
+	}
+	l.waitRoute(t, "healthy", true)
+	if err := l.node.SetLink(false); err != nil {
+		t.Fatal(err)
+	}
+	gone := l.waitRoute(t, "after link down", false)
+	t.Logf("route gone %s after the node's link went down (BFD %s x %d)", gone, BFDInterval, BFDMultiplier)
+	if gone >= 3*time.Second {
+		t.Errorf("route gone after %s: that is the hold time, not BFD", gone)
 	}
 }
 
