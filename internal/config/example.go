@@ -14,6 +14,8 @@ type ExampleOptions struct {
 	Nodes     []Node
 	// EtcdNodes, when set, selects the external topology.
 	EtcdNodes []EtcdNode
+	// BGP, when set, selects vip.mode bgp with these ASNs and peers.
+	BGP *BGP
 }
 
 // DefaultExampleNodes are the control-plane nodes of the example and the lab.
@@ -58,6 +60,15 @@ controlPlaneEndpoint:
 
 # The VRRP speaker holding the VIP (keepalived-compatible on the wire).
 vip:
+{{- if .O.BGP}}
+  mode: bgp
+  bgp:
+    localASN: {{.O.BGP.LocalASN}}
+    peers:
+{{- range .O.BGP.Peers}}
+      - {address: {{.Address}}, asn: {{.ASN}}{{if .BFD}}, bfd: true{{end}}}
+{{- end}}
+{{- end}}
   # mode: vrrp                  # or bgp: every healthy node announces the VIP /32
   #                             # to its routers (ECMP); the VRRP fields are then unused
   # bgp:                        # with mode: bgp only
