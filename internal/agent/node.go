@@ -140,7 +140,13 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 		parts = append(parts, lbp)
 	}
 	var vp *VIPPart
-	if isCP && !o.NoVIP {
+	if isCP && !o.NoVIP && c.VIP.BGPMode() {
+		bp, err := NewBGPPart(c, o.Node, lbp, log)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, bp)
+	} else if isCP && !o.NoVIP {
 		if vp, err = NewVIPPart(c, o.Node, lbp, reg, log); err != nil {
 			return err
 		}

@@ -99,6 +99,7 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix (tests run labs side by side)")
 	_ = f.MarkHidden("prefix")
 	f.StringVar(&o.VIPLB, "vip-lb", lab.VIPLBHaplane, "what holds the VIP and balances the API: haplane (the agent) or classic (keepalived and haproxy as in kubeadm's HA guide, to compare)")
+	f.StringVar(&o.VIPMode, "vip-mode", lab.VIPModeVRRP, "how the VIP is held: vrrp, or bgp (every node announces it to a BIRD router host, the client behind it)")
 	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent (default with --backend kube)")
 	return cmd
 }

@@ -228,20 +228,24 @@ certificates:
 		}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("haplane.yaml", []byte(tc.file))
-			var ve *Errors
-			if !errors.As(err, &ve) {
-				t.Fatalf("Parse error = %v, want *Errors", err)
-			}
-			var got []string
-			for _, fe := range ve.List {
-				got = append(got, fe.Error())
-			}
-			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
-				t.Errorf("errors:\n got: %s\nwant: %s", strings.Join(got, "\n      "), strings.Join(tc.want, "\n      "))
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantErrors(t, tc.file, tc.want) })
+	}
+}
+
+// wantErrors parses file and checks it fails with exactly want, in order.
+func wantErrors(t *testing.T, file string, want []string) {
+	t.Helper()
+	_, err := Parse("haplane.yaml", []byte(file))
+	var ve *Errors
+	if !errors.As(err, &ve) {
+		t.Fatalf("Parse error = %v, want *Errors", err)
+	}
+	var got []string
+	for _, fe := range ve.List {
+		got = append(got, fe.Error())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("errors:\n got: %s\nwant: %s", strings.Join(got, "\n      "), strings.Join(want, "\n      "))
 	}
 }
 

@@ -14,6 +14,8 @@ type ExampleOptions struct {
 	Nodes     []Node
 	// EtcdNodes, when set, selects the external topology.
 	EtcdNodes []EtcdNode
+	// BGP, when set, selects vip.mode bgp with these ASNs and peers.
+	BGP *BGP
 }
 
 // DefaultExampleNodes are the control-plane nodes of the example and the lab.
@@ -58,6 +60,25 @@ controlPlaneEndpoint:
 
 # The VRRP speaker holding the VIP (keepalived-compatible on the wire).
 vip:
+{{- if .O.BGP}}
+  mode: bgp
+  bgp:
+    localASN: {{.O.BGP.LocalASN}}
+    peers:
+{{- range .O.BGP.Peers}}
+      - {address: {{.Address}}, asn: {{.ASN}}{{if .BFD}}, bfd: true{{end}}}
+{{- end}}
+{{- end}}
+  # mode: vrrp                  # or bgp: every healthy node announces the VIP /32
+  #                             # to its routers (ECMP); the VRRP fields are then unused
+  # bgp:                        # with mode: bgp only
+  #   localASN: 64512
+  #   # routerID: 10.77.0.11    # default: each node's (IPv4) address
+  #   peers:
+  #     - {address: 10.77.0.1, asn: 64513}   # optional: password (TCP MD5), port (179), bfd (true: ~300ms detection)
+  #   holdTime: 3s              # whole seconds, at least 3s
+  #   keepaliveInterval: 1s
+  #   communities: ["64512:100"]
   interface: {{.O.Interface}}   # link the VIP lives on; a node may override it
   virtualRouterID: 51           # 1..255, unique on the link
   version: 3                    # 3 (RFC 5798) or 2 (RFC 3768, keepalived's default)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -235,6 +236,18 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(i)
+	case reflect.Uint32:
+		// AS numbers: four octets (RFC 6793), beyond an int32.
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			d.fail(n, path, "expected a whole number, got %s", kindName(n))
+			return
+		}
+		u, err := strconv.ParseUint(n.Value, 10, 32)
+		if err != nil {
+			d.fail(n, path, "number %s is out of range 0..%d", n.Value, uint32(math.MaxUint32))
+			return
+		}
+		v.SetUint(u)
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
 			d.fail(n, path, "expected true or false, got %s", kindName(n))

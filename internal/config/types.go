@@ -119,8 +119,30 @@ type Endpoint struct {
 	DNSName string `json:"dnsName,omitempty"`
 }
 
-// VIP configures the VRRP speaker that holds the virtual IP.
+// VIP modes: how the nodes make the virtual IP reachable.
+const (
+	// VIPModeVRRP elects one holder of the VIP on a shared link.
+	VIPModeVRRP = "vrrp"
+	// VIPModeBGP has every healthy node announce the VIP as a host route
+	// to its BGP peers: active-active ECMP across routed networks.
+	VIPModeBGP = "bgp"
+)
+
+// BGP defaults: short timers, since with no BFD the hold time is what
+// detects a node that died without withdrawing.
+const (
+	DefaultBGPHoldTime  = 3 * time.Second
+	DefaultBGPKeepalive = time.Second
+	DefaultBGPPeerPort  = 179
+)
+
+// VIP configures how the virtual IP is held: the VRRP speaker (mode vrrp,
+// default) or BGP announcements (mode bgp; the VRRP fields are then unused).
 type VIP struct {
+	// Mode is "vrrp" (default) or "bgp".
+	Mode string `json:"mode,omitempty"`
+	// BGP configures the announcements; required with mode bgp only.
+	BGP *BGP `json:"bgp,omitempty"`
 	// Interface is the link the VIP lives on; a node may override it.
 	Interface string `json:"interface"`
 	// VirtualRouterID is the VRID, 1..255, shared by all nodes and unique
@@ -148,6 +170,43 @@ type VIP struct {
 	// (kill -9, a hang, the OOM killer) drops it after about this long
 	// plus a quarter of it, so it stops answering ARP for the VIP.
 	AddressLifetime Duration `json:"addressLifetime,omitempty"`
+}
+
+// BGP is the announcer every control-plane node runs with vip.mode bgp: a
+// node announces the VIP as a /32 (or /128) with itself as next hop while
+// its local health allows, and withdraws it otherwise and before it stops.
+type BGP struct {
+	// LocalASN is the nodes' autonomous system number, 1..4294967295.
+	LocalASN uint32 `json:"localASN"`
+	// RouterID is the BGP identifier, an IPv4 address (default: the
+	// node's address, which must then be IPv4). Set here, all nodes share
+	// it, so it is only for single-node setups; leave it out otherwise.
+	RouterID string `json:"routerID,omitempty"`
+	// Peers are the routers every node opens a session to.
+	Peers []BGPPeer `json:"peers"`
+	// HoldTime is the BGP hold time, whole seconds from 3s (RFC 4271
+	// §4.2; default 3s): a peer drops a silent node's route after it.
+	HoldTime Duration `json:"holdTime,omitempty"`
+	// KeepaliveInterval is sent below the hold time (whole seconds,
+	// default 1s).
+	KeepaliveInterval Duration `json:"keepaliveInterval,omitempty"`
+	// Communities are attached to the VIP route, each "ASN:value" with
+	// both halves 0..65535 (RFC 1997).
+	Communities []string `json:"communities,omitempty"`
+}
+
+// BGPPeer is one router.
+type BGPPeer struct {
+	Address string `json:"address"`
+	ASN     uint32 `json:"asn"`
+	// Password turns on TCP MD5 signatures (RFC 2385) for the session.
+	Password string `json:"password,omitempty"`
+	// Port is the peer's BGP port (default 179).
+	Port int `json:"port,omitempty"`
+	// BFD runs single-hop BFD (RFC 5880/5881) with the peer, 100ms x 3:
+	// a node that dies loses its route in about 300ms instead of the
+	// hold time. The router must run BFD for this session too.
+	BFD bool `json:"bfd,omitempty"`
 }
 
 // VIPAuth is VRRPv2 authentication.
@@ -383,6 +442,18 @@ func (c *Cluster) InterfaceFor(n Node) string {
 		return n.Interface
 	}
 	return c.VIP.Interface
+}
+
+// BGPMode reports vip.mode bgp.
+func (v VIP) BGPMode() bool { return v.Mode == VIPModeBGP }
+
+// RouterIDFor returns the BGP identifier of a node: vip.bgp.routerID if
+// set, else the node's address.
+func (c *Cluster) RouterIDFor(n Node) string {
+	if c.VIP.BGP != nil && c.VIP.BGP.RouterID != "" {
+		return c.VIP.BGP.RouterID
+	}
+	return n.Address
 }
 
 // PreemptEnabled reports vip.preempt, defaulting to true.

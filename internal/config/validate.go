@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +24,22 @@ func (c *Cluster) SetDefaults() {
 	}
 
 	v := &c.VIP
+	if v.Mode == "" {
+		v.Mode = VIPModeVRRP
+	}
+	if b := v.BGP; b != nil {
+		if b.HoldTime.Duration == 0 {
+			b.HoldTime.Duration = DefaultBGPHoldTime
+		}
+		if b.KeepaliveInterval.Duration == 0 {
+			b.KeepaliveInterval.Duration = DefaultBGPKeepalive
+		}
+		for i := range b.Peers {
+			if b.Peers[i].Port == 0 {
+				b.Peers[i].Port = DefaultBGPPeerPort
+			}
+		}
+	}
 	if v.Version == 0 {
 		v.Version = DefaultVRRPVersion
 	}
@@ -248,6 +265,25 @@ func (c *Cluster) validate() []FieldError {
 
 func (c *Cluster) validateVIP(k *checker, vip netip.Addr, vipOK bool) {
 	v := c.VIP
+	switch v.Mode {
+	case VIPModeVRRP:
+		if v.BGP != nil {
+			k.add("vip.bgp", "only used with mode: bgp")
+		}
+		c.validateVRRP(k, vip, vipOK)
+	case VIPModeBGP:
+		if v.BGP == nil {
+			k.add("vip.bgp", "required with mode: bgp (localASN and peers)")
+			return
+		}
+		c.validateBGP(k, vip, vipOK)
+	default:
+		k.add("vip.mode", "%q is not one of %s, %s", v.Mode, VIPModeVRRP, VIPModeBGP)
+	}
+}
+
+func (c *Cluster) validateVRRP(k *checker, vip netip.Addr, vipOK bool) {
+	v := c.VIP
 	if v.Interface == "" {
 		for i, n := range c.Nodes {
 			if n.Interface == "" {
@@ -296,6 +332,83 @@ func (c *Cluster) validateVIP(k *checker, vip netip.Addr, vipOK bool) {
 			k.add("vip.auth.password", "must be 1 to 8 bytes (VRRPv2 carries 8), got %d", n)
 		}
 	}
+}
+
+func (c *Cluster) validateBGP(k *checker, vip netip.Addr, vipOK bool) {
+	b := c.VIP.BGP
+	if b.LocalASN == 0 {
+		k.add("vip.bgp.localASN", "required: an AS number 1..4294967295")
+	}
+	if b.RouterID != "" {
+		if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() || a.IsUnspecified() {
+			k.add("vip.bgp.routerID", "%q is not a non-zero IPv4 address (the BGP identifier is 32 bits)", b.RouterID)
+		}
+	} else {
+		for i, n := range c.Nodes {
+			if a, err := netip.ParseAddr(n.Address); err == nil && !a.Is4() {
+				k.add(fmt.Sprintf("nodes[%d].address", i), "%s is IPv6: the BGP identifier defaults to the node's address and must be IPv4; set vip.bgp.routerID", a)
+			}
+		}
+	}
+	if len(b.Peers) == 0 {
+		k.add("vip.bgp.peers", "at least one BGP peer is required")
+	}
+	seen := map[netip.Addr]int{}
+	for i, p := range b.Peers {
+		path := fmt.Sprintf("vip.bgp.peers[%d]", i)
+		if a, ok := k.addr(path+".address", p.Address); ok {
+			if j, dup := seen[a]; dup {
+				k.add(path+".address", "%s is also vip.bgp.peers[%d]", a, j)
+			} else {
+				seen[a] = i
+			}
+			if vipOK && a == vip {
+				k.add(path+".address", "%s is the VIP", a)
+			}
+			for j, n := range c.Nodes {
+				if n.Address == p.Address {
+					k.add(path+".address", "%s is nodes[%d]'s address; peers are the routers", a, j)
+				}
+			}
+		}
+		if p.ASN == 0 {
+			k.add(path+".asn", "required: an AS number 1..4294967295")
+		}
+		if len(p.Password) > 80 {
+			// RFC 2385 keys: the kernel takes at most 80 bytes.
+			k.add(path+".password", "is %d bytes; TCP MD5 keys are at most 80", len(p.Password))
+		}
+		k.port(path+".port", p.Port)
+	}
+	ht, ka := b.HoldTime.Duration, b.KeepaliveInterval.Duration
+	// RFC 4271 §4.2: the hold time is whole seconds, zero or at least 3.
+	if ht%time.Second != 0 || ht < 3*time.Second || ht > 65535*time.Second {
+		k.add("vip.bgp.holdTime", "%s: needs whole seconds from 3s to 65535s (RFC 4271)", ht)
+	}
+	if ka%time.Second != 0 || ka < time.Second {
+		k.add("vip.bgp.keepaliveInterval", "%s: needs whole seconds, at least 1s", ka)
+	} else if ka >= ht {
+		k.add("vip.bgp.keepaliveInterval", "%s must be below the hold time (%s), or the peer drops the session", ka, ht)
+	}
+	for i, cm := range b.Communities {
+		if _, err := ParseCommunity(cm); err != nil {
+			k.add(fmt.Sprintf("vip.bgp.communities[%d]", i), "%v", err)
+		}
+	}
+}
+
+// ParseCommunity reads a standard BGP community "ASN:value" (RFC 1997) into
+// its 32-bit form.
+func ParseCommunity(s string) (uint32, error) {
+	hi, lo, ok := strings.Cut(s, ":")
+	if ok {
+		h, err1 := strconv.ParseUint(hi, 10, 16)
+		l, err2 := strconv.ParseUint(lo, 10, 16)
+		if err1 == nil && err2 == nil {
+			return uint32(h)<<16 | uint32(l), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a community ASN:value with both 0..65535", s)
 }
 
 // MaxLBLoops bounds loadBalancer.loops: each loop is a thread and an

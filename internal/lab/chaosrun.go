@@ -378,6 +378,10 @@ func (r *chaosRun) event(what string) {
 
 func (r *chaosRun) holder() (string, error) {
 	h := r.env.Holder()
+	if r.st.VIPLB == VIPLBHaplaneBGP {
+		// With BGP every announcing node holds the VIP: the fault hits the first.
+		h, _, _ = strings.Cut(h, "+")
+	}
 	if h == "nobody" || strings.Contains(h, "+") {
 		return "", fmt.Errorf("no single VIP holder (%s)", h)
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	// (keepalived and haproxy configured as in kubeadm's HA guide, to
 	// measure the recipe side by side).
 	VIPLB string
+	// VIPMode is "vrrp" (default) or "bgp": the nodes announce the VIP to
+	// a router host running BIRD, with the client behind it (bgp.go).
+	VIPMode string
 }
 
 // What holds the VIP and balances the API.
@@ -226,6 +229,15 @@ func (o *Options) setDefaults() error {
 	if o.VIPLB == "" {
 		o.VIPLB = VIPLBHaplane
 	}
+	switch {
+	case o.VIPMode == "" || o.VIPMode == VIPModeVRRP:
+	case o.VIPMode == VIPModeBGP && o.VIPLB == VIPLBHaplane:
+		o.VIPLB = VIPLBHaplaneBGP
+	case o.VIPMode == VIPModeBGP:
+		return fmt.Errorf("lab: --vip-mode bgp needs --vip-lb %s", VIPLBHaplane)
+	default:
+		return fmt.Errorf("lab: --vip-mode %q: vrrp or bgp", o.VIPMode)
+	}
 	stack, ok := StackNamed(o.VIPLB)
 	if !ok {
 		return fmt.Errorf("lab: --vip-lb %q: %s", o.VIPLB, strings.Join(StackNames(), " or "))
@@ -239,6 +251,9 @@ func (o *Options) setDefaults() error {
 // ClusterFile returns the lab's cluster file.
 func ClusterFile(o Options) []byte {
 	eo := config.ExampleOptions{Name: "lab", VIP: VIP.String(), Interface: "eth0"}
+	if o.VIPMode == VIPModeBGP {
+		eo.BGP = bgpExample()
+	}
 	for i := range o.Nodes {
 		eo.Nodes = append(eo.Nodes, config.Node{Name: fmt.Sprintf("cp%d", i+1), Address: fmt.Sprintf("10.77.0.%d", 11+i)})
 	}
@@ -331,6 +346,11 @@ func Up(o Options, plan func(c *config.Cluster) *pki.Plan) (st *State, err error
 	}
 	if err := add("client", "client", ClientAddr); err != nil {
 		return st, err
+	}
+	if c.VIP.BGPMode() {
+		if err := setupBGPNet(st, n, c); err != nil {
+			return st, err
+		}
 	}
 
 	for _, h := range st.Hosts {

@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/haplane/haplane/internal/bgp"
+	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/vip"
+)
+
+// BGPPart announces the VIP over BGP in vip.mode bgp, in place of the VRRP
+// speaker: every healthy node announces, so the routers spread clients
+// over all of them. The VIP is a host address on lo on every node, so the
+// load balancer on it accepts what the routers send here.
+//
+// Health is the VRRP speaker's lb-backend track: the load balancer has a
+// live apiserver to send to, read every bgpHealthInterval, down at the
+// first failed read and up after bgpHealthRise good ones. The VRRP
+// local-apiserver track has no counterpart: with every node serving, one
+// whose own apiserver is down still forwards to the others.
+type BGPPart struct {
+	ann     *bgp.Announcer
+	lo      *vip.Link
+	healthy func(context.Context) error
+	log     *slog.Logger
+
+	mu     sync.Mutex // protects cancel and done
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+const (
+	bgpHealthInterval = 100 * time.Millisecond
+	bgpHealthRise     = 2
+)
+
+// BGPConfigFromCluster is node's announcer configuration.
+func BGPConfigFromCluster(c *config.Cluster, node string) (bgp.Config, error) {
+	n, ok := c.NodeByName(node)
+	if !ok {
+		return bgp.Config{}, fmt.Errorf("agent: bgp: %q is not a node of the cluster", node)
+	}
+	b := c.VIP.BGP
+	if b == nil {
+		return bgp.Config{}, fmt.Errorf("agent: bgp: vip.bgp is not set")
+	}
+	rid, err := netip.ParseAddr(c.RouterIDFor(n))
+	if err != nil {
+		return bgp.Config{}, fmt.Errorf("agent: bgp: router ID of %s: %w", node, err)
+	}
+	cfg := bgp.Config{
+		VIP: c.VIPAddr(), LocalASN: b.LocalASN, RouterID: rid,
+		HoldTime: b.HoldTime.Duration, Keepalive: b.KeepaliveInterval.Duration,
+	}
+	for _, p := range b.Peers {
+		a, err := netip.ParseAddr(p.Address)
+		if err != nil {
+			return bgp.Config{}, fmt.Errorf("agent: bgp: peer %q: %w", p.Address, err)
+		}
+		cfg.Peers = append(cfg.Peers, bgp.Peer{Address: a, ASN: p.ASN, Password: p.Password, Port: p.Port, BFD: p.BFD})
+	}
+	for _, s := range b.Communities {
+		cm, err := config.ParseCommunity(s)
+		if err != nil {
+			return bgp.Config{}, fmt.Errorf("agent: bgp: %w", err)
+		}
+		cfg.Communities = append(cfg.Communities, cm)
+	}
+	return cfg, nil
+}
+
+// NewBGPPart builds node's announcer, fed by lbp's health checks.
+func NewBGPPart(c *config.Cluster, node string, lbp *LBPart, log *slog.Logger) (*BGPPart, error) {
+	cfg, err := BGPConfigFromCluster(c, node)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("part", "bgp")
+	cfg.Logger = log
+	ann, err := bgp.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	lo, err := vip.New("lo", []netip.Addr{cfg.VIP})
+	if err != nil {
+		return nil, fmt.Errorf("agent: bgp: %w", err)
+	}
+	healthy := func(context.Context) error { return nil } // no load balancer (--no-lb): the node itself is the check
+	if lbp != nil {
+		healthy = lbp.AnyBackendHealthy
+	}
+	return &BGPPart{ann: ann, lo: lo, healthy: healthy, log: log}, nil
+}
+
+// Name implements Part.
+func (p *BGPPart) Name() string { return "bgp" }
+
+// Start puts the VIP on lo, opens the sessions and follows the health.
+func (p *BGPPart) Start(ctx context.Context, fail func(error)) error {
+	if err := p.lo.Take(0); err != nil {
+		return fmt.Errorf("agent: bgp: %w", err)
+	}
+	if err := p.ann.Start(ctx); err != nil {
+		_ = p.lo.Release()
+		return fmt.Errorf("agent: %w", err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.cancel, p.done = cancel, done
+	p.mu.Unlock()
+	go func() {
+		defer close(done)
+		p.follow(lctx, fail)
+	}()
+	return nil
+}
+
+// follow reads the health every bgpHealthInterval and feeds the announcer.
+func (p *BGPPart) follow(ctx context.Context, fail func(error)) {
+	tick := time.NewTicker(bgpHealthInterval)
+	defer tick.Stop()
+	good, up := 0, false
+	for {
+		ok := p.healthy(ctx) == nil
+		switch {
+		case !ok:
+			good = 0
+		case good < bgpHealthRise:
+			good++
+		}
+		if want := good >= bgpHealthRise; want != up {
+			up = want
+			if err := p.ann.SetHealthy(up); err != nil {
+				fail(err)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop withdraws the route and waits for it to leave before the load
+// balancer (stopped after this part) stops serving, then takes the VIP off lo.
+func (p *BGPPart) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	cancel, done := p.cancel, p.done
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	err := p.ann.Stop(ctx)
+	if rerr := p.lo.Release(); rerr != nil && err == nil {
+		err = fmt.Errorf("agent: bgp: %w", rerr)
+	}
+	return err
+}
+
+// Status implements Statuser: the sessions and whether the VIP is announced.
+func (p *BGPPart) Status() any {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return p.ann.State(ctx)
+}

@@ -1,0 +1,296 @@
+package bgp
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haplane/haplane/internal/netns"
+)
+
+// helperConfig, when set, makes this test binary the announcer side of
+// TestBIRDLearnsAndLosesVIP: the parent runs it inside the node's
+// namespace (gobgp's goroutines cannot be pinned to one namespace
+// in-process), with a JSON Config here, and drives it over stdin.
+var helperConfig = flag.String("bgp-helper", "", "internal: run as the announcer of a netns test")
+
+const (
+	testVIP    = "10.77.71.100"
+	routerAddr = "10.77.71.1"
+	nodeAddr   = "10.77.71.11"
+)
+
+// TestAnnouncerHelper is the child process; it does nothing in a normal run.
+func TestAnnouncerHelper(t *testing.T) {
+	if *helperConfig == "" {
+		t.Skip("helper process of TestBIRDLearnsAndLosesVIP only")
+	}
+	var cfg Config
+	if err := json.Unmarshal([]byte(*helperConfig), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var err error
+		switch in.Text() {
+		case "up":
+			err = a.SetHealthy(true)
+		case "down":
+			err = a.SetHealthy(false)
+		case "state":
+			b, _ := json.Marshal(a.State(ctx))
+			fmt.Println(string(b))
+			continue
+		case "stop":
+			err = a.Stop(ctx)
+			fmt.Println("stopped", err)
+			return
+		}
+		fmt.Println("ok", err)
+	}
+}
+
+// child is the announcer process seen from the test.
+type child struct {
+	stdin *os.File
+	out   *bufio.Scanner
+}
+
+func (c *child) do(t *testing.T, cmd string) string {
+	t.Helper()
+	if _, err := fmt.Fprintln(c.stdin, cmd); err != nil {
+		t.Fatalf("announcer %s: %v", cmd, err)
+	}
+	for c.out.Scan() {
+		line := c.out.Text()
+		if strings.HasPrefix(line, "ok") || strings.HasPrefix(line, "stopped") || strings.HasPrefix(line, "{") {
+			return line
+		}
+	}
+	t.Fatalf("announcer %s: no answer", cmd)
+	return ""
+}
+
+// birdLab is a router namespace running BIRD 2 and a node namespace
+// running the announcer (this binary as TestAnnouncerHelper), on one link.
+type birdLab struct {
+	a     *child
+	pid   int // the announcer's
+	node  *netns.Host
+	birdc string
+	sock  string
+}
+
+// route is BIRD's answer for the VIP route.
+func (l *birdLab) route() string {
+	out, _ := exec.Command(l.birdc, "-s", l.sock, "show", "route", "all", testVIP+"/32").CombinedOutput()
+	return string(out)
+}
+
+// waitRoute waits until BIRD has the route (with the node as next hop and
+// the community) or has not, and returns how long that took.
+func (l *birdLab) waitRoute(t *testing.T, what string, present bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(15 * time.Second)
+	for {
+		r := l.route()
+		if strings.Contains(r, testVIP+"/32") == present {
+			if present && (!strings.Contains(r, "via "+nodeAddr) || !strings.Contains(r, "(64512,100)")) {
+				t.Fatalf("%s: route lacks next hop %s or community (64512,100):\n%s", what, nodeAddr, r)
+			}
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			b, _ := exec.Command(l.birdc, "-s", l.sock, "show", "protocols", "all", "node").CombinedOutput()
+			t.Fatalf("%s: route present=%v wanted %v after 15s:\n%s\n%s", what, !present, present, r, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newBIRDLab(t *testing.T, bfd bool) *birdLab {
+	if err := netns.RequireRoot(); err != nil {
+		t.Skip(err)
+	}
+	bird, err := exec.LookPath("bird")
+	if err != nil {
+		t.Skip("BIRD 2 is not installed (apt-get install bird2): ", err)
+	}
+	birdc, err := exec.LookPath("birdc")
+	if err != nil {
+		t.Skip("birdc is not installed (apt-get install bird2): ", err)
+	}
+	prefix := fmt.Sprintf("hbgp%d", os.Getpid()%100000)
+	if bfd {
+		prefix += "f"
+	}
+	n, err := netns.NewNet(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	router, err := n.AddHost("r", netip.MustParseAddr(routerAddr), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := n.AddHost("n", netip.MustParseAddr(nodeAddr), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "bird.ctl")
+	conf := filepath.Join(dir, "bird.conf")
+	bfdProto, bfdOn := "", ""
+	if bfd {
+		bfdProto = "protocol bfd { interface \"eth0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n"
+		bfdOn = "  bfd on;\n"
+	}
+	// Passive: the node connects out and does not listen.
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`router id %s;
+protocol device {}
+%sprotocol bgp node {
+  local %s as 64513;
+  neighbor %s as 64512;
+  passive on;
+  hold time 3;
+  keepalive time 1;
+%s  ipv4 { import all; export none; };
+}
+`, routerAddr, bfdProto, routerAddr, nodeAddr, bfdOn)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bcmd := router.Command(bird, "-f", "-c", conf, "-s", sock)
+	bcmd.Stderr = os.Stderr
+	if err := bcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		netns.StopPIDs([]int{bcmd.Process.Pid}, 2*time.Second)
+		_ = bcmd.Wait()
+	})
+
+	cfg, _ := json.Marshal(Config{
+		VIP: netip.MustParseAddr(testVIP), LocalASN: 64512, RouterID: netip.MustParseAddr(nodeAddr),
+		Peers:       []Peer{{Address: netip.MustParseAddr(routerAddr), ASN: 64513, BFD: bfd}},
+		Communities: []uint32{64512<<16 | 100},
+	})
+	acmd := node.Command(os.Args[0], "-test.run=^TestAnnouncerHelper$", "-bgp-helper="+string(cfg))
+	acmd.Stderr = os.Stderr
+	stdinR, stdinW, _ := os.Pipe()
+	acmd.Stdin = stdinR
+	outp, err := acmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdinR.Close()
+	t.Cleanup(func() {
+		stdinW.Close()
+		netns.StopPIDs([]int{acmd.Process.Pid}, 3*time.Second)
+		_ = acmd.Wait()
+	})
+	return &birdLab{a: &child{stdin: stdinW, out: bufio.NewScanner(outp)}, pid: acmd.Process.Pid, node: node, birdc: birdc, sock: sock}
+}
+
+// TestBIRDLearnsAndLosesVIP asks a real BIRD for the VIP route: learned
+// with the node as next hop when healthy, gone when unhealthy, back when
+// healthy again, gone on a graceful stop.
+func TestBIRDLearnsAndLosesVIP(t *testing.T) {
+	l := newBIRDLab(t, false)
+	a := l.a
+	waitRoute := func(what string, present bool) { t.Helper(); l.waitRoute(t, what, present) }
+	route := l.route
+	// Not healthy yet: a session but no route.
+	waitEstablished(t, a)
+	waitRoute("before health", false)
+	if s := a.do(t, "up"); s != "ok <nil>" {
+		t.Fatalf("up: %s", s)
+	}
+	waitRoute("healthy", true)
+	a.do(t, "down")
+	waitRoute("unhealthy", false)
+	if s := a.do(t, "state"); !strings.Contains(s, `"announced":false`) {
+		t.Errorf("state after down: %s", s)
+	}
+	a.do(t, "up")
+	waitRoute("healthy again", true)
+	// Stop returns only once the withdrawal left: the route is gone at once.
+	if s := a.do(t, "stop"); s != "stopped <nil>" {
+		t.Fatalf("stop: %s", s)
+	}
+	if r := route(); strings.Contains(r, testVIP+"/32") {
+		t.Errorf("route still at the router right after a graceful stop:\n%s", r)
+	}
+}
+
+// TestBIRDBFDDropsSilentNode: with BFD the router drops the route of a
+// node gone silent (its link down: no FIN, no RST, as a node that lost
+// power) on BFD's detection time, well inside the 3s hold time.
+func TestBIRDBFDDropsSilentNode(t *testing.T) {
+	l := newBIRDLab(t, true)
+	waitEstablished(t, l.a)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st State
+		_ = json.Unmarshal([]byte(l.a.do(t, "state")), &st)
+		if st.Peers[0].BFD == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BFD session not up after 10s: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if s := l.a.do(t, "up"); s != "ok <nil>" {
+		t.Fatalf("up: %s", s)
+	}
+	l.waitRoute(t, "healthy", true)
+	if err := l.node.SetLink(false); err != nil {
+		t.Fatal(err)
+	}
+	gone := l.waitRoute(t, "after link down", false)
+	t.Logf("route gone %s after the node's link went down (BFD %s x %d)", gone, BFDInterval, BFDMultiplier)
+	if gone >= 3*time.Second {
+		t.Errorf("route gone after %s: that is the hold time, not BFD", gone)
+	}
+}
+
+func waitEstablished(t *testing.T, a *child) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := a.do(t, "state")
+		var st State
+		if err := json.Unmarshal([]byte(s), &st); err != nil {
+			t.Fatalf("state %q: %v", s, err)
+		}
+		if len(st.Peers) == 1 && st.Peers[0].State == "established" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session not established after 15s: %s", s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
