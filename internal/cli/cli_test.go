@@ -70,7 +70,7 @@ func TestValidateReportsEveryProblemWithExit2(t *testing.T) {
 	}
 	code, out, _ := run(t, "-o", "json", "validate", "--config", f)
 	var res validateResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil || code != ExitUsage || res.Valid || len(res.Errors) != 2 || res.Errors[0].Line != 21 {
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != ExitUsage || res.Valid || len(res.Errors) != 2 || res.Errors[0].Line != lineOf("virtualRouterID: 0") {
 		t.Fatalf("json validate: exit %d, %+v (%v)", code, res, err)
 	}
 }

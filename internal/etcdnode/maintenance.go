@@ -84,10 +84,11 @@ var ErrUnreachable = errors.New("etcdnode: member unreachable")
 // defragmenting neither reads nor writes; then, with Disarm, clear the
 // NOSPACE alarms once every database is below its quota.
 //
-// The compaction is waited for on the member that took the request; the
-// others apply it at about the same time, and one that had not finished
-// keeps its file size (the space is free inside it): Disarm then refuses,
-// and running Defragment again gives that space back.
+// The compaction is waited for on the member that took the request, and
+// each other member is defragmented only once it has applied the
+// compaction too (its raft applied index has reached the compaction's,
+// and its in-use size has stopped falling), bounded by MemberTimeout: a
+// member defragmented before its compaction ran would keep its size.
 //
 // It refuses to start while a member is unreachable: with one member down,
 // defragmenting another blocks the quorum. It stops at the first failure
@@ -140,15 +141,19 @@ func (o *Ops) Defragment(ctx context.Context, opts DefragOptions) (DefragResult,
 		return strings.Compare(a.Name, b.Name)
 	})
 
+	var compactIndex uint64 // raft index the compaction is applied at, 0 without one
 	if opts.Compact {
-		rev, err := o.compact(ctx, todo)
+		rev, idx, err := o.compact(ctx, todo)
 		if err != nil {
 			return res, err
 		}
-		res.CompactedRevision = rev
+		res.CompactedRevision, compactIndex = rev, idx
 	}
 
 	for i, m := range todo {
+		if compactIndex > 0 {
+			o.waitCompacted(ctx, m, compactIndex, opts.MemberTimeout)
+		}
 		dm, err := o.defragOne(ctx, m, opts.MemberTimeout)
 		if err != nil {
 			for _, p := range todo[i:] {
@@ -189,8 +194,10 @@ func (o *Ops) Defragment(ctx context.Context, opts DefragOptions) (DefragResult,
 }
 
 // compact compacts to the current revision, read from the first member
-// that answers, and waits until the compaction is physically applied.
-func (o *Ops) compact(ctx context.Context, members []MemberStatus) (int64, error) {
+// that answers, and waits until the compaction is physically applied on
+// the member that took it. It returns the revision and a raft index at or
+// after the compaction's entry (0 when none could be read).
+func (o *Ops) compact(ctx context.Context, members []MemberStatus) (int64, uint64, error) {
 	var rev int64
 	var errs []error
 	for _, m := range members {
@@ -202,7 +209,7 @@ func (o *Ops) compact(ctx context.Context, members []MemberStatus) (int64, error
 		errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
 	}
 	if rev == 0 {
-		return 0, fmt.Errorf("etcdnode: compact: current revision: %w", errors.Join(errs...))
+		return 0, 0, fmt.Errorf("etcdnode: compact: current revision: %w", errors.Join(errs...))
 	}
 	start := time.Now()
 	_, err := o.Client.Compact(ctx, rev, clientv3.WithCompactPhysical())
@@ -211,10 +218,47 @@ func (o *Ops) compact(ctx context.Context, members []MemberStatus) (int64, error
 		err = nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("etcdnode: compact to revision %d: %w", rev, err)
+		return 0, 0, fmt.Errorf("etcdnode: compact to revision %d: %w", rev, err)
 	}
 	o.log().Info("compacted etcd", "revision", rev, "took", time.Since(start).Round(time.Millisecond))
-	return rev, nil
+	var idx uint64
+	for _, m := range members {
+		// The committed index of any member now is at or after the
+		// compaction's entry, which it committed before answering.
+		if st, err := o.Client.Status(ctx, m.Endpoint); err == nil && st.RaftIndex > idx {
+			idx = st.RaftIndex
+		}
+	}
+	return rev, idx, nil
+}
+
+// compactedPoll is how often waitCompacted reads a member's status.
+const compactedPoll = 100 * time.Millisecond
+
+// waitCompacted waits, at most timeout, until m has applied the raft
+// entries up to idx and its in-use size has stopped falling (the
+// compaction deletes in batches after it is applied). It only waits: a
+// member that does not get there is defragmented anyway, and the size
+// check after the defragmentation tells.
+func (o *Ops) waitCompacted(ctx context.Context, m MemberStatus, idx uint64, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last int64 = -1
+	for {
+		st, err := o.Client.Status(ctx, m.Endpoint)
+		if err == nil && st.RaftAppliedIndex >= idx {
+			if st.DbSizeInUse == last {
+				return
+			}
+			last = st.DbSizeInUse
+		}
+		select {
+		case <-ctx.Done():
+			o.log().Warn("etcd member's compaction not seen applied; defragmenting anyway", "member", m.Name, "index", idx)
+			return
+		case <-time.After(compactedPoll):
+		}
+	}
 }
 
 // defragOne defragments one member and reads its size before and after.
