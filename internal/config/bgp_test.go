@@ -169,3 +169,14 @@ func FuzzParseBGP(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleBGP: the example written with BGP options validates in mode bgp.
+func TestExampleBGP(t *testing.T) {
+	c, err := Parse("haplane.yaml", Example(ExampleOptions{BGP: &BGP{LocalASN: 64512, Peers: []BGPPeer{{Address: "10.77.0.1", ASN: 64513, BFD: true}}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.VIP.BGPMode() || len(c.VIP.BGP.Peers) != 1 || !c.VIP.BGP.Peers[0].BFD {
+		t.Errorf("vip = %+v", c.VIP)
+	}
+}
