@@ -86,7 +86,7 @@ vip:
   #   localASN: 64512
   #   # routerID: 10.77.0.11    # default: each node's (IPv4) address
   #   peers:
-  #     - {address: 10.77.0.1, asn: 64513}   # optional: password (TCP MD5), port (179), bfd (true: ~300ms detection)
+  #     - {address: 10.77.0.1, asn: 64513}   # optional: password (TCP MD5), port (179), bfd (true: ~500ms detection)
   #   holdTime: 3s              # whole seconds, at least 3s
   #   keepaliveInterval: 1s
   #   communities: ["64512:100"]
