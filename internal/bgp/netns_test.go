@@ -161,7 +161,7 @@ func newBIRDLab(t *testing.T, bfd bool) *birdLab {
 	conf := filepath.Join(dir, "bird.conf")
 	bfdProto, bfdOn := "", ""
 	if bfd {
-		bfdProto = "protocol bfd { interface \"eth0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n"
+		bfdProto = "protocol bfd { interface \"eth0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 5; }; }\n"
 		bfdOn = "  bfd on;\n"
 	}
 	// Passive: the node connects out and does not listen.

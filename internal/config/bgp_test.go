@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,19 +147,8 @@ func FuzzParseBGP(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse("f.yaml", data)
-		if err != nil {
-			var ve *Errors
-			if !errors.As(err, &ve) || len(ve.List) == 0 {
-				t.Fatalf("error %v is not a non-empty *Errors", err)
-			}
-			return
-		}
-		c.SetDefaults()
-		if ve := c.Validate(); ve != nil {
-			t.Fatalf("accepted file does not re-validate: %v", ve)
-		}
-		if c.VIP.BGPMode() {
+		c := checkParse(t, data)
+		if c != nil && c.VIP.BGPMode() {
 			for _, cm := range c.VIP.BGP.Communities {
 				if _, err := ParseCommunity(cm); err != nil {
 					t.Fatalf("accepted community %q: %v", cm, err)
@@ -168,4 +156,15 @@ func FuzzParseBGP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestExampleBGP: the example written with BGP options validates in mode bgp.
+func TestExampleBGP(t *testing.T) {
+	c, err := Parse("haplane.yaml", Example(ExampleOptions{BGP: &BGP{LocalASN: 64512, Peers: []BGPPeer{{Address: "10.77.0.1", ASN: 64513, BFD: true}}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.VIP.BGPMode() || len(c.VIP.BGP.Peers) != 1 || !c.VIP.BGP.Peers[0].BFD {
+		t.Errorf("vip = %+v", c.VIP)
+	}
 }

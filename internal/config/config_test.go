@@ -291,20 +291,27 @@ func FuzzParse(f *testing.F) {
 	f.Add(Example(ExampleOptions{}))
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Add([]byte("nodes: [{name: a, address: 1.2.3.4}]"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse("f.yaml", data)
-		if err != nil {
-			var ve *Errors
-			if !errors.As(err, &ve) || len(ve.List) == 0 {
-				t.Fatalf("error %v is not a non-empty *Errors", err)
-			}
-			return
+	f.Fuzz(func(t *testing.T, data []byte) { checkParse(t, data) })
+}
+
+// checkParse is the fuzz targets' property: an error is a non-empty
+// *Errors, and an accepted file re-validates after defaulting again. It
+// returns the accepted cluster, or nil.
+func checkParse(t *testing.T, data []byte) *Cluster {
+	t.Helper()
+	c, err := Parse("f.yaml", data)
+	if err != nil {
+		var ve *Errors
+		if !errors.As(err, &ve) || len(ve.List) == 0 {
+			t.Fatalf("error %v is not a non-empty *Errors", err)
 		}
-		c.SetDefaults()
-		if ve := c.Validate(); ve != nil {
-			t.Fatalf("accepted file does not re-validate: %v", ve)
-		}
-	})
+		return nil
+	}
+	c.SetDefaults()
+	if ve := c.Validate(); ve != nil {
+		t.Fatalf("accepted file does not re-validate: %v", ve)
+	}
+	return c
 }
 
 // TestAddressLifetime: vip.addressLifetime is whole seconds from 1s to 1h;

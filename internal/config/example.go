@@ -58,7 +58,8 @@ controlPlaneEndpoint:
   apiServerPort: {{.APIServerPort}}
   # dnsName: api.example.internal   # optional; added to the apiserver cert
 
-# The VRRP speaker holding the VIP (keepalived-compatible on the wire).
+# How the VIP is held: the VRRP speaker (default; keepalived-compatible on
+# the wire), or BGP announcements from every healthy node (mode: bgp).
 vip:
 {{- if .O.BGP}}
   mode: bgp
@@ -69,16 +70,6 @@ vip:
       - {address: {{.Address}}, asn: {{.ASN}}{{if .BFD}}, bfd: true{{end}}}
 {{- end}}
 {{- end}}
-  # mode: vrrp                  # or bgp: every healthy node announces the VIP /32
-  #                             # to its routers (ECMP); the VRRP fields are then unused
-  # bgp:                        # with mode: bgp only
-  #   localASN: 64512
-  #   # routerID: 10.77.0.11    # default: each node's (IPv4) address
-  #   peers:
-  #     - {address: 10.77.0.1, asn: 64513}   # optional: password (TCP MD5), port (179), bfd (true: ~300ms detection)
-  #   holdTime: 3s              # whole seconds, at least 3s
-  #   keepaliveInterval: 1s
-  #   communities: ["64512:100"]
   interface: {{.O.Interface}}   # link the VIP lives on; a node may override it
   virtualRouterID: 51           # 1..255, unique on the link
   version: 3                    # 3 (RFC 5798) or 2 (RFC 3768, keepalived's default)
@@ -89,6 +80,16 @@ vip:
   # auth: {type: pass, password: "secret12"}   # version 2 only
   # addressLifetime: 1s         # whole seconds; the master renews the VIP 4x per
   #                             # lifetime, so a killed agent's copy expires in ~1.5s
+  # mode: vrrp                  # or bgp: every healthy node announces the VIP /32
+  #                             # to its routers (ECMP); the VRRP fields are then unused
+  # bgp:                        # with mode: bgp only
+  #   localASN: 64512
+  #   # routerID: 10.77.0.11    # default: each node's (IPv4) address
+  #   peers:
+  #     - {address: 10.77.0.1, asn: 64513}   # optional: password (TCP MD5), port (179), bfd (true: ~500ms detection)
+  #   holdTime: 3s              # whole seconds, at least 3s
+  #   keepaliveInterval: 1s
+  #   communities: ["64512:100"]
 
 # The L4 load balancer on the VIP, in front of every kube-apiserver.
 loadBalancer:

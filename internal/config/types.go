@@ -203,8 +203,8 @@ type BGPPeer struct {
 	Password string `json:"password,omitempty"`
 	// Port is the peer's BGP port (default 179).
 	Port int `json:"port,omitempty"`
-	// BFD runs single-hop BFD (RFC 5880/5881) with the peer, 100ms x 3:
-	// a node that dies loses its route in about 300ms instead of the
+	// BFD runs single-hop BFD (RFC 5880/5881) with the peer, 100ms x 5:
+	// a node that dies loses its route in about 500ms instead of the
 	// hold time. The router must run BFD for this session too.
 	BFD bool `json:"bfd,omitempty"`
 }

@@ -194,10 +194,12 @@ func birdConfig(c *config.Cluster) []byte {
 	fmt.Fprintf(&b, `router id %s;
 protocol device {}
 protocol kernel { ipv4 { export all; }; merge paths on; }
-protocol bfd { interface "eth0" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }
+protocol bfd { interface "eth0" { min rx interval 100 ms; min tx interval 100 ms; multiplier 5; }; }
 template bgp node {
   local %s as %d;
   passive on;
+  # Back within a second after an error (a BFD flap), not BIRD's 60s.
+  error wait time 1, 5;
   hold time 3;
   keepalive time 1;
   bfd on;
