@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/join"
 	"github.com/haplane/haplane/internal/stubapi"
+	"github.com/haplane/haplane/internal/testutil/testbuf"
 )
 
 func TestMayEnterMaintenance(t *testing.T) {
@@ -108,15 +107,6 @@ func checkRefusal(t *testing.T, err error, want string) {
 	}
 }
 
-// syncBuf is a log sink read by the test while the agent writes to it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // maintAgent is a real agent of node cp1 of a two-node cluster on
 // loopback: its load balancer checks two stub apiservers (real TLS, the
 // cluster's certificates) and its join port serves the peer API.
@@ -128,7 +118,7 @@ type maintAgent struct {
 	peer     string
 	root     string
 	stateDir string
-	logs     *syncBuf
+	logs     *testbuf.Buffer // read by the test while the agent writes
 	apis     []*stubapi.Server
 	lbAddr   string
 }
@@ -184,7 +174,7 @@ func startMaintAgent(t *testing.T) *maintAgent {
 	// 127.0.77.x: loopback addresses of this test only.
 	addrs := []string{"127.0.77.11", "127.0.77.12"}
 	c, root := loopbackCluster(t, "127.0.77.100", 16443+os.Getpid()%1000, addrs...)
-	m := &maintAgent{root: root, logs: &syncBuf{}, stateDir: t.TempDir()}
+	m := &maintAgent{root: root, logs: &testbuf.Buffer{}, stateDir: t.TempDir()}
 	log := slog.New(slog.NewTextHandler(m.logs, nil))
 	m.apis = startStubAPIs(t, c, root)
 	pkiDir := filepath.Join(root, "cp1", "pki")

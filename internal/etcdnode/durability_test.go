@@ -19,9 +19,7 @@ func TestKill9NoAcknowledgedWriteLost(t *testing.T) {
 	if asHosts(t, 3) {
 		return
 	}
-	tc := newTestCluster(t, 3)
-	tc.startProcess("m0", "m1", "m2")
-	tc.waitHealthy(3, 30*time.Second)
+	tc := startThree(t)
 	cli := tc.newClient()
 
 	var (

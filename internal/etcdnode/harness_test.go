@@ -227,6 +227,16 @@ func (tc *testCluster) startInProcess(names ...string) {
 	}
 }
 
+// startThree runs a three-member cluster m0, m1, m2 as processes and
+// waits until all three are healthy voters.
+func startThree(t *testing.T) *testCluster {
+	t.Helper()
+	tc := newTestCluster(t, 3)
+	tc.startProcess("m0", "m1", "m2")
+	tc.waitHealthy(3, 30*time.Second)
+	return tc
+}
+
 // rebuild enters member name in process again with an empty data folder,
 // as a node rebuilt from scratch does, and returns it and the plan it
 // followed.

@@ -173,9 +173,7 @@ func TestReplaceDeadMember(t *testing.T) {
 	if asHosts(t, 3) {
 		return
 	}
-	tc := newTestCluster(t, 3)
-	tc.startProcess("m0", "m1", "m2")
-	tc.waitHealthy(3, 30*time.Second)
+	tc := startThree(t)
 	ctx := context.Background()
 	cli := tc.newClient()
 	if _, err := cli.Put(ctx, "before", "x"); err != nil {

@@ -51,9 +51,7 @@ func TestJudgeRecover(t *testing.T) {
 // run on loopback: Recover runs in the test process, as the CLI runs on
 // the survivor's host.
 func TestRecoverFromLastMember(t *testing.T) {
-	tc := newTestCluster(t, 3)
-	tc.startProcess("m0", "m1", "m2")
-	tc.waitHealthy(3, 30*time.Second)
+	tc := startThree(t)
 	ctx := context.Background()
 	cli := tc.newClient()
 	acked := map[string]string{}

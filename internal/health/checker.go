@@ -336,13 +336,21 @@ func (c *Checker) record(l *loop, s, live State, r Result) bool {
 }
 
 // Status returns the status of the target at addr (Unknown if unchecked).
-func (c *Checker) Status(addr string) Status {
+func (c *Checker) Status(addr string) Status { return c.status(addr, false) }
+
+// status returns the readiness, or with live the liveness, of the target
+// at addr (Unknown if unchecked).
+func (c *Checker) status(addr string, live bool) Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ts, ok := c.states[addr]; ok {
-		return ts.Status
+	ts, ok := c.states[addr]
+	switch {
+	case !ok:
+		return Unknown
+	case live:
+		return ts.Live
 	}
-	return Unknown
+	return ts.Status
 }
 
 // AnyHealthy reports whether at least one target is Up: the signal the VIP
@@ -359,14 +367,7 @@ func (c *Checker) AnyHealthy() bool {
 }
 
 // Live returns the liveness of the target at addr (Unknown if unchecked).
-func (c *Checker) Live(addr string) Status {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if ts, ok := c.states[addr]; ok {
-		return ts.Live
-	}
-	return Unknown
-}
+func (c *Checker) Live(addr string) Status { return c.status(addr, true) }
 
 // Counts returns how many targets are ready (Up) and how many live
 // (ready, or passing the liveness probe), and how many there are.

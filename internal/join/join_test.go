@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/haplane/haplane/internal/testutil/testbuf"
 )
 
 // testCA is a real CA made with crypto/x509: the protocol is tested with
@@ -122,24 +124,13 @@ type harness struct {
 }
 
 // logLines collects the server's JSON log lines.
-type logLines struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logLines struct{ testbuf.Buffer }
 
 // records returns every line logged so far, decoded.
 func (l *logLines) records(t *testing.T) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(l.b.Bytes()), []byte("\n")) {
+	for _, line := range bytes.Split(bytes.TrimSpace(l.Bytes()), []byte("\n")) {
 		if len(line) == 0 {
 			continue
 		}

@@ -12,10 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haplane/haplane/internal/testutil/testbuf"
 )
 
 // The agent makes no network traffic here: no VIP, no load balancer, no
@@ -92,7 +93,7 @@ func TestAgentRenewsCertificates(t *testing.T) {
 	keyBefore, _ := os.ReadFile(filepath.Join(pkiDir, "apiserver.key"))
 
 	api := freePort(t)
-	logs := &lockedBuffer{}
+	logs := &testbuf.Buffer{} // the agent's output, read while the process writes it
 	// cp2: rank 1, so it renews one interval (2s) after entering the window.
 	cmd := exec.Command(bin, "--log-format", "json", "agent", "--config", cf, "--node", "cp2", "--pki-dir", pkiDir,
 		"--no-vip", "--no-lb", "--no-etcd", "--join-addr", "-", "--api-addr", api, "--state-dir", filepath.Join(dir, "state"), "--nice", "0")
@@ -182,25 +183,6 @@ func TestAgentRenewsCertificates(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("agent still running 20s after SIGTERM")
 	}
-}
-
-// lockedBuffer is the agent's output, read by the test while the process
-// writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestCheckIntervalRefused: a check interval longer than half the renewal

@@ -3,25 +3,14 @@ package vip
 import (
 	"fmt"
 	"net"
-	"os/exec"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // holders6 lists the hosts that have the IPv6 VIP on eth0.
-func (l *lab) holders6() []string {
-	var out []string
-	for _, h := range l.hosts {
-		b, _ := exec.Command("ip", "-n", h.ns, "-6", "-o", "addr", "show", "dev", "eth0").Output()
-		if strings.Contains(string(b), " "+vip6+"/128") {
-			out = append(out, h.name)
-		}
-	}
-	return out
-}
+func (l *lab) holders6() []string { return l.holding("-6", " "+vip6+"/128") }
 
 // VRRPv3 over IPv6 (RFC 5798 §5.1.2): adverts from the link-local address
 // to ff02::12 with hop limit 255, the VIP as a /128, and unsolicited

@@ -213,91 +213,79 @@ var interopCases = []interopCase{
 	{"v3-100ms", 3, "100ms", "0.1", "", 2 * time.Second, 100 * time.Millisecond},
 }
 
-// haplane on h1 (150) is master; keepalived on h2 (149) follows it, takes
-// over when haplane dies, and yields again when haplane returns.
-func TestKeepalivedBackupOfHaplane(t *testing.T) {
+// eachInterop runs f for each interop case in a subtest of its own. After
+// the timing-sensitive sequential tests, the interop tests run side by
+// side: they assert who is master, with generous bounds.
+func eachInterop(t *testing.T, f func(t *testing.T, tc interopCase)) {
 	requireRoot(t)
 	requireKeepalived(t)
-	// After the timing-sensitive sequential tests, the interop tests run
-	// side by side: they assert who is master, with generous bounds.
 	t.Parallel()
 	for _, tc := range interopCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l := newLab(t, 2)
-			h1, h2 := l.host("h1"), l.host("h2")
-			cfg := l.writeConfig(clusterOpts{version: tc.version, interval: tc.haplane, auth: tc.auth, prios: map[string]int{"h1": 150, "h2": 149}})
-			hp := l.startHaplane(h1, cfg)
-			waitFor(t, "haplane master", 3*tc.takeover, func() bool { return hp.state() == "master" })
-			ka := l.startKeepalived(h2, kaOpts{version: tc.version, interval: tc.ka, prio: 149, auth: tc.auth})
-			waitFor(t, "keepalived backup", tc.takeover, func() bool { return ka.state() == "backup" })
-			checkWire(t, l, h1, "")
-			// keepalived must stay backup, following haplane's adverts.
-			time.Sleep(tc.takeover)
-			if ka.state() != "backup" || !slices.Equal(l.holders(), []string{"h1"}) {
-				t.Fatalf("keepalived %s, holders %v: want keepalived backup behind haplane", ka.state(), l.holders())
-			}
-			l.servedBy("h1", 2*time.Second)
-
-			killed := time.Now()
-			hp.signal(syscall.SIGKILL)
-			h1.stopService()
-			waitFor(t, "keepalived to take over", tc.takeover, func() bool { return ka.state() == "master" })
-			t.Logf("keepalived master %v after haplane died", time.Since(killed))
-			l.servedBy("h2", 2*time.Second)
-
-			// haplane returns at a higher priority and preempts keepalived.
-			l.serve(h1)
-			hp2 := l.startHaplane(h1, cfg)
-			waitFor(t, "haplane to preempt keepalived", 2*tc.takeover, func() bool {
-				return hp2.state() == "master" && ka.state() == "backup"
-			})
-			waitFor(t, "h1 alone holds the VIP", tc.takeover, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
-			l.servedBy("h1", 2*time.Second)
+			f(t, tc)
 		})
 	}
 }
 
+// haplane on h1 (150) is master; keepalived on h2 (149) follows it, takes
+// over when haplane dies, and yields again when haplane returns.
+func TestKeepalivedBackupOfHaplane(t *testing.T) { crashAndReturn(t, true) }
+
 // keepalived on h1 (150) is master; haplane on h2 (149) follows it, takes
 // over when keepalived dies, and yields again when keepalived returns.
-func TestHaplaneBackupOfKeepalived(t *testing.T) {
-	requireRoot(t)
-	requireKeepalived(t)
-	t.Parallel()
-	for _, tc := range interopCases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			l := newLab(t, 2)
-			h1, h2 := l.host("h1"), l.host("h2")
-			cfg := l.writeConfig(clusterOpts{version: tc.version, interval: tc.haplane, auth: tc.auth, prios: map[string]int{"h1": 150, "h2": 149}})
-			ka := l.startKeepalived(h1, kaOpts{version: tc.version, interval: tc.ka, prio: 150, auth: tc.auth})
-			waitFor(t, "keepalived master", 3*tc.takeover, func() bool { return ka.state() == "master" })
-			checkWire(t, l, h1, "keepalived-"+tc.name)
-			hp := l.startHaplane(h2, cfg)
-			time.Sleep(tc.takeover)
-			if hp.state() != "backup" || !slices.Equal(l.holders(), []string{"h1"}) {
-				t.Fatalf("haplane %s, holders %v: want haplane backup behind keepalived", hp.state(), l.holders())
-			}
-			l.servedBy("h1", 2*time.Second)
+func TestHaplaneBackupOfKeepalived(t *testing.T) { crashAndReturn(t, false) }
 
-			killed := time.Now()
-			ka.die()
-			h1.stopService()
-			waitFor(t, "haplane to take over", tc.takeover, func() bool { return hp.state() == "master" })
-			t.Logf("haplane master %v after keepalived died", time.Since(killed))
-			l.servedBy("h2", 2*time.Second)
+// crashAndReturn runs a pair (startPair) for each interop case: the backup
+// on h2 stays backup behind the master on h1, takes over when the master
+// dies (kill -9 of haplane, keepalived's death), and yields again when the
+// master returns at its higher priority.
+func crashAndReturn(t *testing.T, haplaneMaster bool) {
+	eachInterop(t, func(t *testing.T, tc interopCase) {
+		p := startPair(t, tc, haplaneMaster)
+		l, h1 := p.l, p.l.host("h1")
+		master, backup, backupState, wire := "haplane", "keepalived", p.ka.state, ""
+		if !haplaneMaster {
+			master, backup, backupState, wire = "keepalived", "haplane", p.hp.state, "keepalived-"+tc.name
+		}
+		checkWire(t, l, h1, wire)
+		// The backup must stay backup, following the master's adverts.
+		time.Sleep(tc.takeover)
+		if backupState() != "backup" || !slices.Equal(l.holders(), []string{"h1"}) {
+			t.Fatalf("%s %s, holders %v: want %s backup behind %s", backup, backupState(), l.holders(), backup, master)
+		}
+		l.servedBy("h1", 2*time.Second)
 
-			// keepalived comes back at a higher priority; haplane yields.
+		killed := time.Now()
+		if haplaneMaster {
+			p.hp.signal(syscall.SIGKILL)
+		} else {
+			p.ka.die()
+		}
+		h1.stopService()
+		waitFor(t, backup+" to take over", tc.takeover, func() bool { return backupState() == "master" })
+		t.Logf("%s master %v after %s died", backup, time.Since(killed), master)
+		l.servedBy("h2", 2*time.Second)
+
+		// The master returns at a higher priority and preempts the
+		// backup. keepalived does not remove the VIP its death left on
+		// h1; haplane does at start.
+		if !haplaneMaster {
 			run(t, "ip", "-n", h1.ns, "addr", "flush", "dev", "eth0", "to", vipAddr+"/32")
-			l.serve(h1)
-			ka2 := l.startKeepalived(h1, kaOpts{version: tc.version, interval: tc.ka, prio: 150, auth: tc.auth})
-			waitFor(t, "keepalived to preempt haplane", 2*tc.takeover, func() bool {
-				return ka2.state() == "master" && hp.state() == "backup"
-			})
-			waitFor(t, "h1 alone holds the VIP", tc.takeover, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
-			l.servedBy("h1", 2*time.Second)
+		}
+		l.serve(h1)
+		var masterState func() string
+		if haplaneMaster {
+			masterState = l.startHaplane(h1, p.cfg).state
+		} else {
+			masterState = l.startKeepalived(h1, p.kaOpts).state
+		}
+		waitFor(t, master+" to preempt "+backup, 2*tc.takeover, func() bool {
+			return masterState() == "master" && backupState() == "backup"
 		})
-	}
+		waitFor(t, "h1 alone holds the VIP", tc.takeover, func() bool { return slices.Equal(l.holders(), []string{"h1"}) })
+		l.servedBy("h1", 2*time.Second)
+	})
 }
 
 // VRRPv3 over IPv6 with keepalived: both sides accept each other's adverts
@@ -375,6 +363,38 @@ func startPair(t *testing.T, tc interopCase, haplaneMaster bool) *interopPair {
 	return p
 }
 
+// reloadStep is a priority change of one side of an interop pair: who
+// reloads at which priority, and who must then be master alone on which
+// host.
+type reloadStep struct {
+	side          string // "haplane" or "keepalived", reloaded
+	prio          int
+	master        string
+	holder        string
+	winner, loser *proc
+}
+
+// checkReload runs reload while the client runs and checks that the
+// step's winner alone is master, on its holder, within preemptBound of the
+// reload (Master_Down_Interval), with a client outage of at most
+// maxOutage; settled bounds the wait.
+func (p *interopPair) checkReload(t *testing.T, s reloadStep, settled, preemptBound, maxOutage time.Duration, reload func()) {
+	t.Helper()
+	gap, acted := p.l.move(t, s.master+" master alone", settled, reload, func() bool {
+		return s.winner.state() == "master" && s.loser.state() == "backup" && slices.Equal(p.l.holders(), []string{s.holder})
+	})
+	took, _ := s.winner.firstState("master", acted)
+	t.Logf("%s at priority %d: %s master %v after the reload (bound %v); longest client gap %v",
+		s.side, s.prio, s.master, took.Sub(acted), preemptBound, gap)
+	if d := took.Sub(acted); d > preemptBound {
+		t.Errorf("%s master %v after the reload, want ≤ %v (Master_Down_Interval)", s.master, d, preemptBound)
+	}
+	if gap > maxOutage {
+		t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+	}
+	p.l.servedBy(s.holder, 2*time.Second)
+}
+
 // move runs the client around act until done holds (within bound), then
 // half a second more, and returns the longest client gap and when act
 // happened.
@@ -402,129 +422,100 @@ func skew(prio int, iv time.Duration) time.Duration { return time.Duration(256-p
 // time (haplane's cluster file, or keepalived's configuration, reloaded
 // with SIGHUP), which the other side follows both ways.
 func TestKeepalivedHandover(t *testing.T) {
-	requireRoot(t)
-	requireKeepalived(t)
-	t.Parallel()
-	for _, tc := range interopCases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			// A backup told by priority 0 takes over after its skew time
-			// (plus log and scheduling latency); a silent master would cost
-			// it 3 intervals more.
-			sigtermBound := skew(149, tc.interval) + tc.interval/2 + 50*time.Millisecond
-			// A backup preempting a master whose priority dropped below its
-			// own waits Master_Down_Interval from the last advert it
-			// accepted.
-			preemptBound := 3*tc.interval + skew(150, tc.interval) + tc.interval + 300*time.Millisecond
-			// A yielding haplane keeps the VIP for its release delay (3
-			// intervals, at most 1s) while the new master announces itself.
-			settled := preemptBound + min(3*tc.interval, time.Second) + 500*time.Millisecond
+	eachInterop(t, func(t *testing.T, tc interopCase) {
+		// A backup told by priority 0 takes over after its skew time
+		// (plus log and scheduling latency); a silent master would cost
+		// it 3 intervals more.
+		sigtermBound := skew(149, tc.interval) + tc.interval/2 + 50*time.Millisecond
+		// A backup preempting a master whose priority dropped below its
+		// own waits Master_Down_Interval from the last advert it
+		// accepted.
+		preemptBound := 3*tc.interval + skew(150, tc.interval) + tc.interval + 300*time.Millisecond
+		// A yielding haplane keeps the VIP for its release delay (3
+		// intervals, at most 1s) while the new master announces itself.
+		settled := preemptBound + min(3*tc.interval, time.Second) + 500*time.Millisecond
 
-			t.Run("sigterm-haplane-master", func(t *testing.T) {
-				p := startPair(t, tc, true)
-				gap, acted := p.l.move(t, "keepalived master alone", 3*time.Second, func() { p.hp.signal(syscall.SIGTERM) }, func() bool {
-					return p.ka.state() == "master" && !p.hp.alive() && slices.Equal(p.l.holders(), []string{"h2"})
-				})
-				took, _ := p.ka.firstState("master", acted)
-				t.Logf("keepalived master %v after haplane's SIGTERM (skew %v, bound %v); longest client gap %v",
-					took.Sub(acted), skew(149, tc.interval), sigtermBound, gap)
-				if d := took.Sub(acted); d > sigtermBound {
-					t.Errorf("keepalived took over %v after the SIGTERM, want ≤ %v (priority 0 → Skew_Time)", d, sigtermBound)
-				}
-				if c := p.hp.cmd.ProcessState.ExitCode(); c != 0 {
-					t.Errorf("haplane exited %d on SIGTERM, want 0", c)
-				}
-				if gap > maxOutage {
-					t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
-				}
-				p.l.servedBy("h2", 2*time.Second)
+		t.Run("sigterm-haplane-master", func(t *testing.T) {
+			p := startPair(t, tc, true)
+			gap, acted := p.l.move(t, "keepalived master alone", 3*time.Second, func() { p.hp.signal(syscall.SIGTERM) }, func() bool {
+				return p.ka.state() == "master" && !p.hp.alive() && slices.Equal(p.l.holders(), []string{"h2"})
 			})
-
-			t.Run("sigterm-keepalived-master", func(t *testing.T) {
-				p := startPair(t, tc, false)
-				gap, acted := p.l.move(t, "haplane master alone", 3*time.Second, func() { p.ka.signal(syscall.SIGTERM) }, func() bool {
-					return p.hp.state() == "master" && slices.Equal(p.l.holders(), []string{"h2"})
-				})
-				took, _ := p.hp.firstState("master", acted)
-				t.Logf("haplane master %v after keepalived's SIGTERM (skew %v, bound %v); longest client gap %v",
-					took.Sub(acted), skew(149, tc.interval), sigtermBound, gap)
-				if d := took.Sub(acted); d > sigtermBound {
-					t.Errorf("haplane took over %v after the SIGTERM, want ≤ %v (priority 0 → Skew_Time)", d, sigtermBound)
-				}
-				if !p.ka.exited(3 * time.Second) {
-					t.Error("keepalived did not exit on SIGTERM")
-				}
-				if gap > maxOutage {
-					t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
-				}
-				p.l.servedBy("h2", 2*time.Second)
-			})
-
-			// haplane's priority moves below keepalived's and back, by a
-			// SIGHUP reload of its cluster file: keepalived preempts, then
-			// yields again.
-			t.Run("priority-haplane-reload", func(t *testing.T) {
-				p := startPair(t, tc, true)
-				for _, step := range []struct {
-					prio   int
-					master string // who must end up master: "haplane" or "keepalived"
-				}{{100, "keepalived"}, {150, "haplane"}} {
-					winner, loser, holder := p.ka.proc, p.hp, "h2"
-					if step.master == "haplane" {
-						winner, loser, holder = p.hp, p.ka.proc, "h1"
-					}
-					gap, acted := p.l.move(t, step.master+" master alone", settled, func() {
-						p.l.rewriteConfig(p.cfg, clusterOpts{version: tc.version, interval: tc.haplane, auth: tc.auth, prios: map[string]int{"h1": step.prio, "h2": 149}})
-						p.hp.signal(syscall.SIGHUP)
-					}, func() bool {
-						return winner.state() == "master" && loser.state() == "backup" && slices.Equal(p.l.holders(), []string{holder})
-					})
-					took, _ := winner.firstState("master", acted)
-					t.Logf("haplane at priority %d: %s master %v after the reload (bound %v); longest client gap %v",
-						step.prio, step.master, took.Sub(acted), preemptBound, gap)
-					if d := took.Sub(acted); d > preemptBound {
-						t.Errorf("%s master %v after the reload, want ≤ %v (Master_Down_Interval)", step.master, d, preemptBound)
-					}
-					if !p.hp.alive() {
-						t.Fatal("haplane exited on SIGHUP")
-					}
-					if gap > maxOutage {
-						t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
-					}
-					p.l.servedBy(holder, 2*time.Second)
-				}
-			})
-
-			// keepalived's priority moves below haplane's and back, by a
-			// SIGHUP reload of its configuration: haplane preempts, then
-			// yields again.
-			t.Run("priority-keepalived-reload", func(t *testing.T) {
-				p := startPair(t, tc, false)
-				for _, step := range []struct {
-					prio   int
-					master string
-				}{{100, "haplane"}, {200, "keepalived"}} {
-					winner, loser, holder := p.ka.proc, p.hp, "h1"
-					if step.master == "haplane" {
-						winner, loser, holder = p.hp, p.ka.proc, "h2"
-					}
-					o := p.kaOpts
-					o.prio = step.prio
-					gap, acted := p.l.move(t, step.master+" master alone", settled, func() { p.ka.reload(t, o) }, func() bool {
-						return winner.state() == "master" && loser.state() == "backup" && slices.Equal(p.l.holders(), []string{holder})
-					})
-					took, _ := winner.firstState("master", acted)
-					t.Logf("keepalived at priority %d: %s master %v after the reload (bound %v); longest client gap %v",
-						step.prio, step.master, took.Sub(acted), preemptBound, gap)
-					if d := took.Sub(acted); d > preemptBound {
-						t.Errorf("%s master %v after the reload, want ≤ %v (Master_Down_Interval)", step.master, d, preemptBound)
-					}
-					if gap > maxOutage {
-						t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
-					}
-					p.l.servedBy(holder, 2*time.Second)
-				}
-			})
+			took, _ := p.ka.firstState("master", acted)
+			t.Logf("keepalived master %v after haplane's SIGTERM (skew %v, bound %v); longest client gap %v",
+				took.Sub(acted), skew(149, tc.interval), sigtermBound, gap)
+			if d := took.Sub(acted); d > sigtermBound {
+				t.Errorf("keepalived took over %v after the SIGTERM, want ≤ %v (priority 0 → Skew_Time)", d, sigtermBound)
+			}
+			if c := p.hp.cmd.ProcessState.ExitCode(); c != 0 {
+				t.Errorf("haplane exited %d on SIGTERM, want 0", c)
+			}
+			if gap > maxOutage {
+				t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+			}
+			p.l.servedBy("h2", 2*time.Second)
 		})
-	}
+
+		t.Run("sigterm-keepalived-master", func(t *testing.T) {
+			p := startPair(t, tc, false)
+			gap, acted := p.l.move(t, "haplane master alone", 3*time.Second, func() { p.ka.signal(syscall.SIGTERM) }, func() bool {
+				return p.hp.state() == "master" && slices.Equal(p.l.holders(), []string{"h2"})
+			})
+			took, _ := p.hp.firstState("master", acted)
+			t.Logf("haplane master %v after keepalived's SIGTERM (skew %v, bound %v); longest client gap %v",
+				took.Sub(acted), skew(149, tc.interval), sigtermBound, gap)
+			if d := took.Sub(acted); d > sigtermBound {
+				t.Errorf("haplane took over %v after the SIGTERM, want ≤ %v (priority 0 → Skew_Time)", d, sigtermBound)
+			}
+			if !p.ka.exited(3 * time.Second) {
+				t.Error("keepalived did not exit on SIGTERM")
+			}
+			if gap > maxOutage {
+				t.Errorf("client outage %v, want ≤ %v", gap, maxOutage)
+			}
+			p.l.servedBy("h2", 2*time.Second)
+		})
+
+		// haplane's priority moves below keepalived's and back, by a
+		// SIGHUP reload of its cluster file: keepalived preempts, then
+		// yields again.
+		t.Run("priority-haplane-reload", func(t *testing.T) {
+			p := startPair(t, tc, true)
+			for _, step := range []struct {
+				prio   int
+				master string // who must end up master: "haplane" or "keepalived"
+			}{{100, "keepalived"}, {150, "haplane"}} {
+				winner, loser, holder := p.ka.proc, p.hp, "h2"
+				if step.master == "haplane" {
+					winner, loser, holder = p.hp, p.ka.proc, "h1"
+				}
+				p.checkReload(t, reloadStep{"haplane", step.prio, step.master, holder, winner, loser}, settled, preemptBound, maxOutage, func() {
+					p.l.rewriteConfig(p.cfg, clusterOpts{version: tc.version, interval: tc.haplane, auth: tc.auth, prios: map[string]int{"h1": step.prio, "h2": 149}})
+					p.hp.signal(syscall.SIGHUP)
+				})
+				if !p.hp.alive() {
+					t.Fatal("haplane exited on SIGHUP")
+				}
+			}
+		})
+
+		// keepalived's priority moves below haplane's and back, by a
+		// SIGHUP reload of its configuration: haplane preempts, then
+		// yields again.
+		t.Run("priority-keepalived-reload", func(t *testing.T) {
+			p := startPair(t, tc, false)
+			for _, step := range []struct {
+				prio   int
+				master string
+			}{{100, "haplane"}, {200, "keepalived"}} {
+				winner, loser, holder := p.ka.proc, p.hp, "h1"
+				if step.master == "haplane" {
+					winner, loser, holder = p.hp, p.ka.proc, "h2"
+				}
+				o := p.kaOpts
+				o.prio = step.prio
+				p.checkReload(t, reloadStep{"keepalived", step.prio, step.master, holder, winner, loser}, settled, preemptBound, maxOutage,
+					func() { p.ka.reload(t, o) })
+			}
+		})
+	})
 }

@@ -466,11 +466,16 @@ func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 }
 
 // holders lists the hosts that have the VIP on eth0.
-func (l *lab) holders() []string {
+func (l *lab) holders() []string { return l.holding("-4", " "+vipAddr+"/") }
+
+// holding lists the hosts whose eth0 shows, among its addresses of family
+// ("-4" or "-6"), the one that addr (with its prefix separator) stands
+// for.
+func (l *lab) holding(family, addr string) []string {
 	var out []string
 	for _, h := range l.hosts {
-		b, _ := exec.Command("ip", "-n", h.ns, "-4", "-o", "addr", "show", "dev", "eth0").Output()
-		if strings.Contains(string(b), " "+vipAddr+"/") {
+		b, _ := exec.Command("ip", "-n", h.ns, family, "-o", "addr", "show", "dev", "eth0").Output()
+		if strings.Contains(string(b), addr) {
 			out = append(out, h.name)
 		}
 	}
