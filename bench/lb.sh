@@ -185,6 +185,7 @@ sleep 1 # let every proxy's checks mark all backends up
 tck=$(getconf CLK_TCK)
 cpu() { awk -v t="$tck" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat"; }
 rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
+rss_split() { awk '/^RssAnon/{a=$2} /^RssFile/{f=$2} /^RssShmem/{m=$2} END{printf "%.1f + %.1f + %.1f", a/1024, f/1024, m/1024}' "/proc/$1/status"; }
 
 row() { # name target -> rate
 	local name=$1 t=$2 a=${ADDR[$2]} out
@@ -249,13 +250,16 @@ if [ -n "${LB_BENCH_HAPLANE_B:-}" ]; then
 fi
 echo
 echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPROXY_PID"), haproxy splice $(rss "$SPLICE_PID")"
-# Where each proxy's RSS is: anonymous (heap, stacks, runtime) vs
-# file-backed (the binary's pages), and the Go runtime's own view.
-# haplane drops its executable's start-up pages 2s after it serves
-# (internal/procmem): what stays file-backed is the code it runs.
-for who in haplane:$HAPLANE_PID haproxy:$HAPROXY_PID; do
-	awk '/^(Rss|Anonymous|Pss_File|Pss_Anon):/{printf "%s %.1f MiB  ", $1, $2/1024} END{print ""}' "/proc/${who#*:}/smaps_rollup" | sed "s/^/${who%%:*} smaps: /"
-done
+# The split, for an honest comparison: anonymous pages (heap, stacks,
+# buffers: what the process really costs) vs file pages (its executable
+# and libraries, clean page cache the kernel can drop and share). Most of
+# haplane's file pages are the one large binary's, touched at start-up;
+# `lb run` drops those from its page tables 2s after it serves
+# (internal/procmem), so what stays is the code it runs.
+echo "RSS split (MiB, anon + file + shmem): haplane $(rss_split "$HAPLANE_PID"), haproxy $(rss_split "$HAPROXY_PID"), haproxy splice $(rss_split "$SPLICE_PID")"
+# Where haplane's RSS is: anonymous (heap, stacks, runtime) vs file-backed
+# (the binary's pages), and the Go runtime's own view from its metrics.
+awk '/^(Rss|Anonymous|Pss_File|Pss_Anon):/{printf "%s %.1f MiB  ", $1, $2/1024} END{print ""}' "/proc/$HAPLANE_PID/smaps_rollup" | sed 's/^/haplane smaps: /'
 if command -v curl >/dev/null; then
 	ip netns exec $P curl -s http://127.0.0.1:9443/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_inuse|sys|next_gc)_bytes |^go_goroutines |^go_threads /{printf "%s %.1f%s  ", $1, ($1 ~ /bytes/ ? $2/1048576 : $2), ($1 ~ /bytes/ ? "MiB" : "")} END{print ""}' | sed 's/^/haplane runtime: /'
 fi

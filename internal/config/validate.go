@@ -483,6 +483,20 @@ func (h hostSets) addr(k *checker, path string, a netip.Addr) {
 	}
 }
 
+// hostName checks the name of the host at p (a node or an etcd host):
+// required, a lower-case DNS name (why says what else it becomes), and
+// not another host's.
+func (h hostSets) hostName(k *checker, p, name, why string) {
+	switch {
+	case name == "":
+		k.add(p+".name", "required")
+	case !dnsRE.MatchString(name) || len(name) > 253:
+		k.add(p+".name", "%q must be a lower-case DNS name"+why, name)
+	default:
+		h.name(k, p, name)
+	}
+}
+
 func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool, hosts hostSets) {
 	if len(c.Nodes) == 0 {
 		k.add("nodes", "at least one control-plane node is required (three for high availability)")
@@ -492,14 +506,7 @@ func (c *Cluster) validateNodes(k *checker, vip netip.Addr, vipOK bool, hosts ho
 	setCount := 0
 	for i, n := range c.Nodes {
 		p := fmt.Sprintf("nodes[%d]", i)
-		switch {
-		case n.Name == "":
-			k.add(p+".name", "required")
-		case !dnsRE.MatchString(n.Name) || len(n.Name) > 253:
-			k.add(p+".name", "%q must be a lower-case DNS name (it becomes the Kubernetes node name)", n.Name)
-		default:
-			hosts.name(k, p, n.Name)
-		}
+		hosts.hostName(k, p, n.Name, " (it becomes the Kubernetes node name)")
 		if a, ok := k.addr(p+".address", n.Address); ok {
 			switch {
 			case vipOK && a == vip:
@@ -561,14 +568,7 @@ func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool, hosts hos
 		// addresses are checked against the control-plane nodes' too.
 		for i, n := range e.Nodes {
 			p := fmt.Sprintf("etcd.nodes[%d]", i)
-			switch {
-			case n.Name == "":
-				k.add(p+".name", "required")
-			case !dnsRE.MatchString(n.Name) || len(n.Name) > 253:
-				k.add(p+".name", "%q must be a lower-case DNS name", n.Name)
-			default:
-				hosts.name(k, p, n.Name)
-			}
+			hosts.hostName(k, p, n.Name, "")
 			if a, ok := k.addr(p+".address", n.Address); ok {
 				switch {
 				case vipOK && a == vip:

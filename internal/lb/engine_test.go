@@ -1,9 +1,6 @@
 package lb
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -17,11 +14,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/haplane/haplane/internal/testutil/testbuf"
 )
 
 // TestLoopEngineOwnsSessions checks that the event loops accept and hold
 // the sessions: the frontend is a loop listener and an open session sits
-// in a loop's table.
+// in a loop's table, attached to its backend.
 func TestLoopEngineOwnsSessions(t *testing.T) {
 	echo := listenLoopback(t)
 	echoServer(t, echo)
@@ -40,7 +39,7 @@ func TestLoopEngineOwnsSessions(t *testing.T) {
 	for _, lp := range lps {
 		lp.mu.Lock()
 		for _, ls := range lp.conns {
-			if ls.l == l {
+			if ls.l == l && ls.attached != nil {
 				inLoop++
 			}
 		}
@@ -55,8 +54,8 @@ func TestLoopEngineOwnsSessions(t *testing.T) {
 }
 
 // TestBackendByName: backends given by host name, not IP literals, are
-// looked up when they join the pool, so the first session already reaches
-// them; sessions work both ways and round robin alternates.
+// resolved when they join the pool; the loops connect to the addresses,
+// the sessions work both ways, and round robin alternates.
 func TestBackendByName(t *testing.T) {
 	var backends []string
 	for range 2 {
@@ -81,6 +80,45 @@ func TestBackendByName(t *testing.T) {
 	}
 }
 
+// TestBackendAddresses: a backend whose name has several addresses is
+// tried on each in turn before it counts as failed (the first refusing
+// here), and later sessions start at the one that accepted; a name that
+// does not resolve is a failed backend, and the client goes to another.
+func TestBackendAddresses(t *testing.T) {
+	echo := listenLoopback(t)
+	echoServer(t, echo)
+	refused := listenLoopback(t)
+	refusedAddr := refused.Addr().(*net.TCPAddr).AddrPort()
+	refused.Close()
+	good := echo.Addr().(*net.TCPAddr).AddrPort()
+	name := net.JoinHostPort("localhost", strconv.Itoa(int(good.Port())))
+	l := startLB(t, Config{Backends: []string{name}})
+	b := (*l.pool.Load())[0]
+	aps := []netip.AddrPort{refusedAddr, good}
+	b.aps.Store(&aps)
+	for range 2 {
+		if got, err := exchange(t, l.addr(), "two"); err != nil || got != "twobye" {
+			t.Fatalf("through a backend with a refusing address first: %q %v", got, err)
+		}
+	}
+	if st := l.Backends()[0]; st.Total != 2 || st.Failures != 0 || st.Suspect {
+		t.Errorf("backend after its first address refused: %+v; want 2 sessions, no failure, not suspect", st)
+	}
+	if p := b.pref.Load(); p != 1 {
+		t.Errorf("preferred address %d, want 1 (the one that accepted)", p)
+	}
+
+	l2 := startLB(t, Config{Backends: []string{"haplane-test-no-such-host.invalid:443", echo.Addr().String()}})
+	for range 2 {
+		if got, err := exchange(t, l2.addr(), "x"); err != nil || got != "xbye" {
+			t.Fatalf("with an unresolvable backend in the pool: %q %v", got, err)
+		}
+	}
+	if st := l2.Backends()[0]; st.Total != 0 || st.Failures == 0 {
+		t.Errorf("unresolvable backend: %+v; want no session and a failure", st)
+	}
+}
+
 // exchange sends msg on a new connection to addr, half-closes, and reads
 // the answer to its end.
 func exchange(t *testing.T, addr, msg string) (string, error) {
@@ -99,8 +137,7 @@ func exchange(t *testing.T, addr, msg string) (string, error) {
 
 // TestHandshakeHoldsClientFIN: a client that sends its ClientHello and
 // at once half-closes keeps its FIN at the proxy until the backend
-// answers, as on the goroutine path, which does not read the client in
-// that phase. A backend that closes when it sees the FIN first (many TLS
+// answers. A backend that closes when it sees the FIN first (many TLS
 // servers do) is otherwise taken for one that failed the handshake.
 func TestHandshakeHoldsClientFIN(t *testing.T) {
 	ln := listenLoopback(t)
@@ -197,7 +234,7 @@ func TestIPv6(t *testing.T) {
 func TestAcceptOutOfDescriptors(t *testing.T) {
 	echo := listenLoopback(t)
 	echoServer(t, echo)
-	var logs syncBuffer
+	var logs testbuf.Buffer
 	l := startLB(t, Config{Backends: []string{echo.Addr().String()}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	// Serving first (Serve's set-up needs descriptors too).
 	first, err := net.Dial("tcp", l.addr())
@@ -271,24 +308,6 @@ func fillFDHoles(t *testing.T) int {
 			return fd
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestIdleSessionsGiveBackPipes: a session that spliced a large answer
@@ -490,95 +509,4 @@ func TestLoopsShareConnections(t *testing.T) {
 	if hi > lo+shareSlack(lo)+1 {
 		t.Errorf("sessions per loop %v: more apart than the share rule allows (%d)", counts, shareSlack(lo))
 	}
-}
-
-// TestBackendNameLookups: a name that does not resolve is skipped like a
-// refused backend (clients reach the other one), a failed lookup keeps
-// the last address, and a name whose address changes is followed by the
-// periodic lookup, without a restart.
-func TestBackendNameLookups(t *testing.T) {
-	oldRefresh, oldRetry := nameRefresh, unresolvedRetry
-	nameRefresh, unresolvedRetry = 100*time.Millisecond, 50*time.Millisecond
-	t.Cleanup(func() { nameRefresh, unresolvedRetry = oldRefresh, oldRetry })
-
-	// One name, one port: first at 127.0.0.1, then at 127.0.0.2.
-	a := listenLoopback(t)
-	echoServer(t, a)
-	port := a.Addr().(*net.TCPAddr).Port
-	a2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatalf("a second loopback address: %v", err)
-	}
-	echoServer(t, a2)
-
-	var mu sync.Mutex
-	answer := map[string][]netip.Addr{"api.test": {netip.MustParseAddr("127.0.0.1")}}
-	var fail bool
-	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if fail {
-			return nil, errors.New("resolver down")
-		}
-		if ips, ok := answer[host]; ok {
-			return ips, nil
-		}
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	named := net.JoinHostPort("api.test", strconv.Itoa(port))
-	missing := "nowhere.test:6443"
-	l := startLBWith(t, Config{}, func(l *LB) { l.lookup = lookup; l.SetBackends([]string{missing, named}) })
-
-	for i := range 4 {
-		if got, err := exchange(t, l.addr(), "x"); err != nil || got != "xbye" {
-			t.Fatalf("session %d with one backend unresolved: %q %v", i, got, err)
-		}
-	}
-	for _, st := range l.Backends() {
-		if st.Addr == missing && (st.Total != 0 || st.Failures == 0) {
-			t.Errorf("unresolved backend: %+v; want no session and its connects counted as failures", st)
-		}
-	}
-
-	mu.Lock()
-	fail = true
-	mu.Unlock()
-	time.Sleep(3 * nameRefresh)
-	if got, err := exchange(t, l.addr(), "y"); err != nil || got != "ybye" {
-		t.Fatalf("with the resolver down, the last address must stay: %q %v", got, err)
-	}
-
-	before := addrTotal(l, named)
-	mu.Lock()
-	fail = false
-	answer["api.test"] = []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.2")} // IPv4 first
-	mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for l.knownBackend(named).dialAddr().Addr() != netip.MustParseAddr("127.0.0.2") {
-		if time.Now().After(deadline) {
-			t.Fatalf("name still at %v after its address changed", l.knownBackend(named).dialAddr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got, err := exchange(t, l.addr(), "z"); err != nil || got != "zbye" {
-		t.Fatalf("after the address changed: %q %v", got, err)
-	}
-	if addrTotal(l, named) != before+1 {
-		t.Errorf("sessions to %s: %d, want %d", named, addrTotal(l, named), before+1)
-	}
-}
-
-func addrTotal(l *LB, addr string) uint64 {
-	for _, st := range l.Backends() {
-		if st.Addr == addr {
-			return st.Total
-		}
-	}
-	return 0
-}
-
-func (l *LB) knownBackend(addr string) *Backend {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.known[addr]
 }

@@ -2,14 +2,9 @@ package lb
 
 import "errors"
 
-// The handshake phase (Config.HandshakeTimeout) runs in the event loop
-// (loop.go: handshakeBytes, replayElsewhere): until the backend's first
-// byte the client's bytes are kept while they are a prefix of one TLS
-// handshake record, and a backend that closes, resets or stays silent
-// after the whole record (the ClientHello) is replaced by the next, where
-// the record is sent again. That is safe because nothing of the session
-// has happened yet: a TLS server does nothing before it answers the
-// ClientHello.
+// The handshake phase of a session (see Config.HandshakeTimeout) runs in
+// its event loop (lsess.watch, handshakeBytes, replayElsewhere); what is
+// here is its view of TLS.
 
 var (
 	errHandshakeTimeout   = errors.New("no answer to the ClientHello within the handshake timeout")

@@ -1,9 +1,9 @@
 // Package lb owns haplane's L4 load balancer: frontend listeners, the
 // backend pool and its passive health (a failed connect makes a backend
 // suspect and the client is retried elsewhere within the same accept),
-// pure selection policies, and the splice-based byte copying between a
-// client and its backend. Active health comes from outside through
-// SetHealth; the package does not probe anything itself.
+// pure selection policies, and the event loops (loop.go) that run every
+// session, from the accept to the last byte. Active health comes from
+// outside through SetHealth; the package does not probe anything itself.
 package lb
 
 import (
@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -40,7 +39,8 @@ type Config struct {
 	// Frontends are the addresses (host:port) to listen on; at least one.
 	Frontends []string
 	// Backends are the initial backends (host:port); SetBackends changes
-	// them later.
+	// them later. A host given by name is resolved when it joins the pool
+	// and again after its connects fail, never on a session's path.
 	Backends []string
 	// Policy is "roundrobin" (default) or "leastconn".
 	Policy string
@@ -64,8 +64,8 @@ type Config struct {
 	// client sees a short delay instead of an error. This saves the
 	// clients of a backend that dies after accepting them, or hangs
 	// (SIGSTOP, a wedged process) with its kernel still accepting. A
-	// client whose first bytes are not a TLS handshake record is passed
-	// on unchanged.
+	// client that does not speak first, or whose first bytes are not one
+	// TLS record, is passed on unchanged.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a session after no byte went either way for this
 	// long; zero (default) relies on TCP keep-alive only, which suits the
@@ -165,13 +165,13 @@ func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 // policies and the metrics without locks.
 type Backend struct {
 	addr         string
-	host         string // a backend given by name: the name to look up (resolve.go)
-	port         uint16
-	ap           atomic.Pointer[netip.AddrPort] // where sessions connect; nil until a name is looked up
-	resolvedAt   atomic.Int64                   // unix nanoseconds of the name's last lookup
-	health       atomic.Int32                   // a Health
-	suspectUntil atomic.Int64                   // unix nanoseconds; passive detection
-	active       atomic.Int64                   // open sessions
+	name         string                           // the host to resolve; "" for an IP literal
+	aps          atomic.Pointer[[]netip.AddrPort] // where to connect; empty while a name does not resolve
+	pref         atomic.Int32                     // index in aps of the address that last accepted
+	resolving    atomic.Bool
+	health       atomic.Int32 // a Health
+	suspectUntil atomic.Int64 // unix nanoseconds; passive detection
+	active       atomic.Int64 // open sessions
 	total        atomic.Uint64
 	failures     atomic.Uint64 // failed connects
 	bytesIn      atomic.Uint64 // client to backend
@@ -179,7 +179,7 @@ type Backend struct {
 
 	// mu protects sessions and drain.
 	mu       sync.Mutex
-	sessions map[*session]struct{}
+	sessions map[*lsess]struct{}
 	drain    *time.Timer
 }
 
@@ -258,8 +258,6 @@ type LB struct {
 	sessions sync.WaitGroup
 	closing  atomic.Bool
 	aborting atomic.Bool // Shutdown's deadline passed: close every session
-
-	lookup resolver // names of backends given by name (resolve.go)
 }
 
 // New validates cfg (after applying defaults) and returns a load balancer
@@ -273,7 +271,7 @@ func New(cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{}), lookup: net.DefaultResolver.LookupNetIP}
+	l := &LB{cfg: cfg, known: map[string]*Backend{}, stopped: make(chan struct{})}
 	l.tun.Store(tun)
 	l.SetBackends(cfg.Backends)
 	if cfg.Registerer != nil {
@@ -286,23 +284,12 @@ func New(cfg Config) (*LB, error) {
 
 // SetBackends replaces the pool. Backends that stay keep their state and
 // counters; sessions to removed backends are left to finish (they are not
-// dropped), and new connections go only to the new set.
+// dropped), and new connections go only to the new set. New backends
+// given by name are resolved first (together, within resolveTimeout), so
+// that the event loops connect to addresses.
 func (l *LB) SetBackends(addrs []string) {
-	// New backends given by name are looked up before they join the pool
-	// (outside the lock: a lookup may take a while), so that no session
-	// finds one without an address.
 	l.mu.Lock()
-	fresh := map[string]*Backend{}
-	for _, a := range addrs {
-		if l.known[a] == nil && fresh[a] == nil {
-			fresh[a] = newBackend(a)
-		}
-	}
-	l.mu.Unlock()
-	l.resolveAll(slices.Collect(maps.Values(fresh)))
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	var fresh []*Backend
 	pool := make([]*Backend, 0, len(addrs))
 	in := map[string]bool{}
 	for _, a := range addrs {
@@ -312,10 +299,27 @@ func (l *LB) SetBackends(addrs []string) {
 		in[a] = true
 		b := l.known[a]
 		if b == nil {
-			b = fresh[a]
-			l.known[a] = b
+			b = newBackend(a)
+			fresh = append(fresh, b)
 		}
 		pool = append(pool, b)
+	}
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, b := range fresh {
+		if b.name != "" {
+			wg.Go(func() { l.resolve(b) })
+		}
+	}
+	wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, b := range pool {
+		if k := l.known[b.addr]; k != nil {
+			pool[i] = k // added by a SetBackends that ran meanwhile
+		} else {
+			l.known[b.addr] = b
+		}
 	}
 	for a, b := range l.known {
 		if !in[a] && b.active.Load() == 0 {
@@ -324,6 +328,59 @@ func (l *LB) SetBackends(addrs []string) {
 	}
 	l.pool.Store(&pool)
 	l.cfg.Logger.Info("lb: backends", "addrs", addrs)
+}
+
+func newBackend(addr string) *Backend {
+	b := &Backend{addr: addr, sessions: map[*lsess]struct{}{}}
+	aps := []netip.AddrPort{}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		aps = append(aps, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	} else {
+		b.name, _, _ = net.SplitHostPort(addr) // validated by Config and callers
+	}
+	b.aps.Store(&aps)
+	return b
+}
+
+// resolveTimeout bounds one resolution of a backend's name.
+const resolveTimeout = 2 * time.Second
+
+// resolve looks b's name up and stores its addresses; on a failure it
+// keeps the ones it had (a resolver that hiccups does not empty a
+// working backend).
+func (l *LB) resolve(b *Backend) {
+	_, port, _ := net.SplitHostPort(b.addr)
+	pn, err := net.LookupPort("tcp", port)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+		defer cancel()
+		var ips []netip.Addr
+		if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", b.name); err == nil {
+			aps := make([]netip.AddrPort, 0, len(ips))
+			for _, ip := range ips {
+				aps = append(aps, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+			}
+			if old := *b.aps.Load(); !slices.Equal(old, aps) {
+				b.aps.Store(&aps)
+				b.pref.Store(0)
+				l.cfg.Logger.Info("lb: backend resolved", "backend", b.addr, "addrs", aps)
+			}
+			return
+		}
+	}
+	l.cfg.Logger.Warn("lb: resolve backend", "backend", b.addr, "err", err)
+}
+
+// reresolve looks b's name up again in the background, after its
+// connects failed: the name may point elsewhere now.
+func (l *LB) reresolve(b *Backend) {
+	if b.name == "" || !b.resolving.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer b.resolving.Store(false)
+		l.resolve(b)
+	}()
 }
 
 // SetHealth records the active-check verdict on the backend at addr. A
@@ -362,7 +419,7 @@ func (l *LB) drain(b *Backend) {
 		return
 	}
 	b.mu.Lock()
-	ss := make([]*session, 0, len(b.sessions))
+	ss := make([]*lsess, 0, len(b.sessions))
 	for s := range b.sessions {
 		ss = append(ss, s)
 	}
@@ -371,7 +428,7 @@ func (l *LB) drain(b *Backend) {
 		l.cfg.Logger.Info("lb: drain period over, closing sessions", "backend", b.addr, "sessions", len(ss))
 	}
 	for _, s := range ss {
-		s.close()
+		s.shutdown()
 	}
 }
 
@@ -470,7 +527,8 @@ func (l *LB) Addrs() []net.Addr {
 
 // Serve accepts on every frontend until ctx is done or Shutdown is called;
 // it then closes the listeners and returns without waiting for sessions
-// (Shutdown does that). Listen must have been called.
+// (Shutdown does that). Listen must have been called. The event loops
+// accept and run every session (loop.go).
 func (l *LB) Serve(ctx context.Context) error {
 	l.mu.Lock()
 	lns := slices.Clone(l.listeners)
@@ -480,8 +538,36 @@ func (l *LB) Serve(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, l.closeListeners)
 	defer stop()
-	go l.refreshNames()
-	return l.serveLoops(lns)
+	lps, err := startLoops(l.cfg.Loops)
+	if len(lps) == 0 {
+		l.closeListeners()
+		return err
+	}
+	var lls []*loopListener
+	for _, ln := range lns {
+		ll, err := newLoopListener(l, ln, lps)
+		if err != nil {
+			for _, ll := range lls {
+				ll.close()
+			}
+			if l.closing.Load() {
+				return nil
+			}
+			l.closeListeners()
+			return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
+		}
+		lls = append(lls, ll)
+	}
+	l.mu.Lock()
+	l.loopLns = append(l.loopLns, lls...)
+	l.mu.Unlock()
+	if l.closing.Load() {
+		for _, ll := range lls {
+			ll.close() // closeListeners ran before we registered
+		}
+	}
+	<-l.stopped
+	return nil
 }
 
 func (l *LB) closeListeners() {
@@ -512,21 +598,21 @@ func (l *LB) Shutdown(ctx context.Context) error {
 	l.aborting.Store(true)
 	ss := l.attached()
 	for _, s := range ss {
-		s.close()
+		s.shutdown()
 	}
 	<-done
 	return fmt.Errorf("lb: shutdown closed %d sessions still open: %w", len(ss), ctx.Err())
 }
 
 // attached returns the sessions attached to a backend, current or removed.
-func (l *LB) attached() []*session {
+func (l *LB) attached() []*lsess {
 	l.mu.Lock()
 	bs := make([]*Backend, 0, len(l.known))
 	for _, b := range l.known {
 		bs = append(bs, b)
 	}
 	l.mu.Unlock()
-	var ss []*session
+	var ss []*lsess
 	for _, b := range bs {
 		b.mu.Lock()
 		for s := range b.sessions {
@@ -550,16 +636,12 @@ var shutdownKeepAlive = [...][3]int{{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
 // session, and with the normal period (30s) it outlives the stop timeout.
 // A live client answers the probes and its session drains as before.
 func (l *LB) probeClients() {
-	set := func(fd int) {
-		for _, o := range shutdownKeepAlive {
-			_ = rawSetsockopt(fd, o[0], o[1], o[2])
-		}
-	}
-	for _, s := range l.attached() {
-		ls := s.ls
+	for _, ls := range l.attached() {
 		ls.mu.Lock()
 		if ls.fd[0] >= 0 {
-			set(ls.fd[0])
+			for _, o := range shutdownKeepAlive {
+				_ = rawSetsockopt(ls.fd[0], o[0], o[1], o[2])
+			}
 		}
 		ls.mu.Unlock()
 	}
@@ -601,9 +683,11 @@ func (l *LB) Panic() bool {
 }
 
 // connectFailed is passive detection: a backend that refused or timed out
-// is skipped by new connections for the suspect period.
+// (on every address it has) is skipped by new connections for the
+// suspect period, and a name is looked up again.
 func (l *LB) connectFailed(b *Backend, tun *tunables, err error) {
 	b.suspect(tun)
+	l.reresolve(b)
 	l.cfg.Logger.Warn("lb: backend connect failed, retrying elsewhere", "backend", b.addr, "err", err)
 }
 
@@ -614,60 +698,31 @@ func (b *Backend) suspect(tun *tunables) {
 	b.suspectUntil.Store(time.Now().Add(tun.suspectFor).UnixNano())
 }
 
-// session is one client and its backend, as drains and Shutdown see it;
-// the event loop that accepted it holds its sockets (ls).
-type session struct {
-	ls   *lsess
-	once sync.Once
-
-	// mu protects b and closed: before the backend's first byte the loop
-	// may move the session to another backend while a drain or Shutdown
-	// closes it.
-	mu     sync.Mutex
-	b      *Backend
-	closed bool
-}
-
-// close shuts both sides down; the loop, which owns the descriptors, then
-// ends the session and closes them.
-func (s *session) close() {
-	s.once.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.ls.shutdown()
-	})
-}
-
-// attach makes b the backend of s. It reports false when s was closed
-// meanwhile.
-func (l *LB) attach(s *session, b *Backend) bool {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+// attach makes ls's backend ls.b its attached one (drains and Shutdown
+// find it there). It reports false when ls is being closed already.
+func (l *LB) attach(ls *lsess) bool {
+	if ls.closing.Load() {
 		return false
 	}
-	s.b = b
-	s.mu.Unlock()
+	b := ls.b
 	b.mu.Lock()
-	b.sessions[s] = struct{}{}
+	b.sessions[ls] = struct{}{}
 	b.mu.Unlock()
 	b.active.Add(1)
 	b.total.Add(1)
+	ls.attached = b
 	return true
 }
 
-// detach undoes attach: s leaves its backend.
-func (l *LB) detach(s *session) {
-	s.mu.Lock()
-	b := s.b
-	s.b = nil
-	s.mu.Unlock()
+// detach undoes attach.
+func (l *LB) detach(ls *lsess) {
+	b := ls.attached
 	if b == nil {
 		return
 	}
+	ls.attached = nil
 	b.mu.Lock()
-	delete(b.sessions, s)
+	delete(b.sessions, ls)
 	b.mu.Unlock()
 	b.active.Add(-1)
 }

@@ -180,11 +180,7 @@ func listenLoopback(t *testing.T) net.Listener {
 }
 
 // startLB runs a load balancer on 127.0.0.1 and stops it at cleanup.
-func startLB(t testing.TB, cfg Config) *LB { t.Helper(); return startLBWith(t, cfg, nil) }
-
-// startLBWith is startLB with before run on the load balancer before it
-// listens.
-func startLBWith(t testing.TB, cfg Config, before func(*LB)) *LB {
+func startLB(t testing.TB, cfg Config) *LB {
 	t.Helper()
 	if cfg.Frontends == nil {
 		cfg.Frontends = []string{"127.0.0.1:0"}
@@ -192,9 +188,6 @@ func startLBWith(t testing.TB, cfg Config, before func(*LB)) *LB {
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if before != nil {
-		before(l)
 	}
 	if err := l.Listen(t.Context()); err != nil {
 		t.Fatal(err)
@@ -693,27 +686,25 @@ func TestKeepAliveInherited(t *testing.T) {
 	}
 	ln := l.listeners[0]
 	defer ln.Close()
-	go func() {
-		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
-			defer c.Close()
-			time.Sleep(time.Second)
-		}
-	}()
-	// Accepted as the event loops do: accept4 on the listener's descriptor.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// accept4 on the listener itself, as the loops do (the connection is
+	// queued once Dial returned): the net package's Accept would set
+	// TCP_NODELAY on its own.
 	rc, err := ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfd := -1
-	for deadline := time.Now().Add(5 * time.Second); cfd < 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		rc.Control(func(fd uintptr) {
-			if nfd, _, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC); err == nil {
-				cfd = nfd
-			}
-		})
-	}
-	if cfd < 0 {
-		t.Fatal("no connection accepted within 5s")
+	var aerr unix.Errno
+	if err := rc.Control(func(fd uintptr) {
+		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+		cfd, aerr = int(r), e
+	}); err != nil || aerr != 0 {
+		t.Fatal(err, aerr)
 	}
 	defer unix.Close(cfd)
 	on, _ := unix.GetsockoptInt(cfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)

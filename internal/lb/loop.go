@@ -12,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Sessions can run in a few raw epoll event loops instead of goroutines
-// in the runtime poller, as haproxy and nginx run theirs: one loop per
+// Sessions run in a few raw epoll event loops, not on goroutines in the
+// runtime poller, as haproxy and nginx run theirs: one loop per
 // GOMAXPROCS, each an epoll set with every frontend's listening socket in
 // it (EPOLLEXCLUSIVE: a new connection wakes one loop). The loop that
 // accepts a connection keeps it to the end: it connects to the backend
@@ -22,17 +22,18 @@ import (
 // replays a ClientHello elsewhere when a backend fails before answering
 // it, and copies the two directions. A session costs no goroutine, no
 // *os.File and no runtime poller registration, which on a connection per
-// request is most of what the goroutine path spends in user space
-// (docs/bench/lb.md).
+// request was most of what goroutine sessions spent in user space
+// (docs/bench/lb.md). Backends given by name are resolved outside the
+// session path (SetBackends, and again after failed connects), so a loop
+// only ever connects to addresses.
 //
 // What the raw events also give is EPOLLRDHUP: a short read on an event
 // without it means the socket is drained and any later byte or FIN brings
 // a new edge, so the read that would only return EAGAIN is skipped.
-//
-// The loops are the load balancer's only engine: epoll is Linux's, as are
-// haplane's other parts (VRRP, netlink). A backend given by name is dialed
-// at the address its last lookup gave (resolve.go), so a session never
-// waits for the resolver.
+
+// bufSize is each loop's read buffer; a read that fills it means a bulk
+// transfer, where splicing beats the copy through user space.
+const bufSize = 64 << 10
 
 const (
 	evIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
@@ -76,8 +77,8 @@ type evloop struct {
 	piped map[*lsess]uint64
 	swept time.Time
 
-	// mu protects conns, lsns, nextID, idleN and idleMin: sessions are
-	// also registered by handlers' goroutines, listeners by Serve.
+	// mu protects conns, lsns, nextID, idleN and idleMin: listeners are
+	// registered by Serve, and tests look into conns.
 	mu      sync.Mutex
 	conns   map[uint32]*lsess
 	lsns    map[uint32]*loopReg
@@ -152,14 +153,9 @@ func newLoop() (*evloop, error) {
 	return &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}, nil
 }
 
-// bufSize is a loop's read buffer, which every session of the loop uses
-// in turn; a read that fills it means a bulk transfer, which then splices
-// in the kernel instead.
-const bufSize = 64 << 10
-
 // A session's state in its loop.
 const (
-	stOpen       = iota // copying (the state of a session handed over after its handshake)
+	stOpen       = iota // copying
 	stConnecting        // waiting for a backend connect
 )
 
@@ -167,7 +163,6 @@ const (
 // backend to client; fd[0] is the client, fd[1] the backend, so direction
 // d reads fd[d] and writes fd[1-d].
 type lsess struct {
-	s       *session
 	l       *LB
 	id      uint32
 	idle    time.Duration
@@ -176,6 +171,8 @@ type lsess struct {
 	state    int
 	steps    uint64     // calls of step: a session with events moves
 	b        *Backend   // the backend connected or being connected to
+	ai       int        // addresses of b tried so far, less one
+	attached *Backend   // b once connected (attach); drains find the session there
 	tried    []*Backend // backends that failed this session
 	bgen     uint32     // generation of fd[1]
 	tgen     uint32     // generation of the session's timer; a bump cancels it
@@ -202,7 +199,8 @@ type lsess struct {
 	done   bool
 
 	// mu protects fd against the shutdown of a drain or Shutdown racing
-	// the loop's close (a closed number may be reused by then).
+	// the loop's close (a closed number may be reused by then); closing
+	// is set by those.
 	mu      sync.Mutex
 	fd      [2]int
 	closing atomic.Bool
@@ -441,8 +439,7 @@ func (lp *evloop) scan() {
 		ls.mu.Lock()
 		ti, err := unix.GetsockoptTCPInfo(ls.fd[0], unix.IPPROTO_TCP, unix.TCP_INFO)
 		ls.mu.Unlock()
-		// An error means the socket is gone (a failed adopt, whose
-		// caller ends the session): not idle.
+		// An error means the socket is gone: not idle.
 		if err == nil && time.Duration(min(ti.Last_data_recv, ti.Last_data_sent))*time.Millisecond >= ls.idle {
 			lp.abort(ls)
 		}
@@ -725,9 +722,8 @@ func (lp *evloop) send(ls *lsess, d, fd int, b []byte, flags int) (int, bool) {
 // directions ended the session is over.
 //
 // A client's FIN after its ClientHello is held until the backend answers
-// (handshakeBytes passes it on): the goroutine path does not read the
-// client in that phase either, and a backend that closes on the
-// half-close must not be taken for one that failed the handshake.
+// (handshakeBytes passes it on): a backend that closes on the half-close
+// must not be taken for one that failed the handshake.
 func (lp *evloop) ended(ls *lsess, d int) {
 	ls.eof[d] = true
 	ls.readable[d] = false
@@ -764,9 +760,7 @@ func (lp *evloop) abort(ls *lsess) {
 		}
 		ls.pipe[d] = nil
 	}
-	if !lp.forget(ls) {
-		return // ended already
-	}
+	lp.forget(ls)
 	ls.mu.Lock()
 	for i, fd := range ls.fd {
 		if fd >= 0 {
@@ -775,14 +769,8 @@ func (lp *evloop) abort(ls *lsess) {
 		}
 	}
 	ls.mu.Unlock()
-	ls.l.endSession(ls.s)
-}
-
-// endSession ends s: it leaves its backend and Shutdown stops waiting for it.
-func (l *LB) endSession(s *session) {
-	s.close()
-	l.detach(s)
-	l.sessions.Done()
+	ls.l.detach(ls)
+	ls.l.sessions.Done()
 }
 
 // EngineStatus is what runs the sessions of a load balancer, for status.

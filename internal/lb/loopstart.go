@@ -16,8 +16,6 @@ import (
 
 // The start of a session in an event loop: the accept, the backend
 // connect with its timeout and retries, and the replay of a ClientHello.
-// The logic is the goroutine path's (handle, connect, handshake); only
-// the waiting differs.
 
 // loopListener is a frontend's listening socket as the loops accept on
 // it: a duplicate of the listener's descriptor, out of the runtime poller
@@ -44,39 +42,6 @@ func (r *loopReg) event() unix.EpollEvent {
 	// Level-triggered, so accepts cut short by acceptBurst go on next
 	// round; exclusive, so a connection wakes one loop, not all.
 	return unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(r.id), Pad: sideListener}
-}
-
-// serveLoops has the event loops accept on lns until closeListeners.
-func (l *LB) serveLoops(lns []net.Listener) error {
-	lps, err := startLoops(l.cfg.Loops)
-	if len(lps) == 0 {
-		l.closeListeners()
-		return fmt.Errorf("lb: start the event loops: %w", err)
-	}
-	var lls []*loopListener
-	for _, ln := range lns {
-		ll, err := newLoopListener(l, ln, lps)
-		if err != nil {
-			for _, ll := range lls {
-				ll.close()
-			}
-			if l.closing.Load() {
-				return nil
-			}
-			return fmt.Errorf("lb: accept on %s: %w", ln.Addr(), err)
-		}
-		lls = append(lls, ll)
-	}
-	l.mu.Lock()
-	l.loopLns = append(l.loopLns, lls...)
-	l.mu.Unlock()
-	if l.closing.Load() {
-		for _, ll := range lls {
-			ll.close() // closeListeners ran before we registered
-		}
-	}
-	<-l.stopped
-	return nil
 }
 
 func newLoopListener(l *LB, ln net.Listener, lps []*evloop) (*loopListener, error) {
@@ -245,7 +210,6 @@ func (lp *evloop) start(l *LB, cfd int) {
 	l.accepts.Add(1)
 	tun := l.tun.Load()
 	ls := &lsess{l: l, idle: tun.idle, fd: [2]int{cfd, -1}, state: stConnecting}
-	ls.s = &session{ls: ls}
 	if tun.handshake > 0 {
 		ls.hs, ls.watch = tun.handshake, true
 	}
@@ -260,41 +224,41 @@ func (lp *evloop) start(l *LB, cfd int) {
 }
 
 // dialNext connects ls to the next backend in policy order that it has
-// not tried; a connect that fails at once makes that backend suspect and
-// the next is tried, as in connect.
+// not tried (or to the next address of ls.b, when set: a name with
+// several); a connect that fails at once goes on to the next address,
+// then makes the backend suspect and goes on to the next backend.
 func (lp *evloop) dialNext(ls *lsess) {
 	l := ls.l
 	for {
-		b := l.pick(ls.tried)
+		b := ls.b
 		if b == nil {
-			l.noneOK.Add(1)
-			l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", peerString(ls.fd[0]), "tried", len(ls.tried))
-			lp.abort(ls)
-			return
+			if b = l.pick(ls.tried); b == nil {
+				l.noneOK.Add(1)
+				l.cfg.Logger.Warn("lb: no backend accepted the connection", "client", peerString(ls.fd[0]), "tried", len(ls.tried))
+				lp.abort(ls)
+				return
+			}
+			if len(ls.tried) > 0 {
+				l.retries.Add(1)
+			}
+			ls.b, ls.ai = b, 0
 		}
-		if len(ls.tried) > 0 {
-			l.retries.Add(1)
-		}
-		tun := l.tun.Load()
-		ap := b.dialAddr()
-		if !ap.IsValid() {
-			// A name that no lookup has answered yet: like a refused
-			// connect, for this session and the next ones.
-			l.connectFailed(b, tun, errUnresolved)
-			ls.tried = append(ls.tried, b)
+		aps := *b.aps.Load()
+		if len(aps) == 0 {
+			lp.backendFailed(ls, fmt.Errorf("lb: %s does not resolve", b.name))
 			continue
 		}
-		fd, done, err := connectRaw(ap, l.cfg.KeepAlive, tun.handshake > 0)
+		tun := l.tun.Load()
+		fd, done, err := connectRaw(aps[(int(b.pref.Load())+ls.ai)%len(aps)], l.cfg.KeepAlive, tun.handshake > 0)
 		if err != nil {
-			l.connectFailed(b, tun, err)
-			ls.tried = append(ls.tried, b)
+			lp.addrFailed(ls, err)
 			continue
 		}
 		ls.mu.Lock()
 		ls.fd[1] = fd
 		ls.mu.Unlock()
 		ls.bgen++
-		ls.b, ls.state = b, stConnecting
+		ls.state = stConnecting
 		ev := unix.EpollEvent{Events: evFlags, Fd: int32(ls.id), Pad: int32(sideBackend | (ls.bgen&genMask)<<genShift)}
 		if err := rawEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			l.cfg.Logger.Warn("lb: connect", "backend", b.addr, "err", os.NewSyscallError("epoll_ctl", err))
@@ -310,6 +274,24 @@ func (lp *evloop) dialNext(ls *lsess) {
 		}
 		return
 	}
+}
+
+// addrFailed: the connect to ls.b's current address failed; the next
+// address of the backend is tried, or when none is left the backend has
+// failed. The caller dials next.
+func (lp *evloop) addrFailed(ls *lsess, err error) {
+	if ls.ai+1 < len(*ls.b.aps.Load()) {
+		ls.ai++
+		return
+	}
+	lp.backendFailed(ls, err)
+}
+
+// backendFailed makes ls.b suspect and leaves it for the next backend.
+func (lp *evloop) backendFailed(ls *lsess, err error) {
+	ls.l.connectFailed(ls.b, ls.l.tun.Load(), err)
+	ls.tried = append(ls.tried, ls.b)
+	ls.b = nil
 }
 
 // connectDone is called on the first event of a connecting backend
@@ -338,12 +320,10 @@ func (lp *evloop) connectDone(ls *lsess, evs uint32) bool {
 }
 
 // connectFailed closes the backend socket of a connect that failed or
-// timed out and goes on to the next backend.
+// timed out and goes on to the next address or backend.
 func (lp *evloop) connectFailed(ls *lsess, err error) {
 	lp.dropBackend(ls)
-	ls.l.connectFailed(ls.b, ls.l.tun.Load(), err)
-	ls.tried = append(ls.tried, ls.b)
-	ls.b = nil
+	lp.addrFailed(ls, err)
 	lp.dialNext(ls)
 }
 
@@ -364,7 +344,10 @@ func (lp *evloop) dropBackend(ls *lsess) {
 func (lp *evloop) connected(ls *lsess) {
 	ls.tgen++
 	l, b := ls.l, ls.b
-	if !l.attach(ls.s, b) {
+	if n := len(*b.aps.Load()); n > 1 {
+		b.pref.Store(int32((int(b.pref.Load()) + ls.ai) % n)) // later sessions start here
+	}
+	if !l.attach(ls) {
 		lp.abort(ls) // closed by a drain or Shutdown meanwhile
 		return
 	}
@@ -397,7 +380,7 @@ func (lp *evloop) replayElsewhere(ls *lsess, why error) {
 	b.suspect(l.tun.Load())
 	l.cfg.Logger.Warn("lb: backend failed before answering the TLS handshake; replaying it elsewhere", "backend", b.addr, "err", why)
 	ls.tried = append(ls.tried, b)
-	l.detach(ls.s)
+	l.detach(ls)
 	lp.dropBackend(ls)
 	ls.replay, ls.hello, ls.helloFull = ls.hello, nil, false
 	ls.pend[0], ls.pend[1] = nil, nil

@@ -100,8 +100,8 @@ func putPort(p *uint16, port uint16) {
 
 var errConnectTimeout = errors.New("connect timed out")
 
-// dialState is a connect's sockaddr, pooled so that a connect allocates
-// nothing but its socket.
+// dialState is a dial's sockaddr, pooled so that a dial allocates only
+// its socket.
 type dialState struct {
 	sa    unix.RawSockaddrAny
 	salen uintptr
