@@ -45,6 +45,7 @@ type NodeHost struct {
 	NetNS      string // the network namespace (ip netns name)
 	Root       string // the host's folders on the machine
 	Bin        string // containerd, containerd-shim-runc-v2, ctr, runc, crictl (tools/kubelet/build.sh)
+	K8sBin     string // kubelet, kubeadm, kubectl (tools/k8s/build.sh); on the PATH after Bin
 	CgroupRoot string // kubelet's cgroupRoot, e.g. /haplane-lab-cp1: all the host's cgroups are below it
 
 	holder     *exec.Cmd // the process the mount namespace lives in
@@ -203,10 +204,11 @@ func (h *NodeHost) Start(ctx context.Context) error {
 }
 
 // Command runs name in the host's network and mount namespaces, with the
-// node binaries first on the PATH.
+// node binaries, then the Kubernetes ones, first on the PATH (kubeadm
+// looks for kubelet there).
 func (h *NodeHost) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(h.holder.Process.Pid), "-m", "-n", "--", name}, args...)...)
-	cmd.Env = append(os.Environ(), "PATH="+h.Bin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = append(os.Environ(), "PATH="+h.Bin+":"+h.K8sBin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	return cmd
 }
 
