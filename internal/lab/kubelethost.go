@@ -167,6 +167,9 @@ func (h *NodeHost) Start(ctx context.Context) error {
 			return fmt.Errorf("lab: node %s: %w", h.Name, err)
 		}
 	}
+	if err := h.makeCgroupRoot(cgroups); err != nil {
+		return err
+	}
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+h.NetNS, "--", "unshare", "--mount", "--propagation", "slave", "--", "sh", "-euc", h.setupScript(cgroups))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -333,6 +336,34 @@ func (h *NodeHost) Stop() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// makeCgroupRoot creates CgroupRoot in every hierarchy, as a systemd slice
+// would: kubelet refuses a cgroupRoot with a missing path. A new cpuset
+// cgroup takes no task until its cpus and mems are set: the parent's.
+func (h *NodeHost) makeCgroupRoot(cgroups []cgroupMount) error {
+	if h.CgroupRoot == "" || h.CgroupRoot == "/" {
+		return nil
+	}
+	for _, c := range cgroups {
+		dir := filepath.Join(c.Dir, h.CgroupRoot)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("lab: node %s: cgroup root: %w", h.Name, err)
+		}
+		if filepath.Base(c.Dir) != "cpuset" {
+			continue
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			v, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f))
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, f), v, 0o644)
+			}
+			if err != nil {
+				return fmt.Errorf("lab: node %s: cgroup root %s: %w", h.Name, f, err)
+			}
+		}
+	}
+	return nil
 }
 
 // removeCgroups removes CgroupRoot and what is below it in every hierarchy,

@@ -30,6 +30,24 @@ func TestNodeBinVersionsMatchBuildScript(t *testing.T) {
 	}
 }
 
+// newTestNodeHost makes a lab network (closed at the test's end) named
+// PREFIX and this process's ID, with one host at addr (in 10.77.61.0/24, this
+// file's), and a NodeHost for it that is not started yet.
+func newTestNodeHost(t *testing.T, prefix, name, addr, root, bin string) *NodeHost {
+	t.Helper()
+	prefix = fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
+	n, err := netns.NewNet(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	nh, err := n.AddHost(name, netip.MustParseAddr(addr), 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &NodeHost{Name: name, NetNS: nh.NS, Root: filepath.Join(root, name), Bin: bin, CgroupRoot: "/haplane-test-" + prefix}
+}
+
 // machineState is what a node host must leave as it found it.
 func machineState(t *testing.T) string {
 	t.Helper()
@@ -84,18 +102,8 @@ func TestNodeHostContainerd(t *testing.T) {
 	}
 
 	before := machineState(t)
-	prefix := fmt.Sprintf("nh%d", os.Getpid()%100000)
-	n, err := netns.NewNet(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	nh, err := n.AddHost("n1", netip.MustParseAddr("10.77.61.11"), 24)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cg := "/haplane-test-" + prefix
-	h := &NodeHost{Name: "n1", NetNS: nh.NS, Root: filepath.Join(root, "n1"), Bin: bin, CgroupRoot: cg}
+	h := newTestNodeHost(t, "nh", "n1", "10.77.61.11", root, bin)
+	cg := h.CgroupRoot
 	stopped := false
 	defer func() {
 		if !stopped {

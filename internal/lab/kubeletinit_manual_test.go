@@ -11,7 +11,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,18 +63,9 @@ func TestKubeadmInitOneHost(t *testing.T) {
 	}
 	t.Logf("images written in %s", time.Since(t0).Round(time.Millisecond))
 
-	prefix := fmt.Sprintf("ki%d", os.Getpid()%100000)
-	n, err := netns.NewNet(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	nh, err := n.AddHost("cp1", netip.MustParseAddr("10.77.61.21"), 24)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cg := "/haplane-ki-" + prefix
-	h := &NodeHost{Name: "cp1", NetNS: nh.NS, Root: filepath.Join(root, "cp1"), Bin: bin, K8sBin: k8s, CgroupRoot: cg}
+	h := newTestNodeHost(t, "ki", "cp1", "10.77.61.21", root, bin)
+	h.K8sBin = k8s
+	cg := h.CgroupRoot
 	defer h.Stop()
 	if err := h.Start(ctx); err != nil {
 		t.Fatal(err)
