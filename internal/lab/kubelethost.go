@@ -220,7 +220,10 @@ const ContainerdSock = "/run/containerd/containerd.sock"
 
 // containerdConfig is containerd's config for a host: runc from the node
 // binaries with cgroupfs (no systemd here), and the sandbox image pinned to
-// kubeadm's pause tag so that kubelet never tries to pull it.
+// kubeadm's pause tag so that kubelet never tries to pull it. Containers'
+// oom_score_adj is kept no lower than containerd's own: lowering it needs
+// CAP_SYS_RESOURCE, which a lab machine may lack (runc init then fails with
+// "failed to update /proc/self/oom_score_adj: Permission denied").
 func (h *NodeHost) containerdConfig(pauseRef string) string {
 	return fmt.Sprintf(`version = 3
 root = "/var/lib/containerd"
@@ -231,6 +234,9 @@ state = "/run/containerd"
 
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = %q
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
 
 [plugins.'io.containerd.cri.v1.runtime'.containerd]
   default_runtime_name = "runc"

@@ -13,10 +13,11 @@
 # when the module version recorded in it (go version -m) is not the pinned one;
 # the Go build cache makes a rebuild after a version bump cheap for the others.
 #
-# runc needs cgo (its nsenter part is C). It is built without the seccomp tag
-# because libseccomp's headers are not installed on a clean machine: lab
-# containers then run without a seccomp filter, which kubelet's default
-# (Unconfined unless seccompDefault is set) asks for anyway.
+# runc needs cgo (its nsenter part is C) and, for seccomp, libseccomp's
+# headers (Debian: apt-get install libseccomp-dev). kubeadm's static pods ask
+# for the RuntimeDefault seccomp profile, which a runc built without seccomp
+# refuses ("config provided but seccomp not supported"), so without the
+# headers runc is built without it and the kubelet lab cannot run pods.
 set -euo pipefail
 containerd_version=v2.4.2
 runc_version=v1.5.3
@@ -48,9 +49,15 @@ if [ ${#want[@]} -gt 0 ]; then
 fi
 
 m=github.com/opencontainers/runc
-if ! built runc "$m" "$runc_version"; then
-  echo "build.sh: building runc $runc_version (cgo, no seccomp) into $cache" >&2
-  GOBIN=$cache CGO_ENABLED=1 GOFLAGS= go install -trimpath -tags urfave_cli_no_docs \
+tags=urfave_cli_no_docs
+if pkg-config --exists libseccomp 2>/dev/null; then
+  tags=seccomp,$tags
+else
+  echo "build.sh: no libseccomp headers (apt-get install libseccomp-dev): runc without seccomp cannot run kubeadm's static pods" >&2
+fi
+if ! built runc "$m" "$runc_version" || ! go version -m "$cache/runc" | grep -q -- "-tags=$tags\$"; then
+  echo "build.sh: building runc $runc_version (cgo, tags $tags) into $cache" >&2
+  GOBIN=$cache CGO_ENABLED=1 GOFLAGS= go install -trimpath -tags "$tags" \
     -ldflags "-s -w -X main.gitCommit=$runc_version" "$m@$runc_version"
 fi
 
