@@ -7,6 +7,8 @@
 #   tools/k8s/build.sh [VERSION] [BINARY...]
 #   VERSION defaults to the one pinned in go.mod (v1.37.1); BINARY defaults to
 #   kubeadm kube-apiserver kube-controller-manager kube-scheduler kubectl.
+#   kubelet is built only when asked for (the kubelet lab does; see
+#   tools/kubelet/build.sh for containerd, runc and crictl).
 #
 # Another version (v1.MINOR.PATCH) is built from a copy of this module made
 # for it in the cache: the same staging modules replaced at v0.MINOR.PATCH,
@@ -44,7 +46,7 @@ if [ "$version" != "$pinned" ]; then
     } >"$mod/go.mod"
     # A blank import so tidy keeps what the commands need.
     printf 'package k8s\n\nimport (\n' >"$mod/tools.go"
-    for b in kubeadm kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for b in kubeadm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
       printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b" >>"$mod/tools.go"
     done
     printf ')\n' >>"$mod/tools.go"
