@@ -192,6 +192,8 @@ type LBStatus struct {
 	HealthCheck HealthCheckStatus    `json:"healthCheck"`
 	Backends    []lb.BackendStatus   `json:"backends"`
 	Checks      []health.TargetState `json:"checks"`
+	// Engine is the event loops serving the sessions.
+	Engine lb.EngineStatus `json:"engine"`
 }
 
 // HealthCheckStatus is the health check configuration in use (it changes
@@ -210,7 +212,7 @@ type HealthCheckStatus struct {
 // Status implements Statuser.
 func (p *LBPart) Status() any {
 	hc := p.checker.Config()
-	st := LBStatus{Policy: p.lb.Policy(), Panic: p.lb.Panic(), Backends: p.lb.Backends(), Checks: p.checker.States(),
+	st := LBStatus{Policy: p.lb.Policy(), Panic: p.lb.Panic(), Backends: p.lb.Backends(), Checks: p.checker.States(), Engine: p.lb.Engine(),
 		HealthCheck: HealthCheckStatus{Kind: string(hc.Probe.Kind), Path: hc.Probe.Path, LivenessPath: hc.Probe.LivenessPath, Interval: hc.Interval.String(),
 			Timeout: hc.Probe.Timeout.String(), Fall: hc.Fall, Rise: hc.Rise}}
 	for _, a := range p.lb.Addrs() {
