@@ -207,7 +207,7 @@ func writeJoined(out, configOut string, files map[string]pki.File, clusterFile [
 		undo()
 		return nil, err
 	}
-	if err := writeFileAtomic(configOut, clusterFile, 0o644); err != nil {
+	if err := pki.WriteFileAtomic(configOut, clusterFile, 0o644); err != nil {
 		undo()
 		return nil, err
 	}

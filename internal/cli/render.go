@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/pki"
 	"github.com/haplane/haplane/internal/render"
 )
 
@@ -36,7 +37,7 @@ func (a *app) writeRendered(out string, files map[string][]byte) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(p, data, 0o644); err != nil {
+		if err := pki.WriteFileAtomic(p, data, 0o644); err != nil {
 			return err
 		}
 		names = append(names, rel)
@@ -180,7 +181,7 @@ afterwards.`,
 					return err
 				}
 			}
-			return writeFileAtomic(out, next, 0o600)
+			return pki.WriteFileAtomic(out, next, 0o600)
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "haplane.yaml", "cluster file")
