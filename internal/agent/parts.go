@@ -73,10 +73,7 @@ func newLBPart(c *config.Cluster, listen, local string, roots *x509.CertPool, re
 	if err != nil {
 		return nil, err
 	}
-	var targets []health.Target
-	for _, b := range lcfg.Backends {
-		targets = append(targets, health.Target{Addr: b})
-	}
+	targets := health.Targets(lcfg.Backends)
 	if err := chk.SetTargets(targets); err != nil {
 		return nil, err
 	}

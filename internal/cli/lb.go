@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -100,32 +99,10 @@ a restart). SIGTERM or SIGINT stops accepting and waits up to
 	return cmd
 }
 
-// loadCA returns the pool that verifies apiserver certificates: --ca, or the
-// cluster CA when present, or nil (probes then verify nothing, and say so).
-func loadCA(c *config.Cluster, caFile string, log *slog.Logger) (*x509.CertPool, string, error) {
-	path := caFile
-	if path == "" {
-		path = filepath.Join(c.Certificates.Dir, "ca.crt")
-		if !exists(path) {
-			log.Warn("lb: no cluster CA found; health checks will not verify apiserver certificates", "looked_for", path)
-			return nil, "", nil
-		}
-	}
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, "", fmt.Errorf("lb: read CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, "", fmt.Errorf("lb: %s holds no PEM certificate", path)
-	}
-	return pool, path, nil
-}
-
 func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, listen, metricsAddr, caFile string, shutdownTimeout time.Duration) error {
 	log := a.logger().With("component", "lb")
 	fail := func(err error) error { return &ExitError{Code: ExitFailure, Err: err} }
-	pool, caPath, err := loadCA(c, caFile, log)
+	pool, caPath, err := agent.APIServerCA(c, caFile, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -149,7 +126,7 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 	if err != nil {
 		return usageError{err}
 	}
-	if err := checker.SetTargets(targets(lcfg.Backends)); err != nil {
+	if err := checker.SetTargets(health.Targets(lcfg.Backends)); err != nil {
 		return usageError{err}
 	}
 	if err := l.Listen(ctx); err != nil {
@@ -236,12 +213,4 @@ func (a *app) reloadLB(cfgPath, listen string, l *lb.LB, checker *health.Checker
 		return
 	}
 	log.Info("lb: reloaded", "backends", len(c.Nodes), "policy", l.Policy(), "health_interval", checker.Config().Interval)
-}
-
-func targets(addrs []string) []health.Target {
-	ts := make([]health.Target, 0, len(addrs))
-	for _, a := range addrs {
-		ts = append(ts, health.Target{Addr: a})
-	}
-	return ts
 }
