@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -28,12 +26,7 @@ import (
 
 // lbCmd is `haplane lb`: the load balancer alone, a drop-in for haproxy.
 func (a *app) lbCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "lb",
-		Short: "Run the L4 load balancer in front of every kube-apiserver (haproxy-compatible role)",
-	}
-	cmd.AddCommand(a.lbRunCmd())
-	return cmd
+	return group("lb", "Run the L4 load balancer in front of every kube-apiserver (haproxy-compatible role)", a.lbRunCmd())
 }
 
 func (a *app) lbRunCmd() *cobra.Command {
@@ -106,8 +99,7 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 	if err != nil {
 		return fail(err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := agent.NewRegistry()
 
 	lcfg := lb.ConfigFromCluster(c, listen)
 	lcfg.Logger, lcfg.Registerer = log, reg

@@ -16,12 +16,7 @@ import (
 )
 
 func (a *app) pkiCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "pki",
-		Short: "Generate and check the kubeadm-compatible certificate set",
-	}
-	cmd.AddCommand(a.pkiGenerateCmd(), a.pkiCheckCmd())
-	return cmd
+	return group("pki", "Generate and check the kubeadm-compatible certificate set", a.pkiGenerateCmd(), a.pkiCheckCmd())
 }
 
 // pkiPlan maps the cluster file onto the PKI plan.

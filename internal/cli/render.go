@@ -17,12 +17,8 @@ import (
 // renderCmd writes the files other tools read, per host, from the cluster
 // file. Each subcommand writes OUT/<host>/<file>.
 func (a *app) renderCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "render",
-		Short: "Write kubeadm configurations, static pod manifests and systemd units for every host",
-	}
-	cmd.AddCommand(a.renderKubeadmCmd(), a.renderAgentCmd(), a.renderEtcdCmd(), a.renderNodeLocalKubeconfigCmd())
-	return cmd
+	return group("render", "Write kubeadm configurations, static pod manifests and systemd units for every host",
+		a.renderKubeadmCmd(), a.renderAgentCmd(), a.renderEtcdCmd(), a.renderNodeLocalKubeconfigCmd())
 }
 
 type renderResult struct {
