@@ -205,6 +205,16 @@ tolerant).`,
 	return cmd
 }
 
+// openOps loads the cluster file of f and opens the member operations.
+func (a *app) openOps(f *etcdFlags) (*config.Cluster, *etcdnode.Ops, func(), error) {
+	c, err := a.loadConfig(f.config)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ops, done, err := a.ops(f, c)
+	return c, ops, done, err
+}
+
 func (a *app) ops(f *etcdFlags, c *config.Cluster) (*etcdnode.Ops, func(), error) {
 	ops, done, err := etcdnode.OpenOps(a.access(f, c))
 	if err != nil {
@@ -220,11 +230,7 @@ func (a *app) etcdRemoveCmd() *cobra.Command {
 		Short: "Remove a member, refusing when that would lose quorum",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.loadConfig(f.config)
-			if err != nil {
-				return err
-			}
-			ops, done, err := a.ops(&f, c)
+			c, ops, done, err := a.openOps(&f)
 			if err != nil {
 				return err
 			}
@@ -320,11 +326,7 @@ the quorum. It stops at the first failure, naming the members done.`,
 			if opts.MemberTimeout <= 0 {
 				return usageError{fmt.Errorf("--defrag-timeout %v: must be positive", opts.MemberTimeout)}
 			}
-			c, err := a.loadConfig(f.config)
-			if err != nil {
-				return err
-			}
-			ops, done, err := a.ops(&f, c)
+			_, ops, done, err := a.openOps(&f)
 			if err != nil {
 				return err
 			}
