@@ -394,6 +394,28 @@ func (o Options) folders(c *config.Cluster) (pkiDir, sock string, err error) {
 	return pkiDir, sock, nil
 }
 
+// APIServerCA returns the pool that verifies apiserver certificates: --ca, or the
+// cluster CA when present, or nil (probes then verify nothing, and say so).
+func APIServerCA(c *config.Cluster, caFile string, log *slog.Logger) (*x509.CertPool, string, error) {
+	path := caFile
+	if path == "" {
+		path = filepath.Join(c.Certificates.Dir, "ca.crt")
+		if !pathExists(path) {
+			log.Warn("lb: no cluster CA found; health checks will not verify apiserver certificates", "looked_for", path)
+			return nil, "", nil
+		}
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("lb: read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, "", fmt.Errorf("lb: %s holds no PEM certificate", path)
+	}
+	return pool, path, nil
+}
+
 // LoadCertPool reads a PEM bundle into a pool.
 func LoadCertPool(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)

@@ -73,10 +73,7 @@ func newLBPart(c *config.Cluster, listen, local string, roots *x509.CertPool, re
 	if err != nil {
 		return nil, err
 	}
-	var targets []health.Target
-	for _, b := range lcfg.Backends {
-		targets = append(targets, health.Target{Addr: b})
-	}
+	targets := health.Targets(lcfg.Backends)
 	if err := chk.SetTargets(targets); err != nil {
 		return nil, err
 	}
@@ -192,6 +189,8 @@ type LBStatus struct {
 	HealthCheck HealthCheckStatus    `json:"healthCheck"`
 	Backends    []lb.BackendStatus   `json:"backends"`
 	Checks      []health.TargetState `json:"checks"`
+	// Engine is the event loops serving the sessions.
+	Engine lb.EngineStatus `json:"engine"`
 }
 
 // HealthCheckStatus is the health check configuration in use (it changes
@@ -210,7 +209,7 @@ type HealthCheckStatus struct {
 // Status implements Statuser.
 func (p *LBPart) Status() any {
 	hc := p.checker.Config()
-	st := LBStatus{Policy: p.lb.Policy(), Panic: p.lb.Panic(), Backends: p.lb.Backends(), Checks: p.checker.States(),
+	st := LBStatus{Policy: p.lb.Policy(), Panic: p.lb.Panic(), Backends: p.lb.Backends(), Checks: p.checker.States(), Engine: p.lb.Engine(),
 		HealthCheck: HealthCheckStatus{Kind: string(hc.Probe.Kind), Path: hc.Probe.Path, LivenessPath: hc.Probe.LivenessPath, Interval: hc.Interval.String(),
 			Timeout: hc.Probe.Timeout.String(), Fall: hc.Fall, Rise: hc.Rise}}
 	for _, a := range p.lb.Addrs() {

@@ -43,10 +43,7 @@ func ReloadLB(l *lb.LB, chk *health.Checker, c *config.Cluster, listen string, r
 		}
 		later = fmt.Errorf("%w: load balancer frontend (%v)", ErrRestartNeeded, err)
 	}
-	var targets []health.Target
-	for _, a := range lcfg.Backends {
-		targets = append(targets, health.Target{Addr: a})
-	}
+	targets := health.Targets(lcfg.Backends)
 	if err := chk.Reconfigure(hcfg); err != nil {
 		return err
 	}

@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -71,14 +68,11 @@ func (a *app) runElect(ctx context.Context, f *electFlags, args []string) error 
 	if err := requireFlag("lock", f.lock); err != nil {
 		return err
 	}
-	if f.ttl < 2*time.Second {
-		return usageError{fmt.Errorf("--ttl %s: at least 2s", f.ttl)}
-	}
 	// Losing leadership is noticed margin before the lease can expire;
 	// the command must be gone by then.
-	margin := f.grace + 500*time.Millisecond
-	if margin > f.ttl/2 {
-		return usageError{fmt.Errorf("--grace %s plus 500ms must be at most half of --ttl %s (the lease is renewed every third of it)", f.grace, f.ttl)}
+	margin, err := elect.CommandMargin(f.ttl, f.grace)
+	if err != nil {
+		return usageError{err}
 	}
 	if f.identity == "" {
 		host, _ := os.Hostname()
@@ -87,11 +81,10 @@ func (a *app) runElect(ctx context.Context, f *electFlags, args []string) error 
 	log := a.logger().With("lock", f.lock, "backend", f.backend)
 	exitCode := 0
 	work := func(lctx context.Context, t elect.Term) error {
-		code, err := runWhileLeading(lctx, args, t, f.grace, log)
+		code, err := elect.Command{Args: args, Grace: f.grace, Log: log, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}.Run(lctx, t)
 		exitCode = code
 		return err
 	}
-	var err error
 	switch f.backend {
 	case "etcd":
 		endpoints, tc, cerr := a.etcdClientFlags(f)
@@ -165,66 +158,4 @@ func (a *app) etcdClientFlags(f *electFlags) ([]string, *tls.Config, error) {
 		CAFile:   filepath.Join(pkiDir, "etcd", "ca.crt"),
 	}.Config()
 	return eps, tc, err
-}
-
-// runWhileLeading runs the command until it exits or ctx ends; then it
-// stops it: SIGTERM to its process group, SIGKILL after grace.
-func runWhileLeading(ctx context.Context, args []string, t elect.Term, grace time.Duration, log interface {
-	Info(string, ...any)
-	Warn(string, ...any)
-}) (int, error) {
-	type result struct {
-		code int
-		err  error
-	}
-	done := make(chan result, 1)
-	started := make(chan *exec.Cmd, 1)
-	go func() {
-		// Pdeathsig is tied to the thread that started the child: keep
-		// this goroutine on its thread for the child's whole life, so the
-		// kernel kills the command if elect dies.
-		runtime.LockOSThread()
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), "HAPLANE_FENCING_TOKEN="+strconv.FormatInt(t.Token, 10), "HAPLANE_ELECT_IDENTITY="+t.Identity)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			started <- nil
-			done <- result{code: 127, err: fmt.Errorf("elect: start %s: %w", args[0], err)}
-			return
-		}
-		started <- cmd
-		err := cmd.Wait()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code, err = ee.ExitCode(), nil
-			if code < 0 {
-				code = 128 + int(syscall.SIGKILL)
-			}
-		}
-		done <- result{code: code, err: err}
-	}()
-	cmd := <-started
-	if cmd == nil {
-		r := <-done
-		return r.code, r.err
-	}
-	log.Info("command started", "pid", cmd.Process.Pid, "token", t.Token)
-	select {
-	case r := <-done:
-		log.Info("command exited", "code", r.code)
-		return r.code, r.err
-	case <-ctx.Done():
-	}
-	log.Warn("stopping the command", "pid", cmd.Process.Pid, "why", context.Cause(ctx))
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case r := <-done:
-		return r.code, context.Cause(ctx)
-	case <-time.After(grace):
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	r := <-done
-	return r.code, context.Cause(ctx)
 }

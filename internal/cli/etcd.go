@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -188,7 +187,7 @@ tolerant).`,
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
-			if err := a.print(rep, func(w io.Writer) error { return printReport(w, rep) }); err != nil {
+			if err := a.print(rep, func(w io.Writer) error { return etcdnode.WriteReport(w, rep) }); err != nil {
 				return err
 			}
 			if !rep.FaultTolerant {
@@ -206,48 +205,14 @@ tolerant).`,
 	return cmd
 }
 
-func printReport(w io.Writer, rep etcdnode.Report) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tENDPOINT\tHEALTHY\tREAD\tLEADER\tLEARNER\tTERM\tINDEX\tLAG\tDB/QUOTA\tERROR")
-	for _, m := range rep.Members {
-		read := "-"
-		if m.Reachable {
-			read = fmt.Sprintf("%.1fms", m.ReadLatency*1000)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%v\t%v\t%d\t%d\t%d\t%s/%s\t%s\n", m.Name, m.ID, m.Endpoint, m.Healthy, read,
-			m.Leader, m.Learner, m.RaftTerm, m.RaftIndex, m.Lag, bytesHuman(m.DBSize), bytesHuman(m.Quota), m.Error)
+// openOps loads the cluster file of f and opens the member operations.
+func (a *app) openOps(f *etcdFlags) (*config.Cluster, *etcdnode.Ops, func(), error) {
+	c, err := a.loadConfig(f.config)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	serving := ""
-	if rep.ServingVoters != rep.HealthyVoters {
-		serving = fmt.Sprintf(" (%d serving, alarms aside)", rep.ServingVoters)
-	}
-	fmt.Fprintf(w, "verdict: %s (%d of %d voting members healthy%s, quorum %d, fault tolerance %d)\n",
-		rep.Verdict, rep.HealthyVoters, rep.Voters, serving, rep.Quorum, rep.FaultTolerance)
-	nospace := false
-	for _, al := range rep.Alarms {
-		fmt.Fprintf(w, "alarm: %s\n", al)
-		nospace = nospace || strings.HasPrefix(al, "NOSPACE")
-	}
-	if nospace {
-		fmt.Fprintln(w, "the database is over its quota and etcd refuses writes: haplane etcd defrag --compact --disarm")
-	}
-	return nil
-}
-
-func bytesHuman(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	ops, done, err := a.ops(f, c)
+	return c, ops, done, err
 }
 
 func (a *app) ops(f *etcdFlags, c *config.Cluster) (*etcdnode.Ops, func(), error) {
@@ -265,11 +230,7 @@ func (a *app) etcdRemoveCmd() *cobra.Command {
 		Short: "Remove a member, refusing when that would lose quorum",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.loadConfig(f.config)
-			if err != nil {
-				return err
-			}
-			ops, done, err := a.ops(&f, c)
+			c, ops, done, err := a.openOps(&f)
 			if err != nil {
 				return err
 			}
@@ -365,17 +326,13 @@ the quorum. It stops at the first failure, naming the members done.`,
 			if opts.MemberTimeout <= 0 {
 				return usageError{fmt.Errorf("--defrag-timeout %v: must be positive", opts.MemberTimeout)}
 			}
-			c, err := a.loadConfig(f.config)
-			if err != nil {
-				return err
-			}
-			ops, done, err := a.ops(&f, c)
+			_, ops, done, err := a.openOps(&f)
 			if err != nil {
 				return err
 			}
 			defer done()
 			res, err := ops.Defragment(cmd.Context(), opts)
-			if perr := a.print(res, func(w io.Writer) error { return printDefrag(w, res) }); perr != nil && err == nil {
+			if perr := a.print(res, func(w io.Writer) error { return etcdnode.WriteDefrag(w, res) }); perr != nil && err == nil {
 				err = perr
 			}
 			if err != nil {
@@ -390,34 +347,6 @@ the quorum. It stops at the first failure, naming the members done.`,
 	fl.BoolVar(&opts.Disarm, "disarm", false, "clear NOSPACE alarms once every database is below its quota")
 	fl.DurationVar(&opts.MemberTimeout, "defrag-timeout", etcdnode.DefaultDefragMemberTimeout, "time allowed to defragment one member")
 	return cmd
-}
-
-func printDefrag(w io.Writer, res etcdnode.DefragResult) error {
-	if res.CompactedRevision != 0 {
-		fmt.Fprintf(w, "compacted to revision %d\n", res.CompactedRevision)
-	}
-	if len(res.Members) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tID\tENDPOINT\tLEADER\tBEFORE\tAFTER\tIN USE\tQUOTA\tTIME")
-		for _, m := range res.Members {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.ID, m.Endpoint, m.Leader,
-				bytesHuman(m.DBSizeBefore), bytesHuman(m.DBSizeAfter), bytesHuman(m.DBSizeInUseAfter), bytesHuman(m.Quota),
-				time.Duration(m.Seconds*float64(time.Second)).Round(time.Millisecond))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	if len(res.Pending) > 0 {
-		fmt.Fprintf(w, "not defragmented: %s\n", strings.Join(res.Pending, ", "))
-	}
-	for _, al := range res.Disarmed {
-		fmt.Fprintf(w, "disarmed: %s\n", al)
-	}
-	for _, al := range res.Alarms {
-		fmt.Fprintf(w, "alarm still raised: %s\n", al)
-	}
-	return nil
 }
 
 func (a *app) etcdSnapshotCmd() *cobra.Command {

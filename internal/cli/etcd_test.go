@@ -86,7 +86,7 @@ func TestPrintDefrag(t *testing.T) {
 		Disarmed: []string{"NOSPACE on a1"},
 	}
 	var b strings.Builder
-	if err := printDefrag(&b, res); err != nil {
+	if err := etcdnode.WriteDefrag(&b, res); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"compacted to revision 57", "2.3MiB", "152.0KiB", "2.0MiB", "29ms", "not defragmented: cp3", "disarmed: NOSPACE on a1"} {
@@ -98,7 +98,7 @@ func TestPrintDefrag(t *testing.T) {
 	// status under NOSPACE points at the fix.
 	b.Reset()
 	rep := etcdnode.Report{Voters: 3, ServingVoters: 3, Quorum: 2, FaultTolerance: 1, Verdict: etcdnode.VerdictNoFaultTolerance, Alarms: []string{"NOSPACE on a1"}}
-	if err := printReport(&b, rep); err != nil {
+	if err := etcdnode.WriteReport(&b, rep); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"0 of 3 voting members healthy (3 serving, alarms aside)", "haplane etcd defrag --compact --disarm"} {

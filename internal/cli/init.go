@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/pki"
 )
 
 func (a *app) initCmd() *cobra.Command {
@@ -53,7 +54,7 @@ lab on 10.77.0.0/24; --vip, --interface and --node shape it for real hosts.`,
 			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 				return err
 			}
-			if err := writeFileAtomic(out, data, 0o644); err != nil {
+			if err := pki.WriteFileAtomic(out, data, 0o644); err != nil {
 				return err
 			}
 			return a.print(map[string]string{"written": out}, func(w io.Writer) error {
@@ -141,46 +142,4 @@ func (a *app) validateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "haplane.yaml", "cluster file")
 	return cmd
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it,
-// renames it into place and syncs the folder, so a reader never sees half a
-// file and the new one survives a crash.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	// The rename lives in the folder: sync it too, or a crash can leave
-	// the old file (or none) after the new one was reported written.
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: sync folder: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync folder: %w", path, err)
-	}
-	return nil
 }

@@ -11,13 +11,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -30,12 +27,7 @@ import (
 
 // lbCmd is `haplane lb`: the load balancer alone, a drop-in for haproxy.
 func (a *app) lbCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "lb",
-		Short: "Run the L4 load balancer in front of every kube-apiserver (haproxy-compatible role)",
-	}
-	cmd.AddCommand(a.lbRunCmd())
-	return cmd
+	return group("lb", "Run the L4 load balancer in front of every kube-apiserver (haproxy-compatible role)", a.lbRunCmd())
 }
 
 func (a *app) lbRunCmd() *cobra.Command {
@@ -101,37 +93,14 @@ a restart). SIGTERM or SIGINT stops accepting and waits up to
 	return cmd
 }
 
-// loadCA returns the pool that verifies apiserver certificates: --ca, or the
-// cluster CA when present, or nil (probes then verify nothing, and say so).
-func loadCA(c *config.Cluster, caFile string, log *slog.Logger) (*x509.CertPool, string, error) {
-	path := caFile
-	if path == "" {
-		path = filepath.Join(c.Certificates.Dir, "ca.crt")
-		if !exists(path) {
-			log.Warn("lb: no cluster CA found; health checks will not verify apiserver certificates", "looked_for", path)
-			return nil, "", nil
-		}
-	}
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, "", fmt.Errorf("lb: read CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, "", fmt.Errorf("lb: %s holds no PEM certificate", path)
-	}
-	return pool, path, nil
-}
-
 func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, listen, metricsAddr, caFile string, shutdownTimeout time.Duration) error {
 	log := a.logger().With("component", "lb")
 	fail := func(err error) error { return &ExitError{Code: ExitFailure, Err: err} }
-	pool, caPath, err := loadCA(c, caFile, log)
+	pool, caPath, err := agent.APIServerCA(c, caFile, log)
 	if err != nil {
 		return fail(err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := agent.NewRegistry()
 
 	lcfg := lb.ConfigFromCluster(c, listen)
 	lcfg.Logger, lcfg.Registerer = log, reg
@@ -150,7 +119,7 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 	if err != nil {
 		return usageError{err}
 	}
-	if err := checker.SetTargets(targets(lcfg.Backends)); err != nil {
+	if err := checker.SetTargets(health.Targets(lcfg.Backends)); err != nil {
 		return usageError{err}
 	}
 	if err := l.Listen(ctx); err != nil {
@@ -238,12 +207,4 @@ func (a *app) reloadLB(cfgPath, listen string, l *lb.LB, checker *health.Checker
 		return
 	}
 	log.Info("lb: reloaded", "backends", len(c.Nodes), "policy", l.Policy(), "health_interval", checker.Config().Interval)
-}
-
-func targets(addrs []string) []health.Target {
-	ts := make([]health.Target, 0, len(addrs))
-	for _, a := range addrs {
-		ts = append(ts, health.Target{Addr: a})
-	}
-	return ts
 }

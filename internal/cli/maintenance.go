@@ -1,22 +1,17 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/join"
@@ -57,9 +52,9 @@ func (a *app) maintenanceActionCmd(action string) *cobra.Command {
 		Example: "  haplane maintenance " + action + "\n" +
 			"  haplane maintenance " + action + " --node cp2 --kubeconfig /etc/kubernetes/admin.conf",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := []byte(nil)
+			var opts *agent.MaintenanceOptions
 			if action == "start" {
-				body, _ = json.Marshal(agent.MaintenanceOptions{DrainTimeout: agent.Duration(drain), KeepVIP: keepVIP})
+				opts = &agent.MaintenanceOptions{DrainTimeout: agent.Duration(drain), KeepVIP: keepVIP}
 			}
 			// The request waits for the steps: the drain, then a few
 			// bounded seconds each.
@@ -68,23 +63,11 @@ func (a *app) maintenanceActionCmd(action string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, url, bytes.NewReader(body))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := client.Do(req)
-			if err != nil {
-				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance %s: %w", action, err)}
-			}
-			defer resp.Body.Close()
-			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			if resp.StatusCode == http.StatusForbidden {
-				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("maintenance %s refused: %s", action, strings.TrimSpace(string(data)))}
-			}
-			var res agent.MaintenanceResult
-			if err := json.Unmarshal(data, &res); err != nil {
-				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("maintenance %s: %s: %s", action, resp.Status, strings.TrimSpace(string(data)))}
+			res, err := agent.RequestMaintenance(cmd.Context(), client, url, action, opts)
+			if errors.As(err, new(agent.MaintenanceRefusedError)) {
+				return &ExitError{Code: ExitUsage, Err: err}
+			} else if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
 			}
 			if res.Refused != "" {
 				if a.jsonOutput() {
@@ -144,49 +127,12 @@ func (a *app) maintenanceTarget(ctx context.Context, node, sock, cfgPath, kubeco
 	if !ok {
 		return nil, "", usageError{fmt.Errorf("--node: %q is not a control-plane node of %s", node, cfgPath)}
 	}
-	tc, err := adminTLS(kubeconfig)
+	tc, err := agent.AdminTLS(kubeconfig)
 	if err != nil {
 		return nil, "", usageError{fmt.Errorf("maintenance --node %s: %w", node, err)}
 	}
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc}}
 	return client, "https://" + net.JoinHostPort(n.Address, strconv.Itoa(join.DefaultPort)) + agent.PeerMaintenancePath + action, nil
-}
-
-// adminTLS reads the client certificate and CA of a kubeconfig's current
-// context.
-func adminTLS(path string) (*tls.Config, error) {
-	kc, err := clientcmd.LoadFromFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	cc, err := clientcmd.NewDefaultClientConfig(*kc, nil).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	t := cc.TLSClientConfig
-	certPEM, keyPEM, caPEM := t.CertData, t.KeyData, t.CAData
-	if len(certPEM) == 0 && t.CertFile != "" {
-		if certPEM, err = os.ReadFile(t.CertFile); err != nil {
-			return nil, err
-		}
-		if keyPEM, err = os.ReadFile(t.KeyFile); err != nil {
-			return nil, err
-		}
-	}
-	if len(caPEM) == 0 && t.CAFile != "" {
-		if caPEM, err = os.ReadFile(t.CAFile); err != nil {
-			return nil, err
-		}
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: client certificate: %w", path, err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("kubeconfig %s holds no cluster CA", path)
-	}
-	return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, nil
 }
 
 func printMaintenance(w io.Writer, r agent.MaintenanceResult) error {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,12 +16,7 @@ import (
 )
 
 func (a *app) pkiCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "pki",
-		Short: "Generate and check the kubeadm-compatible certificate set",
-	}
-	cmd.AddCommand(a.pkiGenerateCmd(), a.pkiCheckCmd())
-	return cmd
+	return group("pki", "Generate and check the kubeadm-compatible certificate set", a.pkiGenerateCmd(), a.pkiCheckCmd())
 }
 
 // pkiPlan maps the cluster file onto the PKI plan.
@@ -224,7 +218,7 @@ drifted, is missing, unexpected or does not chain.`,
 			for _, s := range statuses {
 				res.OK = res.OK && s.OK()
 			}
-			if err := a.print(res, func(w io.Writer) error { return printCertTable(w, statuses) }); err != nil {
+			if err := a.print(res, func(w io.Writer) error { return pki.WriteCertTable(w, statuses) }); err != nil {
 				return err
 			}
 			if !res.OK {
@@ -239,53 +233,4 @@ drifted, is missing, unexpected or does not chain.`,
 	f.StringVar(&node, "node", "", "the host's name in the cluster file (default: the folder above --dir)")
 	f.StringVar(&warnS, "warn", "30d", "fail when a certificate expires within this")
 	return cmd
-}
-
-func printCertTable(w io.Writer, statuses []pki.CertStatus) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCA\tSAN DRIFT\tCHAIN\tSTATUS")
-	for _, s := range statuses {
-		exp, res := "-", "-"
-		if !s.Expires.IsZero() {
-			exp = s.Expires.UTC().Format("Jan 02, 2006 15:04 MST")
-			res = humanDuration(s.Residual)
-		}
-		ca := s.CA
-		if ca == "" {
-			ca = "-"
-		}
-		drift := s.SANDrift
-		if drift == "" {
-			drift = pki.DriftNotChecked
-		}
-		chain := "ok"
-		switch {
-		case s.Expires.IsZero() && !s.ChainOK:
-			chain = "-" // missing, unreadable, or a key: nothing to chain
-		case !s.ChainOK:
-			chain = "BROKEN"
-		}
-		status := "ok"
-		if !s.OK() {
-			status = strings.Join(s.Problems, "; ")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, exp, res, ca, drift, chain, status)
-	}
-	return tw.Flush()
-}
-
-// humanDuration is kubeadm's residual-time style: 364d, 9y, 23h.
-func humanDuration(d time.Duration) string {
-	switch {
-	case d < 0:
-		return "expired"
-	case d >= 2*365*24*time.Hour:
-		return fmt.Sprintf("%dy", int(d.Hours()/24/365))
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	}
 }

@@ -10,18 +10,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/haplane/haplane/internal/config"
+	"github.com/haplane/haplane/internal/pki"
 	"github.com/haplane/haplane/internal/render"
 )
 
 // renderCmd writes the files other tools read, per host, from the cluster
 // file. Each subcommand writes OUT/<host>/<file>.
 func (a *app) renderCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "render",
-		Short: "Write kubeadm configurations, static pod manifests and systemd units for every host",
-	}
-	cmd.AddCommand(a.renderKubeadmCmd(), a.renderAgentCmd(), a.renderEtcdCmd(), a.renderNodeLocalKubeconfigCmd())
-	return cmd
+	return group("render", "Write kubeadm configurations, static pod manifests and systemd units for every host",
+		a.renderKubeadmCmd(), a.renderAgentCmd(), a.renderEtcdCmd(), a.renderNodeLocalKubeconfigCmd())
 }
 
 type renderResult struct {
@@ -36,7 +33,7 @@ func (a *app) writeRendered(out string, files map[string][]byte) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(p, data, 0o644); err != nil {
+		if err := pki.WriteFileAtomic(p, data, 0o644); err != nil {
 			return err
 		}
 		names = append(names, rel)
@@ -180,7 +177,7 @@ afterwards.`,
 					return err
 				}
 			}
-			return writeFileAtomic(out, next, 0o600)
+			return pki.WriteFileAtomic(out, next, 0o600)
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "haplane.yaml", "cluster file")

@@ -406,7 +406,7 @@ func TestStatusEtcdUnreachableReturnsFast(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	if err := printClusterSections(&out, v.Etcd, v.Elections); err != nil {
+	if err := status.WriteClusterSections(&out, v.Etcd, v.Elections); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Count(out.String(), "unreachable") < 3 || !strings.Contains(out.String(), "ETCD MEMBERS (leader none; no-quorum") {
@@ -511,7 +511,7 @@ func TestPrintRenewal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b strings.Builder
-			printRenewal(&b, &tc.st, now)
+			status.WriteRenewal(&b, &tc.st, now)
 			if b.String() != tc.want {
 				t.Errorf("got\n%s\nwant\n%s", b.String(), tc.want)
 			}

@@ -11,8 +11,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -24,12 +22,7 @@ import (
 
 // vipCmd is `haplane vip`: the VRRP speaker alone, a drop-in for keepalived.
 func (a *app) vipCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "vip",
-		Short: "Hold the control plane's virtual IP with VRRP (keepalived-compatible)",
-	}
-	cmd.AddCommand(a.vipRunCmd())
-	return cmd
+	return group("vip", "Hold the control plane's virtual IP with VRRP (keepalived-compatible)", a.vipRunCmd())
 }
 
 func (a *app) vipRunCmd() *cobra.Command {
@@ -70,8 +63,7 @@ VRID, version, interface or node address is logged and waits for a restart.`,
 			}
 			log := a.logger().With("component", "vip", "node", node)
 			scfg.Logger = log
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			reg := agent.NewRegistry()
 			m, err := speaker.NewPrometheus(reg)
 			if err != nil {
 				return err

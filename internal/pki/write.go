@@ -73,7 +73,7 @@ func WriteTree(root string, files map[string]File) (written []string, err error)
 			}
 			continue
 		}
-		if err := writeAtomic(full, f.Data, f.Mode); err != nil {
+		if err := WriteFileAtomic(full, f.Data, f.Mode); err != nil {
 			return written, err
 		}
 		written = append(written, p)
@@ -81,7 +81,10 @@ func WriteTree(root string, files map[string]File) (written []string, err error)
 	return written, nil
 }
 
-func writeAtomic(path string, data []byte, mode fs.FileMode) error {
+// WriteFileAtomic writes data to a temporary file beside path with mode,
+// syncs it, renames it into place and syncs the folder, so a reader never
+// sees half a file and the new one survives a crash.
+func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("pki: write %s: %w", path, err)
@@ -159,11 +162,11 @@ func WriteWithBackup(p string, data []byte, mode fs.FileMode) error {
 	old, err := os.ReadFile(p)
 	switch {
 	case err == nil:
-		if err := writeAtomic(p+".bak", old, mode); err != nil {
+		if err := WriteFileAtomic(p+".bak", old, mode); err != nil {
 			return err
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("pki: back up %s: %w", p, err)
 	}
-	return writeAtomic(p, data, mode)
+	return WriteFileAtomic(p, data, mode)
 }
