@@ -165,17 +165,29 @@ func (s *Server) allow(src string) bool {
 	return true
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	src, _, _ := net.SplitHostPort(r.RemoteAddr)
-	log := s.logger().With("remote", src)
-	refuse := func(code int, public string, err error) {
-		log.Warn("join refused", "status", code, "reason", err)
+// begin starts answering a join or renewal request (what): its source
+// address, a logger naming it, and refuse, which answers with code, the
+// public reason as JSON, and logs the real one. ok is false when r was
+// answered already (not a POST).
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, what string) (src string, log *slog.Logger, refuse func(code int, public string, err error), ok bool) {
+	src, _, _ = net.SplitHostPort(r.RemoteAddr)
+	log = s.logger().With("remote", src)
+	refuse = func(code int, public string, err error) {
+		log.Warn(what+" refused", "status", code, "reason", err)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(errorBody{Error: public})
 	}
 	if r.Method != http.MethodPost {
 		refuse(http.StatusMethodNotAllowed, "POST only", fmt.Errorf("method %s", r.Method))
+		return src, log, refuse, false
+	}
+	return src, log, refuse, true
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	src, log, refuse, ok := s.begin(w, r, "join")
+	if !ok {
 		return
 	}
 	if !s.allow(src) {

@@ -62,16 +62,8 @@ type Renewer interface {
 // ServeRenew answers RenewPath with s.Renewer, under the same per-source
 // rate limit as joins.
 func (s *Server) ServeRenew(w http.ResponseWriter, r *http.Request) {
-	src, _, _ := net.SplitHostPort(r.RemoteAddr)
-	log := s.logger().With("remote", src)
-	refuse := func(code int, public string, err error) {
-		log.Warn("renewal refused", "status", code, "reason", err)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(errorBody{Error: public})
-	}
-	if r.Method != http.MethodPost {
-		refuse(http.StatusMethodNotAllowed, "POST only", fmt.Errorf("method %s", r.Method))
+	src, log, refuse, ok := s.begin(w, r, "renewal")
+	if !ok {
 		return
 	}
 	if s.Renewer == nil {

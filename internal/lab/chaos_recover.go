@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/haplane/haplane/internal/netns"
 )
 
 // permanentLoss is the etcd-permanent-loss scenario: two of three members
@@ -108,7 +111,53 @@ func (r *chaosRun) recoverFrom(survivor string, victims []string) error {
 			return err
 		}
 	}
-	return r.waitVoters(h, pkiDir, len(victims)+1, 90*time.Second)
+	err = r.waitVoters(h, pkiDir, len(victims)+1, 90*time.Second)
+	if err == nil {
+		return nil
+	}
+	// A rejoining member that gave up (its turn for the one learner slot
+	// etcd allows, its start) has exited: its systemd unit (Restart=always)
+	// would start it again, and so does the lab, once. One still running
+	// is named with its last log line.
+	var why []string
+	restarted := false
+	for _, v := range victims {
+		p, ok := r.st.Proc(v, proc)
+		if !ok {
+			continue
+		}
+		tail := lastLine(readTail(p.Log, 4096))
+		if netns.Alive(p.PID) {
+			why = append(why, fmt.Sprintf("%s running, last log: %s", v, tail))
+			continue
+		}
+		why = append(why, fmt.Sprintf("%s exited, last log: %s", v, tail))
+		r.event("restart " + proc + " on " + v + " (it exited; as systemd's Restart=always would)")
+		if _, rerr := r.st.Restart(v, proc); rerr != nil {
+			return fmt.Errorf("%w; restart %s: %v", err, v, rerr)
+		}
+		restarted = true
+	}
+	if restarted {
+		if rerr := r.waitVoters(h, pkiDir, len(victims)+1, 90*time.Second); rerr == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w [%s]", err, strings.Join(why, "; "))
+}
+
+// readTail returns up to the last n bytes of the file at path.
+func readTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
 }
 
 // waitVoters polls `haplane etcd status` on host until the member list

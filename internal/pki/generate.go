@@ -263,6 +263,20 @@ func (g *generator) stale() {
 }
 
 // leaf keeps or issues one leaf certificate.
+// newLeaf makes a key of the plan's algorithm and its certificate for
+// spec, signed by ca, valid for the plan's validity from g.now.
+func (g *generator) newLeaf(spec LeafSpec, ca KeyPair) (crypto.Signer, *x509.Certificate, error) {
+	key, err := NewKey(g.p.keyAlgorithm())
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := Sign(spec, key.Public(), ca, g.now, g.p.validity())
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, cert, nil
+}
+
 func (g *generator) leaf(dir string, spec LeafSpec) error {
 	certPath, keyPath := path.Join(dir, spec.Name+".crt"), path.Join(dir, spec.Name+".key")
 	ca := g.cas[spec.CA]
@@ -278,11 +292,7 @@ func (g *generator) leaf(dir string, spec LeafSpec) error {
 	} else {
 		g.act(certPath, Created, "")
 	}
-	key, err := NewKey(g.p.keyAlgorithm())
-	if err != nil {
-		return err
-	}
-	cert, err := Sign(spec, key.Public(), ca, g.now, g.p.validity())
+	key, cert, err := g.newLeaf(spec, ca)
 	if err != nil {
 		return err
 	}
@@ -426,11 +436,7 @@ func (g *generator) kubeconfig(host string, kc KubeconfigSpec) error {
 	} else {
 		g.act(p, Created, "")
 	}
-	key, err := NewKey(g.p.keyAlgorithm())
-	if err != nil {
-		return err
-	}
-	cert, err := Sign(spec, key.Public(), ca, g.now, g.p.validity())
+	key, cert, err := g.newLeaf(spec, ca)
 	if err != nil {
 		return err
 	}
