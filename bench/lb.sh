@@ -253,9 +253,10 @@ echo "RSS at the end (MiB): haplane $(rss "$HAPLANE_PID"), haproxy $(rss "$HAPRO
 # The split, for an honest comparison: anonymous pages (heap, stacks,
 # buffers: what the process really costs) vs file pages (its executable
 # and libraries, clean page cache the kernel can drop and share). Most of
-# haplane's file pages are the one large binary's, touched at start-up;
-# `lb run` drops those from its page tables 2s after it serves
-# (internal/procmem), so what stays is the code it runs.
+# haplane's file pages are the one large binary's: package init fills the
+# heap with registries (client-go's scheme, etcd's and protobuf's
+# descriptors), and each GC cycle reads their type data in the binary's
+# read-only pages, so dropping those pages does not last.
 echo "RSS split (MiB, anon + file + shmem): haplane $(rss_split "$HAPLANE_PID"), haproxy $(rss_split "$HAPROXY_PID"), haproxy splice $(rss_split "$SPLICE_PID")"
 # Where haplane's RSS is: anonymous (heap, stacks, runtime) vs file-backed
 # (the binary's pages), and the Go runtime's own view from its metrics.

@@ -27,7 +27,6 @@ import (
 	"github.com/haplane/haplane/internal/etcdnode"
 	"github.com/haplane/haplane/internal/join"
 	"github.com/haplane/haplane/internal/pki"
-	"github.com/haplane/haplane/internal/procmem"
 	"github.com/haplane/haplane/internal/vrrp/speaker"
 )
 
@@ -90,10 +89,6 @@ const (
 // until ctx ends: its etcd member, the load balancer, the VIP, the join
 // server, maintenance with the peers' status, and certificate renewal,
 // as o and the cluster file c say. SIGHUP reloads o.ConfigPath.
-// startupPagesAfter is when a running agent drops the pages of its
-// executable that start-up touched (procmem.ReleaseStartupPages).
-const startupPagesAfter = 10 * time.Second
-
 func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 	var err error
 	_, isCP := c.NodeByName(o.Node)
@@ -110,9 +105,6 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 	}
 	log := o.Log.With("node", o.Node)
 	reg := NewRegistry()
-	// Once the parts are up, the executable's start-up pages leave the
-	// resident set (procmem); etcd's start takes the longest.
-	procmem.ReleaseAfter(ctx, startupPagesAfter, log)
 
 	// Start order etcd, lb, vip; stop order the reverse, so SIGTERM first
 	// hands the VIP over, then drains the load balancer, then stops etcd.
@@ -478,7 +470,6 @@ func RunWorker(ctx context.Context, c *config.Cluster, o Options) error {
 	}
 	log := o.Log.With("node", name, "role", RoleWorker)
 	reg := NewRegistry()
-	procmem.ReleaseAfter(ctx, startupPagesAfter, log)
 	roots, err := LoadCertPool(filepath.Join(pkiDir, "ca.crt"))
 	if err != nil {
 		log.Warn("kube-apiserver certificates will not be verified by health checks", "err", err)

@@ -22,7 +22,6 @@ import (
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/health"
 	"github.com/haplane/haplane/internal/lb"
-	"github.com/haplane/haplane/internal/procmem"
 )
 
 // lbCmd is `haplane lb`: the load balancer alone, a drop-in for haproxy.
@@ -154,7 +153,6 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 
 	checkDone := make(chan struct{})
 	go func() { checker.Run(ctx); close(checkDone) }()
-	procmem.ReleaseAfter(ctx, 2*time.Second, log)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
