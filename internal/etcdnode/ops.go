@@ -11,6 +11,8 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Ops carries out membership changes on a running cluster, each one checked
@@ -72,7 +74,7 @@ func (o *Ops) Remove(ctx context.Context, name, peerURL string) (LiveMember, err
 }
 
 func (o *Ops) remove(ctx context.Context, m LiveMember) error {
-	err := o.retryUnhealthy(ctx, func() error {
+	err := o.retryUnhealthy(ctx, func(ctx context.Context) error {
 		_, err := o.Client.MemberRemove(ctx, m.ID)
 		return err
 	})
@@ -121,19 +123,28 @@ func (o *Ops) Replace(ctx context.Context, name, peerURL string) (removed []Live
 // calls unhealthy.
 const reconfigRetryFor = 15 * time.Second
 
-// retryUnhealthy runs op until it succeeds, fails otherwise, or
-// reconfigRetryFor passes. With strict reconfiguration checks (always on)
-// etcd refuses a membership change with ErrUnhealthy until it has been
-// connected to its peers for its health interval (5s), as right after a
-// member joined or restarted; that refusal is transient.
-func (o *Ops) retryUnhealthy(ctx context.Context, op func() error) error {
+// memberCallTimeout bounds one membership call: a call that reached a
+// member still starting (one rejoining next to this one) waits for it, and
+// is better tried again, on whichever endpoint answers.
+const memberCallTimeout = 10 * time.Second
+
+// retryUnhealthy runs op, each attempt within memberCallTimeout, until it
+// succeeds, fails otherwise, or reconfigRetryFor passes. With strict
+// reconfiguration checks (always on) etcd refuses a membership change with
+// ErrUnhealthy until it has been connected to its peers for its health
+// interval (5s), as right after a member joined or restarted; that refusal
+// is transient, as is an attempt that got no answer in time.
+func (o *Ops) retryUnhealthy(ctx context.Context, op func(context.Context) error) error {
 	deadline := time.Now().Add(reconfigRetryFor)
 	for {
-		err := op()
-		if err == nil || !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+		cctx, cancel := context.WithTimeout(ctx, memberCallTimeout)
+		err := op(cctx)
+		cancel()
+		timedOut := ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded)
+		if err == nil || (!errors.Is(err, rpctypes.ErrUnhealthy) && !timedOut) || time.Now().After(deadline) {
 			return err
 		}
-		o.log().Info("etcd refuses the membership change until its peers are connected long enough; retrying", "err", err)
+		o.log().Info("etcd did not take the membership change yet; retrying", "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -154,11 +165,19 @@ func (o *Ops) AddLearner(ctx context.Context, name, peerURL string) (uint64, []P
 	deadline := time.Now().Add(learnerWaitFor)
 	var err error
 	for {
-		err = o.retryUnhealthy(ctx, func() error {
+		err = o.retryUnhealthy(ctx, func(ctx context.Context) error {
 			var err error
 			resp, err = o.Client.MemberAddAsLearner(ctx, []string{peerURL})
 			return err
 		})
+		if errors.Is(err, rpctypes.ErrPeerURLExist) {
+			// An earlier attempt that timed out was applied after all:
+			// this node's learner entry is there, not started yet.
+			if id, peers, ok := o.learnerEntry(ctx, name, peerURL); ok {
+				o.log().Info("etcd learner entry found for this node", "name", name, "id", fmt.Sprintf("%x", id))
+				return id, peers, nil
+			}
+		}
 		if err == nil || !errors.Is(err, rpctypes.ErrTooManyLearners) || time.Now().After(deadline) {
 			break
 		}
@@ -174,6 +193,23 @@ func (o *Ops) AddLearner(ctx context.Context, name, peerURL string) (uint64, []P
 	}
 	o.log().Info("added etcd learner", "name", name, "id", fmt.Sprintf("%x", resp.Member.ID), "peer", peerURL)
 	return resp.Member.ID, initialCluster(resp.Members, name, peerURL), nil
+}
+
+// learnerEntry finds the unstarted learner at peerURL in the member list
+// and returns its ID and the initial cluster to start it with.
+func (o *Ops) learnerEntry(ctx context.Context, name, peerURL string) (uint64, []Peer, bool) {
+	cctx, cancel := context.WithTimeout(ctx, memberCallTimeout)
+	defer cancel()
+	resp, err := o.Client.MemberList(cctx)
+	if err != nil {
+		return 0, nil, false
+	}
+	for _, m := range resp.Members {
+		if m.IsLearner && m.Name == "" && slices.Contains(m.PeerURLs, peerURL) {
+			return m.ID, initialCluster(resp.Members, name, peerURL), true
+		}
+	}
+	return 0, nil, false
 }
 
 // initialCluster turns a member list into --initial-cluster for the member
