@@ -165,62 +165,71 @@ func (s *Server) allow(src string) bool {
 	return true
 }
 
+// reply answers one join or renewal request: refuse writes the public
+// reason as JSON and logs the real one with log, which the handler extends
+// (with the node's name) as it learns more.
+type reply struct {
+	w    http.ResponseWriter
+	log  *slog.Logger
+	what string // "join" or "renewal"
+}
+
+func (rp *reply) refuse(code int, public string, err error) {
+	rp.log.Warn(rp.what+" refused", "status", code, "reason", err)
+	rp.w.Header().Set("Content-Type", "application/json")
+	rp.w.WriteHeader(code)
+	_ = json.NewEncoder(rp.w).Encode(errorBody{Error: public})
+}
+
 // begin starts answering a join or renewal request (what): its source
-// address, a logger naming it, and refuse, which answers with code, the
-// public reason as JSON, and logs the real one. ok is false when r was
-// answered already (not a POST).
-func (s *Server) begin(w http.ResponseWriter, r *http.Request, what string) (src string, log *slog.Logger, refuse func(code int, public string, err error), ok bool) {
+// address and its reply. ok is false when r was answered already (not a
+// POST).
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, what string) (src string, rp *reply, ok bool) {
 	src, _, _ = net.SplitHostPort(r.RemoteAddr)
-	log = s.logger().With("remote", src)
-	refuse = func(code int, public string, err error) {
-		log.Warn(what+" refused", "status", code, "reason", err)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(errorBody{Error: public})
-	}
+	rp = &reply{w: w, log: s.logger().With("remote", src), what: what}
 	if r.Method != http.MethodPost {
-		refuse(http.StatusMethodNotAllowed, "POST only", fmt.Errorf("method %s", r.Method))
-		return src, log, refuse, false
+		rp.refuse(http.StatusMethodNotAllowed, "POST only", fmt.Errorf("method %s", r.Method))
+		return src, rp, false
 	}
-	return src, log, refuse, true
+	return src, rp, true
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	src, log, refuse, ok := s.begin(w, r, "join")
+	src, rp, ok := s.begin(w, r, "join")
 	if !ok {
 		return
 	}
 	if !s.allow(src) {
-		refuse(http.StatusTooManyRequests, "too many join attempts; wait a minute", errors.New("rate limited"))
+		rp.refuse(http.StatusTooManyRequests, "too many join attempts; wait a minute", errors.New("rate limited"))
 		return
 	}
 	var req Request
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		refuse(http.StatusBadRequest, "malformed request", err)
+		rp.refuse(http.StatusBadRequest, "malformed request", err)
 		return
 	}
-	log = log.With("node", req.Node)
+	rp.log = rp.log.With("node", req.Node)
 	tok, err := ParseToken(req.Token)
 	if err != nil {
-		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
+		rp.refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
 		return
 	}
 	if req.Cluster != "" && req.Cluster != s.Cluster {
-		refuse(http.StatusUnauthorized, "invalid, expired or used token", fmt.Errorf("%w: %q", ErrTokenCluster, req.Cluster))
+		rp.refuse(http.StatusUnauthorized, "invalid, expired or used token", fmt.Errorf("%w: %q", ErrTokenCluster, req.Cluster))
 		return
 	}
 	// The token is checked first, so nothing else is looked at for a
 	// caller without one, but consumed only as the last step: a join
 	// refused for any other reason leaves it usable (nothing written).
 	if err := s.Tokens.Check(tok, s.Cluster, s.now()); err != nil {
-		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
+		rp.refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
 		return
 	}
 	csrs := make(map[string]*x509.CertificateRequest, len(req.CSRs))
 	for name, p := range req.CSRs {
 		blk, _ := pem.Decode([]byte(p))
 		if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
-			refuse(http.StatusBadRequest, "CSR "+name+" is not PEM", errors.New("bad CSR PEM"))
+			rp.refuse(http.StatusBadRequest, "CSR "+name+" is not PEM", errors.New("bad CSR PEM"))
 			return
 		}
 		csr, err := x509.ParseCertificateRequest(blk.Bytes)
@@ -228,46 +237,46 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = csr.CheckSignature()
 		}
 		if err != nil {
-			refuse(http.StatusBadRequest, "CSR "+name+" is invalid", err)
+			rp.refuse(http.StatusBadRequest, "CSR "+name+" is invalid", err)
 			return
 		}
 		csrs[name] = csr
 	}
 	pub, err := sealKEM.NewPublicKey(req.SealKey)
 	if err != nil {
-		refuse(http.StatusBadRequest, "invalid seal key", err)
+		rp.refuse(http.StatusBadRequest, "invalid seal key", err)
 		return
 	}
 	certs, err := s.Signer.Sign(req.Node, csrs)
 	if err != nil {
-		refuse(http.StatusForbidden, err.Error(), err)
+		rp.refuse(http.StatusForbidden, err.Error(), err)
 		return
 	}
 	cas, err := s.Secrets.CACerts()
 	if err != nil {
-		refuse(http.StatusInternalServerError, "server cannot read its CA certificates", err)
+		rp.refuse(http.StatusInternalServerError, "server cannot read its CA certificates", err)
 		return
 	}
 	keys, err := s.Secrets.SharedKeys()
 	if err != nil {
-		refuse(http.StatusInternalServerError, "server cannot read the shared keys", err)
+		rp.refuse(http.StatusInternalServerError, "server cannot read the shared keys", err)
 		return
 	}
 	plain, err := json.Marshal(keys)
 	if err != nil {
-		refuse(http.StatusInternalServerError, "internal error", err)
+		rp.refuse(http.StatusInternalServerError, "internal error", err)
 		return
 	}
 	sealed, err := hpke.Seal(pub, sealKDF, sealAEAD, sealInfo(req.Node), plain)
 	clear(plain)
 	if err != nil {
-		refuse(http.StatusInternalServerError, "internal error", err)
+		rp.refuse(http.StatusInternalServerError, "internal error", err)
 		return
 	}
 	var clusterFile []byte
 	if s.ClusterFile != nil {
 		if clusterFile, err = s.ClusterFile(); err != nil {
-			refuse(http.StatusInternalServerError, "server cannot read its cluster file", err)
+			rp.refuse(http.StatusInternalServerError, "server cannot read its cluster file", err)
 			return
 		}
 	}
@@ -282,10 +291,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the same token, one is refused here, and its certificates and sealed
 	// keys are dropped unsent.
 	if err := s.Tokens.Consume(tok, s.Cluster, req.Node+"@"+src, s.now()); err != nil {
-		refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
+		rp.refuse(http.StatusUnauthorized, "invalid, expired or used token", err)
 		return
 	}
-	log.Info("join accepted", "certificates", len(certs), "sharedKeys", len(keys))
+	rp.log.Info("join accepted", "certificates", len(certs), "sharedKeys", len(keys))
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
 }

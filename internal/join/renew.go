@@ -62,30 +62,30 @@ type Renewer interface {
 // ServeRenew answers RenewPath with s.Renewer, under the same per-source
 // rate limit as joins.
 func (s *Server) ServeRenew(w http.ResponseWriter, r *http.Request) {
-	src, log, refuse, ok := s.begin(w, r, "renewal")
+	src, rp, ok := s.begin(w, r, "renewal")
 	if !ok {
 		return
 	}
 	if s.Renewer == nil {
-		refuse(http.StatusNotFound, "this node renews no certificates", errors.New("no renewer"))
+		rp.refuse(http.StatusNotFound, "this node renews no certificates", errors.New("no renewer"))
 		return
 	}
 	if !s.allow(src) {
-		refuse(http.StatusTooManyRequests, "too many attempts; wait a minute", errors.New("rate limited"))
+		rp.refuse(http.StatusTooManyRequests, "too many attempts; wait a minute", errors.New("rate limited"))
 		return
 	}
 	var req RenewRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		refuse(http.StatusBadRequest, "malformed request", err)
+		rp.refuse(http.StatusBadRequest, "malformed request", err)
 		return
 	}
-	log = log.With("node", req.Node)
+	rp.log = rp.log.With("node", req.Node)
 	if req.Cluster != "" && req.Cluster != s.Cluster {
-		refuse(http.StatusForbidden, fmt.Sprintf("this server belongs to cluster %q", s.Cluster), fmt.Errorf("cluster %q", req.Cluster))
+		rp.refuse(http.StatusForbidden, fmt.Sprintf("this server belongs to cluster %q", s.Cluster), fmt.Errorf("cluster %q", req.Cluster))
 		return
 	}
 	if len(req.Certs) == 0 {
-		refuse(http.StatusBadRequest, "no certificate to renew", errors.New("empty request"))
+		rp.refuse(http.StatusBadRequest, "no certificate to renew", errors.New("empty request"))
 		return
 	}
 	out := RenewResponse{Certs: map[string]string{}}
@@ -97,17 +97,17 @@ func (s *Server) ServeRenew(w http.ResponseWriter, r *http.Request) {
 	for _, name := range names {
 		old, err := provenCert(req.Certs[name])
 		if err != nil {
-			refuse(http.StatusForbidden, name+": "+err.Error(), err)
+			rp.refuse(http.StatusForbidden, name+": "+err.Error(), err)
 			return
 		}
 		certPEM, err := s.Renewer.Renew(req.Node, name, old)
 		if err != nil {
-			refuse(http.StatusForbidden, name+": "+err.Error(), err)
+			rp.refuse(http.StatusForbidden, name+": "+err.Error(), err)
 			return
 		}
 		out.Certs[name] = string(certPEM)
 	}
-	log.Info("renewed certificates", "certificates", names)
+	rp.log.Info("renewed certificates", "certificates", names)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
 }
