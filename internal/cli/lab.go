@@ -100,6 +100,8 @@ func (a *app) labUpCmd(dir *string) *cobra.Command {
 	_ = f.MarkHidden("prefix")
 	f.StringVar(&o.VIPLB, "vip-lb", lab.VIPLBHaplane, "what holds the VIP and balances the API: haplane (the agent) or classic (keepalived and haproxy as in kubeadm's HA guide, to compare)")
 	f.StringVar(&o.VIPMode, "vip-mode", lab.VIPModeVRRP, "how the VIP is held: vrrp, or bgp (every node announces it to a BIRD router host, the client behind it)")
+	f.StringVar(&o.Runtime, "runtime", lab.RuntimeProcess, "how control-plane hosts run Kubernetes: process (the lab starts kube-apiserver, controller-manager and scheduler) or kubelet (containerd and kubelet on every host and a worker, kubeadm init and join as docs/deploy.md says)")
+	f.StringVar(&o.ModuleDir, "module-dir", ".", "haplane's source folder (--runtime kubelet builds its pause and workload images from it)")
 	f.BoolVar(&o.SeparateEtcd, "separate-etcd", false, "run each etcd member as its own process (as kubelet runs kubeadm's etcd), not inside the agent (default with --backend kube)")
 	return cmd
 }

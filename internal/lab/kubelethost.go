@@ -47,9 +47,14 @@ type NodeHost struct {
 	Bin        string // containerd, containerd-shim-runc-v2, ctr, runc, crictl (tools/kubelet/build.sh)
 	K8sBin     string // kubelet, kubeadm, kubectl (tools/k8s/build.sh); on the PATH after Bin
 	CgroupRoot string // kubelet's cgroupRoot, e.g. /haplane-lab-cp1: all the host's cgroups are below it
+	// HolderPID is the process the mount namespace lives in; with the
+	// fields above it is all another `haplane lab` command needs to reach
+	// the host (State.NodeHosts keeps them).
+	HolderPID int
+	// ContainerdPID is the host's containerd, 0 before StartContainerd.
+	ContainerdPID int
 
-	holder     *exec.Cmd // the process the mount namespace lives in
-	mntNS      string    // its /proc/PID/ns/mnt link, to find the host's processes
+	holder     *exec.Cmd // HolderPID when this process started it (to reap it)
 	containerd *exec.Cmd
 }
 
@@ -198,19 +203,32 @@ func (h *NodeHost) Start(ctx context.Context) error {
 	}
 	// unshare execs sh, which execs sleep: the holder's PID is the
 	// namespace's first process.
-	h.mntNS, err = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
-	if err != nil {
+	h.HolderPID = cmd.Process.Pid
+	if _, err := h.mntNS(); err != nil {
 		h.Stop()
-		return fmt.Errorf("lab: node %s: %w", h.Name, err)
+		return err
 	}
 	return nil
+}
+
+// mntNS is the host's mount namespace (the holder's /proc/PID/ns/mnt
+// link), to find the host's processes.
+func (h *NodeHost) mntNS() (string, error) {
+	if h.HolderPID == 0 {
+		return "", fmt.Errorf("lab: node %s: not started", h.Name)
+	}
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", h.HolderPID))
+	if err != nil {
+		return "", fmt.Errorf("lab: node %s: its mount namespace: %w", h.Name, err)
+	}
+	return ns, nil
 }
 
 // Command runs name in the host's network and mount namespaces, with the
 // node binaries, then the Kubernetes ones, first on the PATH (kubeadm
 // looks for kubelet there).
 func (h *NodeHost) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(h.holder.Process.Pid), "-m", "-n", "--", name}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(h.HolderPID), "-m", "-n", "--", name}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+h.Bin+":"+h.K8sBin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	return cmd
 }
@@ -263,10 +281,13 @@ func (h *NodeHost) StartContainerd(ctx context.Context, pauseRef string) error {
 	defer logf.Close()
 	cmd := h.Command(context.Background(), filepath.Join(h.Bin, "containerd"), "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own session: it outlives `lab up`, and a signal to lab up's
+	// process group does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: node %s: starting containerd: %w", h.Name, err)
 	}
-	h.containerd = cmd
+	h.containerd, h.ContainerdPID = cmd, cmd.Process.Pid
 	for {
 		if err := h.Command(ctx, "ctr", "--address", ContainerdSock, "version").Run(); err == nil {
 			return nil
@@ -291,51 +312,58 @@ func (h *NodeHost) ImportImages(ctx context.Context, tarball string) error {
 
 // Processes lists the PIDs in the host's mount namespace, the holder last.
 func (h *NodeHost) Processes() []int {
-	if h.mntNS == "" {
+	mnt, err := h.mntNS()
+	if err != nil {
 		return nil
 	}
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
-	holder := h.holder.Process.Pid
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == holder {
+		if err != nil || pid == h.HolderPID {
 			continue
 		}
-		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && ns == h.mntNS {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && ns == mnt {
 			pids = append(pids, pid)
 		}
 	}
-	if netns.Alive(holder) {
-		pids = append(pids, holder)
+	if netns.Alive(h.HolderPID) {
+		pids = append(pids, h.HolderPID)
 	}
 	return pids
+}
+
+// StopContainers asks the host's containerd to kill every container, so
+// that none outlives it (a shim holds its container when containerd goes).
+func (h *NodeHost) StopContainers() {
+	if !netns.Alive(h.ContainerdPID) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, _ := h.Command(ctx, "ctr", "--address", ContainerdSock, "-n", "k8s.io", "tasks", "ls", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = h.Command(ctx, "ctr", "--address", ContainerdSock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).Run()
+	}
 }
 
 // Stop ends every process of the host (containerd first, asking it to stop
 // its containers; then what is left, by PID), which takes its mount
 // namespace and all its mounts with it, and removes the host's cgroups.
+// Stop a host's kubelet before: it would start the containers again.
 func (h *NodeHost) Stop() error {
 	var errs []error
-	if h.containerd != nil && h.containerd.Process != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, _ := h.Command(ctx, "ctr", "--address", ContainerdSock, "-n", "k8s.io", "tasks", "ls", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = h.Command(ctx, "ctr", "--address", ContainerdSock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).Run()
-		}
-		cancel()
-		_ = h.containerd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = h.containerd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = h.containerd.Process.Kill()
-			<-done
-		}
+	if netns.Alive(h.ContainerdPID) {
+		h.StopContainers()
+		netns.StopPIDs([]int{h.ContainerdPID}, 10*time.Second)
 	}
-	if h.holder != nil && h.holder.Process != nil {
+	if h.containerd != nil {
+		_ = h.containerd.Wait()
+	}
+	if h.HolderPID != 0 {
 		netns.StopPIDs(h.Processes(), 5*time.Second)
+	}
+	if h.holder != nil {
 		_ = h.holder.Wait()
 	}
 	if err := h.removeCgroups(); err != nil {
@@ -403,10 +431,11 @@ func (h *NodeHost) removeCgroups() error {
 
 // NodeBinVersions names the cache folder of tools/kubelet/build.sh: keep it
 // in step with the versions there (a test checks).
-const NodeBinVersions = "containerd-v2.4.2-runc-v1.5.3-crictl-v1.37.0-etcd-v3.7.0"
+const NodeBinVersions = "containerd-v2.4.2-runc-v1.5.3-crictl-v1.37.0-etcd-v3.7.0-cni-v1.10.0"
 
-// NodeBinaries are the binaries a kubelet lab host runs beside kubelet.
-var NodeBinaries = []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl", "etcd"}
+// NodeBinaries are the binaries a kubelet lab host runs beside kubelet
+// (the CNI plugins under cni/, which a host gets as its /opt/cni/bin).
+var NodeBinaries = []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl", "etcd", "cni/bridge", "cni/host-local", "cni/loopback"}
 
 // NodeCacheDir is where tools/kubelet/build.sh leaves NodeBinaries, and
 // whether all of them are there.

@@ -62,6 +62,14 @@ type Options struct {
 	// VIPMode is "vrrp" (default) or "bgp": the nodes announce the VIP to
 	// a router host running BIRD, with the client behind it (bgp.go).
 	VIPMode string
+	// Runtime is RuntimeProcess (default: the lab starts the control
+	// plane's processes) or RuntimeKubelet (kubelet and containerd on
+	// every control-plane host and a worker, kubeadm init and join; needs
+	// the kube backend).
+	Runtime string
+	// ModuleDir is haplane's source (the kubelet runtime builds its pause
+	// and workload images from it; default ".").
+	ModuleDir string
 }
 
 // What holds the VIP and balances the API.
@@ -127,6 +135,10 @@ type State struct {
 	// VIPLB: see Options.VIPLB.
 	VIPLB   string    `json:"vipLB,omitempty"`
 	Started time.Time `json:"started"`
+	// Runtime: see Options.Runtime; NodeHosts are the kubelet runtime's
+	// hosts (their mount namespaces' holders, containerd).
+	Runtime   string     `json:"runtime,omitempty"`
+	NodeHosts []NodeHost `json:"nodeHosts,omitempty"`
 }
 
 // NodeLocalAddr is the client host's node-local load balancer (haplane
@@ -137,7 +149,7 @@ const NodeLocalAddr = "127.0.0.1:6443"
 // NodeLocalEndpoint is the URL of the client host's node-local load
 // balancer, "" when this lab runs none.
 func (s *State) NodeLocalEndpoint() string {
-	if s.Backend == BackendKube && s.Stack() == VIPLBHaplane {
+	if s.Backend == BackendKube && s.Stack() == VIPLBHaplane && s.Runtime != RuntimeKubelet {
 		return "https://" + NodeLocalAddr
 	}
 	return ""
@@ -238,6 +250,20 @@ func (o *Options) setDefaults() error {
 	default:
 		return fmt.Errorf("lab: --vip-mode %q: vrrp or bgp", o.VIPMode)
 	}
+	switch o.Runtime {
+	case "":
+		o.Runtime = RuntimeProcess
+	case RuntimeProcess:
+	case RuntimeKubelet:
+		if o.Backend != BackendKube || o.VIPLB != VIPLBHaplane || o.Topology != config.TopologyStacked {
+			return FlagError{fmt.Errorf("lab: --runtime kubelet runs with --backend kube, --vip-lb haplane and --topology stacked so far")}
+		}
+		if o.ModuleDir == "" {
+			o.ModuleDir = "."
+		}
+	default:
+		return FlagError{fmt.Errorf("lab: --runtime %q: process or kubelet", o.Runtime)}
+	}
 	stack, ok := StackNamed(o.VIPLB)
 	if !ok {
 		return fmt.Errorf("lab: --vip-lb %q: %s", o.VIPLB, strings.Join(StackNames(), " or "))
@@ -285,7 +311,7 @@ func Up(o Options, plan func(c *config.Cluster) *pki.Plan) (st *State, err error
 		return nil, err
 	}
 	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(), SeparateEtcd: o.SeparateEtcd,
-		Backend: o.Backend, K8sBin: o.K8sBin, VIPLB: o.VIPLB}
+		Backend: o.Backend, K8sBin: o.K8sBin, VIPLB: o.VIPLB, Runtime: o.Runtime}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(o.Out, "lab: start failed, tearing down: %v\n", err)
@@ -344,6 +370,11 @@ func Up(o Options, plan func(c *config.Cluster) *pki.Plan) (st *State, err error
 			}
 		}
 	}
+	if o.Runtime == RuntimeKubelet {
+		if err := add(WorkerName, "worker", WorkerAddr); err != nil {
+			return st, err
+		}
+	}
 	if err := add("client", "client", ClientAddr); err != nil {
 		return st, err
 	}
@@ -353,6 +384,11 @@ func Up(o Options, plan func(c *config.Cluster) *pki.Plan) (st *State, err error
 		}
 	}
 
+	if o.Runtime == RuntimeKubelet {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		return st, kubeletUp(ctx, st, c, o)
+	}
 	for _, h := range st.Hosts {
 		specs, err := StackOf(st).Procs(st, c, h)
 		if err != nil {
@@ -386,7 +422,9 @@ func (s *State) start(h HostState, spec ProcSpec) (Proc, error) {
 	hh := &Host{NS: h.NS}
 	cmd := hh.Command(exe, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if spec.Hostname != "" {
+	if nh := s.nodeHost(h.Name); nh != nil {
+		cmd = nodeCommand(nh, exe, args)
+	} else if spec.Hostname != "" {
 		// ip netns exec, then sh, then the program: one PID throughout.
 		cmd = hh.Command("sh", append([]string{"-c", `hostname "$1" && shift && exec "$@"`, "sh", spec.Hostname, exe}, args...)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWUTS}
@@ -410,6 +448,7 @@ func Down(dir, prefix string) error {
 	var errs []error
 	if st, err := LoadState(dir); err == nil {
 		prefix = st.Prefix
+		errs = append(errs, kubeletDown(st)...)
 		stopAll(st.Procs, 5*time.Second)
 	}
 	if prefix == "" {

@@ -146,7 +146,9 @@ func UpReady(o Options, plan func(c *config.Cluster) *pki.Plan, wait time.Durati
 		_ = Down(st.Dir, st.Prefix)
 		return nil, View{}, fmt.Errorf("lab: the API did not answer through the VIP: %w (logs were in %s/logs; lab torn down)", err, st.Dir)
 	}
-	if st.Backend == BackendKube {
+	// kubeadm init binds kubeadm:cluster-admins itself; the process
+	// runtime does what it would.
+	if st.Backend == BackendKube && st.Runtime != RuntimeKubelet {
 		if out, err := st.Kubectl("super-admin.conf", "create", "clusterrolebinding", "kubeadm:cluster-admins",
 			"--clusterrole=cluster-admin", "--group=kubeadm:cluster-admins").CombinedOutput(); err != nil && !strings.Contains(string(out), "AlreadyExists") {
 			_ = Down(st.Dir, st.Prefix)

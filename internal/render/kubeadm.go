@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -281,29 +281,18 @@ func kubeadmEtcdHost(c *config.Cluster, name, addr string) kubeadmClusterConfigu
 }
 
 // kubeadmAPIServerSANs are the extra apiserver SANs: the VIP and DNS name
-// every client uses, and every control-plane node's name and address so a
-// certificate issued on one node stays valid when moved behind the VIP.
+// every client uses, exactly the extras haplane's PKI puts on each node's
+// apiserver certificate (pki.Plan.ExtraAPIServerSANs). kubeadm adds each
+// node's own name and address itself, and `kubeadm join --control-plane`
+// checks an existing certificate against this list: a list naming every
+// node refused each joiner's own certificate ("valid for cp2 ..., not
+// cp1").
 func kubeadmAPIServerSANs(c *config.Cluster) []string {
-	seen := map[string]bool{}
 	var out []string
-	add := func(s string) {
-		if s != "" && !seen[s] {
-			seen[s] = true
+	for _, s := range []string{c.ControlPlaneEndpoint.VIP, c.ControlPlaneEndpoint.DNSName} {
+		if s != "" && !slices.Contains(out, s) {
 			out = append(out, s)
 		}
-	}
-	add(c.ControlPlaneEndpoint.VIP)
-	add(c.ControlPlaneEndpoint.DNSName)
-	names := make([]string, 0, len(c.Nodes))
-	for _, n := range c.Nodes {
-		names = append(names, n.Name)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		add(n)
-	}
-	for _, n := range c.Nodes {
-		add(n.Address)
 	}
 	return out
 }

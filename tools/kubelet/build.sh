@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what a lab host needs beside kubelet to be a real Kubernetes node:
-# containerd (with its runc shim and ctr), runc, crictl and etcd (for the
-# etcd image), each from its own module at a pinned version through the Go
+# containerd (with its runc shim and ctr), runc, crictl, etcd (for the
+# etcd image) and the CNI plugins a pod network needs (bridge, host-local,
+# loopback, into cni/), each from its own module at a pinned version through the Go
 # module proxy, into one cache directory keyed by those versions, and prints
 # that directory. kubelet itself
 # comes from tools/k8s/build.sh (same Kubernetes source as kubeadm).
@@ -24,7 +25,8 @@ runc_version=v1.5.3
 crictl_version=v1.37.0
 # etcd for kubeadm's etcd static pod (its image tag is 3.7.0-0).
 etcd_version=v3.7.0
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/haplane/node/containerd-$containerd_version-runc-$runc_version-crictl-$crictl_version-etcd-$etcd_version
+cni_version=v1.10.0
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/haplane/node/containerd-$containerd_version-runc-$runc_version-crictl-$crictl_version-etcd-$etcd_version-cni-$cni_version
 mkdir -p "$cache"
 
 # built BINARY MODULE VERSION: the binary is there and was built from MODULE
@@ -78,6 +80,15 @@ if ! built etcd "$m" "$etcd_version"; then
   printf 'module github.com/haplane/haplane/tools/etcd\n\ngo 1.26.0\n\nrequire %s %s\n' "$m" "$etcd_version" >"$mod/go.mod"
   printf 'package etcd\n\nimport _ "%s"\n' "$m" >"$mod/tools.go"
   (cd "$mod" && GOFLAGS= go mod tidy && CGO_ENABLED=0 GOFLAGS= go build -trimpath -ldflags "-s -w" -o "$cache/etcd" "$m")
+fi
+m=github.com/containernetworking/plugins
+want=()
+for b in main/bridge ipam/host-local main/loopback; do
+  built "cni/${b#*/}" "$m" "$cni_version" || want+=("$m/plugins/$b@$cni_version")
+done
+if [ ${#want[@]} -gt 0 ]; then
+  echo "build.sh: building the CNI plugins $cni_version (${#want[@]}) into $cache/cni" >&2
+  GOBIN=$cache/cni CGO_ENABLED=0 GOFLAGS= go install -trimpath -ldflags "-s -w" "${want[@]}"
 fi
 [ $((SECONDS - start)) -lt 2 ] || echo "build.sh: built in $((SECONDS - start))s" >&2
 echo "$cache"
