@@ -24,6 +24,7 @@ import (
 
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/kubeimages"
+	"github.com/haplane/haplane/internal/netns"
 )
 
 // Runtimes of a lab: how a control-plane host runs Kubernetes.
@@ -160,7 +161,7 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 		if err := p.ImportImages(ctx, tarball); err != nil {
 			return err
 		}
-		if err := st.prepareNode(ctx, p, i); err != nil {
+		if err := st.prepareNode(ctx, p, i, h.Address); err != nil {
 			return err
 		}
 		if _, err := st.start(h, ProcSpec{Name: "kubelet", Exec: "sh", Args: []string{"-c", kubeletLoop(filepath.Join(st.K8sBin, "kubelet"))}}); err != nil {
@@ -229,7 +230,8 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 		return fmt.Errorf("lab: kubeadm token create printed %q, not a join command", out)
 	}
 	wh := st.nodeHost(WorkerName)
-	if _, err := st.hostRun(ctx, wh, "kubeadm-join", filepath.Join(st.K8sBin, "kubeadm"), append(joinArgs[1:], "--ignore-preflight-errors="+kubeletIgnoredPreflight, "-v=1")...); err != nil {
+	if _, err := st.hostRun(ctx, wh, "kubeadm-join", filepath.Join(st.K8sBin, "kubeadm"), append(joinArgs[1:], "--node-name", WorkerName,
+		"--ignore-preflight-errors="+kubeletIgnoredPreflight, "-v=1")...); err != nil {
 		return err
 	}
 	step("%s: kubeadm join (worker, through the VIP) done", WorkerName)
@@ -291,18 +293,19 @@ func labImages(ctx context.Context, st *State, o Options) (tarball, pauseRef str
 }
 
 // prepareNode does what a machine's setup does before kubeadm: IP
-// forwarding, the CNI plugins and config, the cluster file (control-plane
-// hosts), and kubelet's host flags (its own cgroup root).
-func (st *State) prepareNode(ctx context.Context, nh *NodeHost, i int) error {
+// forwarding, the CNI plugins and config, the cluster file, and kubelet's
+// host flags (its own cgroup root; its address, as the machine's host name
+// resolves to no lab address).
+func (st *State) prepareNode(ctx context.Context, nh *NodeHost, i int, addr string) error {
 	script := `sysctl -qw net.ipv4.ip_forward=1
 ip link set lo up
 mkdir -p /etc/haplane /opt/cni/bin /etc/cni/net.d /etc/default ` + hostStateDir + `
 cp "$1"/cni/* /opt/cni/bin/
 printf '%s' "$2" > /etc/cni/net.d/10-lab.conflist
-printf 'KUBELET_EXTRA_ARGS="--cgroup-root=%s"\n' "$3" > /etc/default/kubelet
+printf 'KUBELET_EXTRA_ARGS="--cgroup-root=%s --node-ip=%s"\n' "$3" "$5" > /etc/default/kubelet
 cp "$4" ` + hostClusterFile + `
 `
-	_, err := st.hostRun(ctx, nh, "prepare", "sh", "-euc", script, "sh", nh.Bin, cniConfig(i+1), nh.CgroupRoot, st.ClusterFile)
+	_, err := st.hostRun(ctx, nh, "prepare", "sh", "-euc", script, "sh", nh.Bin, cniConfig(i+1), nh.CgroupRoot, st.ClusterFile, addr)
 	return err
 }
 
@@ -367,4 +370,32 @@ func nodeCommand(nh *NodeHost, exe string, args []string) *exec.Cmd {
 	cmd := nh.Command(context.Background(), exe, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	return cmd
+}
+
+// podProcess finds the process of a static pod's container in a node host
+// by its program's name (kube-apiserver, etcd, ...): kubelet started it,
+// so the lab has no record of it.
+func podProcess(nh *NodeHost, name string) (Proc, bool) {
+	for _, pid := range nh.Processes() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		argv0, _, _ := strings.Cut(string(b), "\x00")
+		if filepath.Base(argv0) == name && netns.Alive(pid) {
+			return Proc{Host: nh.Name, Name: name, PID: pid, Pod: true}, true
+		}
+	}
+	return Proc{}, false
+}
+
+// waitPodProcess waits until kubelet has started a static pod's process
+// again (its restart policy; the lab starts nothing itself).
+func waitPodProcess(nh *NodeHost, name string, d time.Duration) (Proc, error) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if p, ok := podProcess(nh, name); ok {
+			return p, nil
+		}
+	}
+	return Proc{}, fmt.Errorf("lab: %s: kubelet did not start %s again within %s", nh.Name, name, d)
 }

@@ -107,6 +107,9 @@ type Proc struct {
 	Args []string `json:"args"`
 	// Hostname: see ProcSpec.
 	Hostname string `json:"hostname,omitempty"`
+	// Pod: a process of a static pod's container that kubelet started
+	// (the kubelet runtime), found by name, never recorded.
+	Pod bool `json:"-"`
 }
 
 // HostState is one host of a running lab.
@@ -310,8 +313,9 @@ func Up(o Options, plan func(c *config.Cluster) *pki.Plan) (st *State, err error
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
 		return nil, err
 	}
-	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(), SeparateEtcd: o.SeparateEtcd,
-		Backend: o.Backend, K8sBin: o.K8sBin, VIPLB: o.VIPLB, Runtime: o.Runtime}
+	st = &State{Prefix: o.Prefix, Dir: o.Dir, ClusterFile: filepath.Join(o.Dir, "haplane.yaml"), Started: time.Now().UTC(),
+		SeparateEtcd: o.SeparateEtcd || o.Runtime == RuntimeKubelet,
+		Backend:      o.Backend, K8sBin: o.K8sBin, VIPLB: o.VIPLB, Runtime: o.Runtime}
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(o.Out, "lab: start failed, tearing down: %v\n", err)
@@ -529,6 +533,9 @@ func (s *State) Restart(host, name string) (Proc, error) {
 		s.Procs = append(s.Procs[:i], s.Procs[i+1:]...)
 		return s.start(h, ProcSpec{Name: name, Exec: p.Exec, Args: p.Args, Hostname: p.Hostname})
 	}
+	if nh := s.nodeHost(host); nh != nil {
+		return waitPodProcess(nh, name, 2*time.Minute)
+	}
 	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
 }
 
@@ -545,14 +552,17 @@ func (s *State) Replace(host, name, exe string) (Proc, error) {
 	return Proc{}, fmt.Errorf("lab: no process %s on %s", name, host)
 }
 
-// Signal sends sig to one process of the lab (its whole session).
+// Signal sends sig to one process of the lab (its whole session; a
+// static pod's process alone).
 func (s *State) Signal(host, name string, sig syscall.Signal) error {
-	for _, p := range s.Procs {
-		if p.Host == host && p.Name == name {
-			return syscall.Kill(-p.PID, sig)
-		}
+	p, ok := s.Proc(host, name)
+	if !ok {
+		return fmt.Errorf("lab: no process %s on %s", name, host)
 	}
-	return fmt.Errorf("lab: no process %s on %s", name, host)
+	if p.Pod {
+		return syscall.Kill(p.PID, sig)
+	}
+	return syscall.Kill(-p.PID, sig)
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {
@@ -624,6 +634,9 @@ func (s *State) Proc(host, name string) (Proc, bool) {
 		if p.Host == host && p.Name == name {
 			return p, true
 		}
+	}
+	if nh := s.nodeHost(host); nh != nil {
+		return podProcess(nh, name)
 	}
 	return Proc{}, false
 }
