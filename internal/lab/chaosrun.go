@@ -64,8 +64,13 @@ type scenario struct {
 	// needsUpgrade: the scenario runs only with a release to upgrade to
 	// (ChaosOptions.UpgradeBin).
 	needsUpgrade bool
-	lease        string // the leader Lease whose takeover is measured
-	apply        func(r *chaosRun) (target string, heal func() error, err error)
+	// needsKubelet: the scenario runs only in a kubelet lab.
+	needsKubelet bool
+	// check, when set, is asked after the fault and the heal: a reason
+	// to fail ("" passes).
+	check func(r *chaosRun) string
+	lease string // the leader Lease whose takeover is measured
+	apply func(r *chaosRun) (target string, heal func() error, err error)
 }
 
 // Scenarios lists the names `lab chaos --scenario` takes, in run order.
@@ -252,6 +257,7 @@ func scenarios() []scenario {
 			}},
 		permanentLoss(),
 		rollingUpgrade(),
+		nodeReboot(),
 	}
 }
 
@@ -315,6 +321,12 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 		}
 		if s.needsEtcdProc && !st.SeparateEtcd && st.Topology() == config.TopologyStacked {
 			res.Skipped = "needs etcd as its own process (--separate-etcd, the default with real Kubernetes, or --topology external)"
+			rep.Scenarios = append(rep.Scenarios, res)
+			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
+			continue
+		}
+		if s.needsKubelet && st.Runtime != RuntimeKubelet {
+			res.Skipped = "needs the kubelet runtime (lab up --runtime kubelet)"
 			rep.Scenarios = append(rep.Scenarios, res)
 			fmt.Fprintf(env.Out, "chaos: %s: skipped: %s\n", s.name, res.Skipped)
 			continue
@@ -485,6 +497,16 @@ func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) err
 	}
 	res.LeaseTakeover = leaseTakeovers(res.Observed.Leases, faultAt, s.lease)
 	judge(res, s)
+	if s.check != nil {
+		if why := s.check(r); why != "" {
+			if res.Pass {
+				res.Verdict = "fail: " + why
+			} else {
+				res.Verdict += "; " + why
+			}
+			res.Pass = false
+		}
+	}
 	if why := judgeVIP(res.VIPHolder, s, res.Target, faultAt); why != "" {
 		if res.Pass {
 			res.Verdict = "fail: " + why

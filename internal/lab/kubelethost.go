@@ -268,33 +268,49 @@ state = "/run/containerd"
 `, ContainerdSock, pauseRef, filepath.Join(h.Bin, "runc"))
 }
 
-// StartContainerd starts the host's containerd and waits until ctr reaches it.
-func (h *NodeHost) StartContainerd(ctx context.Context, pauseRef string) error {
+// WriteContainerdConfig writes the host's containerd config and returns
+// the command line that runs containerd with it.
+func (h *NodeHost) WriteContainerdConfig(pauseRef string) (exe string, args []string, err error) {
 	cfg := filepath.Join(h.Root, "containerd.toml")
 	if err := os.WriteFile(cfg, []byte(h.containerdConfig(pauseRef)), 0o644); err != nil {
-		return fmt.Errorf("lab: node %s: %w", h.Name, err)
+		return "", nil, fmt.Errorf("lab: node %s: %w", h.Name, err)
+	}
+	return filepath.Join(h.Bin, "containerd"), []string{"--config", cfg}, nil
+}
+
+// StartContainerd starts the host's containerd (its output in
+// Root/containerd.log) and waits until ctr reaches it.
+func (h *NodeHost) StartContainerd(ctx context.Context, pauseRef string) error {
+	exe, args, err := h.WriteContainerdConfig(pauseRef)
+	if err != nil {
+		return err
 	}
 	logf, err := os.Create(filepath.Join(h.Root, "containerd.log"))
 	if err != nil {
 		return fmt.Errorf("lab: node %s: %w", h.Name, err)
 	}
 	defer logf.Close()
-	cmd := h.Command(context.Background(), filepath.Join(h.Bin, "containerd"), "--config", cfg)
+	cmd := h.Command(context.Background(), exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own session: it outlives `lab up`, and a signal to lab up's
-	// process group does not reach it.
+	// Its own session: a signal to the starter's process group does not
+	// reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: node %s: starting containerd: %w", h.Name, err)
 	}
 	h.containerd, h.ContainerdPID = cmd, cmd.Process.Pid
+	return h.WaitContainerd(ctx)
+}
+
+// WaitContainerd waits until ctr reaches the host's containerd.
+func (h *NodeHost) WaitContainerd(ctx context.Context) error {
 	for {
 		if err := h.Command(ctx, "ctr", "--address", ContainerdSock, "version").Run(); err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("lab: node %s: containerd did not answer (log: %s): %w", h.Name, logf.Name(), ctx.Err())
+			return fmt.Errorf("lab: node %s: containerd did not answer: %w", h.Name, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

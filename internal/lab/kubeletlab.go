@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -151,11 +152,7 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 		if err := st.save(); err != nil {
 			return err
 		}
-		if err := p.StartContainerd(ctx, pauseRef); err != nil {
-			return err
-		}
-		st.Procs = append(st.Procs, Proc{Host: h.Name, Name: "containerd", PID: p.ContainerdPID, Log: filepath.Join(p.Root, "containerd.log")})
-		if err := st.save(); err != nil {
+		if err := st.startContainerd(ctx, h, pauseRef); err != nil {
 			return err
 		}
 		if err := p.ImportImages(ctx, tarball); err != nil {
@@ -234,7 +231,14 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 		"--ignore-preflight-errors="+kubeletIgnoredPreflight, "-v=1")...); err != nil {
 		return err
 	}
-	step("%s: kubeadm join (worker, through the VIP) done", WorkerName)
+	// Its node-local load balancer to every apiserver, following the
+	// kubernetes Service's endpoints (the worker unit of `render agent`).
+	w, _ := st.Host(WorkerName)
+	if _, err := st.start(w, ProcSpec{Name: "agent", Args: []string{"--log-format", "json", "agent", "--role", "worker", "--config", hostClusterFile,
+		"--kubeconfig", "/etc/kubernetes/kubelet.conf", "--state-dir", hostStateDir, "--api-addr", "127.0.0.1:9444"}}); err != nil {
+		return err
+	}
+	step("%s: kubeadm join (worker, through the VIP) done, node-local load balancer started", WorkerName)
 
 	kubectl := func(name string, args ...string) ([]byte, error) {
 		return st.hostRun(ctx, nh, name, filepath.Join(st.K8sBin, "kubectl"), append([]string{"--kubeconfig", hostAdminConf}, args...)...)
@@ -374,9 +378,23 @@ func nodeCommand(nh *NodeHost, exe string, args []string) *exec.Cmd {
 
 // podProcess finds the process of a static pod's container in a node host
 // by its program's name (kube-apiserver, etcd, ...): kubelet started it,
-// so the lab has no record of it.
+// so the lab has no record of it. A container has a mount namespace of its
+// own; static pods share the host's network namespace, so that is where
+// to look.
 func podProcess(nh *NodeHost, name string) (Proc, bool) {
-	for _, pid := range nh.Processes() {
+	netNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", nh.HolderPID))
+	if err != nil {
+		return Proc{}, false
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil || ns != netNS {
+			continue
+		}
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if err != nil {
 			continue
@@ -398,4 +416,106 @@ func waitPodProcess(nh *NodeHost, name string, d time.Duration) (Proc, error) {
 		}
 	}
 	return Proc{}, fmt.Errorf("lab: %s: kubelet did not start %s again within %s", nh.Name, name, d)
+}
+
+// startContainerd starts a node host's containerd as a process of the lab
+// (so `lab` commands can stop and restart it) and waits for it.
+func (st *State) startContainerd(ctx context.Context, h HostState, pauseRef string) error {
+	nh := st.nodeHost(h.Name)
+	exe, args, err := nh.WriteContainerdConfig(pauseRef)
+	if err != nil {
+		return err
+	}
+	p, err := st.start(h, ProcSpec{Name: "containerd", Exec: exe, Args: args})
+	if err != nil {
+		return err
+	}
+	nh.ContainerdPID = p.PID
+	if err := st.save(); err != nil {
+		return err
+	}
+	return nh.WaitContainerd(ctx)
+}
+
+// nodeReboot is the node-reboot scenario: a control-plane host (the VIP
+// holder) goes down as a reboot takes it, its services stopped (the
+// agent's SIGTERM hands the VIP over; kubelet; every container;
+// containerd), and comes back: containerd, kubelet (which starts the
+// static pods again), the agent. The worker must stay Ready all along.
+func nodeReboot() scenario {
+	return scenario{name: "node-reboot", needsKubelet: true,
+		desc:   "reboot the VIP holder: stop its agent (SIGTERM), kubelet, containers and containerd, start them again; the VIP moves, the worker stays Ready through it",
+		// The agent drains its load balancer for up to 30s on SIGTERM (watches
+		// never end by themselves): the window covers the whole stop.
+		window: 40 * time.Second, post: 20 * time.Second, maxGap: 3 * time.Second,
+		apply: func(r *chaosRun) (string, func() error, error) {
+			h, err := r.holder()
+			if err != nil {
+				return "", nil, err
+			}
+			nh := r.st.nodeHost(h)
+			if nh == nil {
+				return h, nil, fmt.Errorf("%s is no kubelet host", h)
+			}
+			r.event("reboot " + h + ": SIGTERM agent, stop kubelet, containers, containerd")
+			// As systemd stops a unit: SIGTERM, SIGKILL after its
+			// TimeoutStopSec (the agent's unit: 45s).
+			stop := func(name string) error {
+				if err := r.st.Signal(h, name, syscall.SIGTERM); err != nil {
+					return err
+				}
+				if p, ok := r.st.Proc(h, name); ok {
+					netns.WaitOrKill([]int{p.PID}, 45*time.Second, func(pid int) {
+						r.event("SIGKILL " + name + " on " + h + " after 45s")
+						_ = syscall.Kill(-pid, syscall.SIGKILL)
+					})
+				}
+				return nil
+			}
+			for _, name := range []string{"agent", "kubelet"} {
+				if err := stop(name); err != nil {
+					return h, nil, err
+				}
+			}
+			r.event("agent and kubelet stopped on " + h)
+			nh.StopContainers()
+			if err := stop("containerd"); err != nil {
+				return h, nil, err
+			}
+			r.event("containers and containerd stopped on " + h)
+			return h, func() error {
+				r.event("boot " + h + ": containerd, kubelet, agent")
+				p, err := r.st.Restart(h, "containerd")
+				if err != nil {
+					return err
+				}
+				nh.ContainerdPID = p.PID
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := nh.WaitContainerd(ctx); err != nil {
+					return err
+				}
+				for _, name := range []string{"kubelet", "agent"} {
+					if _, err := r.st.Restart(h, name); err != nil {
+						return err
+					}
+				}
+				return r.st.save()
+			}, nil
+		},
+		check: func(r *chaosRun) string {
+			// The worker's Ready condition has not changed since before
+			// the fault.
+			out, err := r.st.Kubectl("admin.conf", "get", "node", WorkerName, "-o",
+				`jsonpath={range .status.conditions[?(@.type=="Ready")]}{.status} {.lastTransitionTime}{end}`).CombinedOutput()
+			if err != nil {
+				return fmt.Sprintf("node %s: %v: %s", WorkerName, err, strings.TrimSpace(string(out)))
+			}
+			status, since, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+			t, err := time.Parse(time.RFC3339, since)
+			if status != "True" || err != nil || t.After(r.t0) {
+				return fmt.Sprintf("node %s: Ready %s since %s, not Ready all along", WorkerName, status, since)
+			}
+			return ""
+		}}
 }
