@@ -109,7 +109,7 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 	// Start order etcd, lb, vip; stop order the reverse, so SIGTERM first
 	// hands the VIP over, then drains the load balancer, then stops etcd.
 	var parts []Part
-	if isEtcd && !o.NoEtcd {
+	if isEtcd && !o.NoEtcd && c.Etcd.AgentRunsMembers() {
 		opts, err := EtcdNodeOptions(c, o.Node, pkiDir, o.EtcdDataDir)
 		if err != nil {
 			return err

@@ -220,6 +220,12 @@ certificates:
 		{"stacked with etcd nodes", minimal + "etcd:\n  nodes:\n    - name: e1\n      address: 10.77.0.21\n", []string{
 			"haplane.yaml:17: etcd.nodes: only used with topology: external; stacked members run on the control-plane nodes",
 		}},
+		{"etcd run by someone else", minimal + "etcd:\n  runBy: systemd\n", []string{
+			"haplane.yaml:17: etcd.runBy: \"systemd\" is not one of agent, kubelet",
+		}},
+		{"external etcd run by kubelet", minimal + "etcd:\n  topology: external\n  runBy: kubelet\n  nodes:\n    - name: e1\n      address: 10.77.0.21\n", []string{
+			"haplane.yaml:18: etcd.runBy: kubelet runs stacked members (kubeadm's etcd static pods); external etcd hosts run the haplane agent",
+		}},
 		{"same ports", strings.Replace(minimal, "  vip: 10.77.0.100", "  vip: 10.77.0.100\n  port: 6443", 1), []string{
 			"haplane.yaml:6: controlPlaneEndpoint.port: must differ from apiServerPort (6443): the load balancer and kube-apiserver run on the same hosts",
 		}},

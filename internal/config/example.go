@@ -14,6 +14,8 @@ type ExampleOptions struct {
 	Nodes     []Node
 	// EtcdNodes, when set, selects the external topology.
 	EtcdNodes []EtcdNode
+	// EtcdRunBy, when set, is etcd.runBy (stacked).
+	EtcdRunBy string
 	// BGP, when set, selects vip.mode bgp with these ASNs and peers.
 	BGP *BGP
 }
@@ -134,6 +136,11 @@ etcd:
 {{- end}}
 {{- else}}
   topology: stacked             # a member on every control-plane node; or external
+{{- if .O.EtcdRunBy}}
+  runBy: {{.O.EtcdRunBy}}
+{{- else}}
+  # runBy: agent                # who runs stacked members: agent (haplane), or kubelet (kubeadm's etcd static pods)
+{{- end}}
 {{- end}}
   # clientPort: 2379
   # peerPort: 2380

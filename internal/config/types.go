@@ -305,11 +305,26 @@ type Etcd struct {
 	// default) or "external" (members on their own hosts, in Nodes).
 	Topology string `json:"topology,omitempty"`
 	// Nodes are the external etcd hosts; only with topology external.
-	Nodes      []EtcdNode `json:"nodes,omitempty"`
-	ClientPort int        `json:"clientPort,omitempty"`
-	PeerPort   int        `json:"peerPort,omitempty"`
-	DataDir    string     `json:"dataDir,omitempty"`
+	Nodes []EtcdNode `json:"nodes,omitempty"`
+	// RunBy says who runs the stacked members: EtcdRunByAgent (the
+	// haplane agent, in-process; default) or EtcdRunByKubelet (kubeadm's
+	// etcd static pods, as `kubeadm init`/`join --control-plane` make them
+	// from the rendered etcd.local; the agent then runs none).
+	RunBy      string `json:"runBy,omitempty"`
+	ClientPort int    `json:"clientPort,omitempty"`
+	PeerPort   int    `json:"peerPort,omitempty"`
+	DataDir    string `json:"dataDir,omitempty"`
 }
+
+// Who runs the stacked etcd members (Etcd.RunBy).
+const (
+	EtcdRunByAgent   = "agent"
+	EtcdRunByKubelet = "kubelet"
+)
+
+// AgentRunsMembers reports whether the haplane agent runs this cluster's
+// etcd members on the hosts it serves (not kubelet).
+func (e Etcd) AgentRunsMembers() bool { return e.RunBy != EtcdRunByKubelet }
 
 // EtcdNode is an external etcd host.
 type EtcdNode struct {

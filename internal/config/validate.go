@@ -109,6 +109,9 @@ func (c *Cluster) SetDefaults() {
 	if e.Topology == "" {
 		e.Topology = TopologyStacked
 	}
+	if e.RunBy == "" {
+		e.RunBy = EtcdRunByAgent
+	}
 	if e.ClientPort == 0 {
 		e.ClientPort = DefaultEtcdClientPort
 	}
@@ -554,6 +557,12 @@ func (c *Cluster) validateEtcd(k *checker, vip netip.Addr, vipOK bool, hosts hos
 	}
 	if !path.IsAbs(e.DataDir) {
 		k.add("etcd.dataDir", "%q must be an absolute path", e.DataDir)
+	}
+	switch {
+	case e.RunBy != EtcdRunByAgent && e.RunBy != EtcdRunByKubelet:
+		k.add("etcd.runBy", "%q is not one of agent, kubelet", e.RunBy)
+	case e.RunBy == EtcdRunByKubelet && e.Topology != TopologyStacked:
+		k.add("etcd.runBy", "kubelet runs stacked members (kubeadm's etcd static pods); external etcd hosts run the haplane agent")
 	}
 	switch e.Topology {
 	case TopologyStacked:

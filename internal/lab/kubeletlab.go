@@ -314,11 +314,11 @@ cp "$4" ` + hostClusterFile + `
 }
 
 // startAgent starts the haplane agent on a control-plane host as its
-// rendered systemd unit does. kubelet runs etcd (kubeadm's static pods).
+// rendered systemd unit does (etcd.runBy: kubelet, so it runs no member).
 func (st *State) startAgent(c *config.Cluster, node string) error {
 	h, _ := st.Host(node)
 	_, err := st.start(h, ProcSpec{Name: "agent", Args: []string{"--log-format", "json", "agent", "--config", hostClusterFile, "--node", node,
-		"--state-dir", hostStateDir, "--api-addr", "127.0.0.1:9444", "--no-etcd"}})
+		"--state-dir", hostStateDir, "--api-addr", "127.0.0.1:9444"}})
 	return err
 }
 
@@ -444,7 +444,7 @@ func (st *State) startContainerd(ctx context.Context, h HostState, pauseRef stri
 // static pods again), the agent. The worker must stay Ready all along.
 func nodeReboot() scenario {
 	return scenario{name: "node-reboot", needsKubelet: true,
-		desc:   "reboot the VIP holder: stop its agent (SIGTERM), kubelet, containers and containerd, start them again; the VIP moves, the worker stays Ready through it",
+		desc: "reboot the VIP holder: stop its agent (SIGTERM), kubelet, containers and containerd, start them again; the VIP moves, the worker stays Ready through it",
 		// The agent drains its load balancer for up to 30s on SIGTERM (watches
 		// never end by themselves): the window covers the whole stop.
 		window: 40 * time.Second, post: 20 * time.Second, maxGap: 3 * time.Second,

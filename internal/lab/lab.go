@@ -280,6 +280,9 @@ func (o *Options) setDefaults() error {
 // ClusterFile returns the lab's cluster file.
 func ClusterFile(o Options) []byte {
 	eo := config.ExampleOptions{Name: "lab", VIP: VIP.String(), Interface: "eth0"}
+	if o.Runtime == RuntimeKubelet {
+		eo.EtcdRunBy = config.EtcdRunByKubelet // kubeadm's etcd static pods
+	}
 	if o.VIPMode == VIPModeBGP {
 		eo.BGP = bgpExample()
 	}

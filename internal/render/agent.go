@@ -100,7 +100,7 @@ func AgentPod(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 		labels = map[string]string{"component": "haplane-agent", "tier": "node"}
 		mounts[1].readOnly = true
 		mounts = append(mounts, mount{"kubeconfig", c.LoadBalancer.NodeLocal.Kubeconfig, &file, true})
-	case c.Etcd.Topology == config.TopologyStacked:
+	case c.Etcd.Topology == config.TopologyStacked && c.Etcd.AgentRunsMembers():
 		mounts = append(mounts, mount{"etcd-data", c.Etcd.DataDir, &dirOrCreate, false})
 	}
 	var vols []corev1.Volume
@@ -198,7 +198,7 @@ func AgentUnit(c *config.Cluster, node string, o AgentOptions) ([]byte, error) {
 	return executeUnit(unitTmpl, map[string]any{
 		"Node":         node,
 		"Worker":       o.Worker,
-		"Stacked":      c.Etcd.Topology == config.TopologyStacked && !o.Worker,
+		"Stacked":      c.Etcd.Topology == config.TopologyStacked && c.Etcd.AgentRunsMembers() && !o.Worker,
 		"DataDir":      c.Etcd.DataDir,
 		"Binary":       o.Binary,
 		"Args":         strings.Join(agentArgs(c, node, o), " "),
