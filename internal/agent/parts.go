@@ -253,8 +253,14 @@ const (
 	WeightLocalAPIServer = -10
 )
 
-// localAPIServerFall is the local-apiserver track's fall, in 100ms reads.
-const localAPIServerFall = 30
+// localAPIServerFall is the local-apiserver track's fall, in 100ms reads
+// (10s). After a cluster-wide fault the apiservers turn ready again at
+// different times: a CI run on 2 busy cores saw stub apiservers flap
+// between ready and not for 5.4s after every one was SIGCONTed, and the
+// VIP moved for it with a 3s fall. The load balancer routes around an
+// unready local apiserver at once, so the VIP's move is a preference that
+// can wait.
+const localAPIServerFall = 100
 
 // NewVIPPart builds the speaker of node. The checks are the load balancer's
 // signals (nil when this agent runs no load balancer).
@@ -279,8 +285,8 @@ func NewVIPPart(c *config.Cluster, node string, lbp *LBPart, reg prometheus.Regi
 		interval := 100 * time.Millisecond
 		scfg.Tracks = []speaker.Track{
 			{Name: "lb-backend", Check: speaker.CheckFunc(lbp.AnyBackendHealthy), Weight: WeightNoBackend, Fall: 1, Rise: 2, Interval: interval},
-			// Slow to fall (3s): when the apiservers come back from a
-			// cluster-wide fault they turn ready a few hundred ms apart,
+			// Slow to fall (10s): when the apiservers come back from a
+			// cluster-wide fault they turn ready up to seconds apart,
 			// and the holder's own one may be last; the VIP must not move
 			// for that. The load balancer routes around a dead local
 			// apiserver at once, so clients do not wait for this.

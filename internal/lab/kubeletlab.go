@@ -135,6 +135,24 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 	}
 	step("images for %s written (%s)", c.KubernetesVersion, tarball)
 
+	// External etcd hosts run the haplane agent (its member), as in the
+	// process lab: they are no Kubernetes nodes.
+	for _, h := range st.Hosts {
+		if h.Role != "etcd" {
+			continue
+		}
+		specs, err := StackOf(st).Procs(st, c, h)
+		if err != nil {
+			return err
+		}
+		for _, spec := range specs {
+			if _, err := st.start(h, spec); err != nil {
+				return err
+			}
+		}
+		step("%s: etcd member (haplane agent) started", h.Name)
+	}
+
 	kubeHosts := []HostState{}
 	for _, h := range st.Hosts {
 		if h.Role == "control-plane" || h.Role == "worker" {

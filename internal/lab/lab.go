@@ -258,8 +258,8 @@ func (o *Options) setDefaults() error {
 		o.Runtime = RuntimeProcess
 	case RuntimeProcess:
 	case RuntimeKubelet:
-		if o.Backend != BackendKube || o.VIPLB != VIPLBHaplane || o.Topology != config.TopologyStacked {
-			return FlagError{fmt.Errorf("lab: --runtime kubelet runs with --backend kube, --vip-lb haplane and --topology stacked so far")}
+		if o.Backend != BackendKube || o.VIPLB != VIPLBHaplane {
+			return FlagError{fmt.Errorf("lab: --runtime kubelet runs with --backend kube and --vip-lb haplane so far")}
 		}
 		if o.ModuleDir == "" {
 			o.ModuleDir = "."
@@ -280,7 +280,7 @@ func (o *Options) setDefaults() error {
 // ClusterFile returns the lab's cluster file.
 func ClusterFile(o Options) []byte {
 	eo := config.ExampleOptions{Name: "lab", VIP: VIP.String(), Interface: "eth0"}
-	if o.Runtime == RuntimeKubelet {
+	if o.Runtime == RuntimeKubelet && o.Topology != config.TopologyExternal {
 		eo.EtcdRunBy = config.EtcdRunByKubelet // kubeadm's etcd static pods
 	}
 	if o.VIPMode == VIPModeBGP {
