@@ -15,8 +15,8 @@ import (
 
 // BGPPart announces the VIP over BGP in vip.mode bgp, in place of the VRRP
 // speaker: every healthy node announces, so the routers spread clients
-// over all of them. The VIP is a host address on lo on every node, so the
-// load balancer on it accepts what the routers send here.
+// over all of them. The VIP is a host address on lo on every node
+// (LoopbackVIPPart).
 //
 // Health is the VRRP speaker's lb-backend track: the load balancer has a
 // live apiserver to send to, read every bgpHealthInterval, down at the
@@ -25,7 +25,6 @@ import (
 // whose own apiserver is down still forwards to the others.
 type BGPPart struct {
 	ann     *bgp.Announcer
-	lo      *vip.Link
 	healthy func(context.Context) error
 	log     *slog.Logger
 
@@ -86,27 +85,55 @@ func NewBGPPart(c *config.Cluster, node string, lbp *LBPart, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	lo, err := vip.New("lo", []netip.Addr{cfg.VIP})
-	if err != nil {
-		return nil, fmt.Errorf("agent: bgp: %w", err)
-	}
 	healthy := func(context.Context) error { return nil } // no load balancer (--no-lb): the node itself is the check
 	if lbp != nil {
 		healthy = lbp.AnyBackendHealthy
 	}
-	return &BGPPart{ann: ann, lo: lo, healthy: healthy, log: log}, nil
+	return &BGPPart{ann: ann, healthy: healthy, log: log}, nil
+}
+
+// LoopbackVIPPart puts the VIP on lo in vip.mode bgp, so the load balancer
+// on it accepts what the routers send here. It is a part of its own,
+// started before the load balancer and so stopped after it: on SIGTERM the
+// route goes first (BGPPart), the load balancer drains, and only then does
+// the address leave; without it the sessions still draining through this
+// node would lose their packets.
+type LoopbackVIPPart struct{ lo *vip.Link }
+
+// NewLoopbackVIPPart is the VIP of c on lo.
+func NewLoopbackVIPPart(c *config.Cluster) (*LoopbackVIPPart, error) {
+	lo, err := vip.New("lo", []netip.Addr{c.VIPAddr()})
+	if err != nil {
+		return nil, fmt.Errorf("agent: bgp: %w", err)
+	}
+	return &LoopbackVIPPart{lo: lo}, nil
+}
+
+// Name implements Part.
+func (p *LoopbackVIPPart) Name() string { return "vip-lo" }
+
+// Start adds the VIP to lo (no lifetime: it is not a claim, every node has it).
+func (p *LoopbackVIPPart) Start(context.Context, func(error)) error {
+	if err := p.lo.Take(0); err != nil {
+		return fmt.Errorf("agent: bgp: %w", err)
+	}
+	return nil
+}
+
+// Stop removes it.
+func (p *LoopbackVIPPart) Stop(context.Context) error {
+	if err := p.lo.Release(); err != nil {
+		return fmt.Errorf("agent: bgp: %w", err)
+	}
+	return nil
 }
 
 // Name implements Part.
 func (p *BGPPart) Name() string { return "bgp" }
 
-// Start puts the VIP on lo, opens the sessions and follows the health.
+// Start opens the sessions and follows the health.
 func (p *BGPPart) Start(ctx context.Context, fail func(error)) error {
-	if err := p.lo.Take(0); err != nil {
-		return fmt.Errorf("agent: bgp: %w", err)
-	}
 	if err := p.ann.Start(ctx); err != nil {
-		_ = p.lo.Release()
 		return fmt.Errorf("agent: %w", err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
@@ -149,8 +176,9 @@ func (p *BGPPart) follow(ctx context.Context, fail func(error)) {
 	}
 }
 
-// Stop withdraws the route and waits for it to leave before the load
-// balancer (stopped after this part) stops serving, then takes the VIP off lo.
+// Stop withdraws the route and waits for it to leave (and the routers to
+// follow, bgp.Config.Linger) before the load balancer, stopped after this
+// part, stops serving.
 func (p *BGPPart) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	cancel, done := p.cancel, p.done
@@ -159,11 +187,7 @@ func (p *BGPPart) Stop(ctx context.Context) error {
 		cancel()
 		<-done
 	}
-	err := p.ann.Stop(ctx)
-	if rerr := p.lo.Release(); rerr != nil && err == nil {
-		err = fmt.Errorf("agent: bgp: %w", rerr)
-	}
-	return err
+	return p.ann.Stop(ctx)
 }
 
 // Status implements Statuser: the sessions and whether the VIP is announced.

@@ -120,6 +120,13 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 		}
 		parts = append(parts, part)
 	}
+	if isCP && !o.NoVIP && c.VIP.BGPMode() {
+		lo, err := NewLoopbackVIPPart(c)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, lo) // before the load balancer: it stops after it
+	}
 	var lbp *LBPart
 	if isCP && !o.NoLB {
 		roots, err := LoadCertPool(filepath.Join(pkiDir, "ca.crt"))

@@ -55,7 +55,14 @@ type Config struct {
 	// WithdrawWait bounds how long Withdraw and Stop wait for the
 	// withdrawal to leave for every established peer (default 2s).
 	WithdrawWait time.Duration
-	Logger       *slog.Logger
+	// Linger is how long Stop waits after the withdrawal left, with the
+	// sessions still up, before it returns (default 500ms; negative: no
+	// wait). The route leaving gobgp's Adj-RIB-Out is not yet the routers'
+	// forwarding tables without it: a router still sends new connections
+	// here until it processed the UPDATE and reprogrammed its FIB, and the
+	// load balancer, stopped after Stop returns, must still accept them.
+	Linger time.Duration
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +74,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WithdrawWait == 0 {
 		c.WithdrawWait = 2 * time.Second
+	}
+	if c.Linger == 0 {
+		c.Linger = 500 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -255,8 +265,8 @@ func (a *Announcer) path() *apiutil.Path {
 }
 
 // Stop withdraws the route, waits (up to WithdrawWait, or ctx) until no
-// established peer still has it in its Adj-RIB-Out, closes the sessions
-// with a Cease and stops the speaker. Call it before the load balancer
+// established peer still has it in its Adj-RIB-Out and then Linger,
+// closes the sessions with a Cease and stops the speaker. Call it before the load balancer
 // stops serving: the routers move clients away while they still get
 // answers here.
 func (a *Announcer) Stop(ctx context.Context) error {
@@ -266,8 +276,20 @@ func (a *Announcer) Stop(ctx context.Context) error {
 		return nil
 	}
 	a.in.Stopping = true
+	was := a.announced
 	err := a.apply()
-	a.waitWithdrawn(ctx)
+	if was && err == nil {
+		t0 := time.Now()
+		a.waitWithdrawn(ctx)
+		left := time.Since(t0)
+		if a.cfg.Linger > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(a.cfg.Linger):
+			}
+		}
+		a.cfg.Logger.Info("bgp: withdrawn before stopping", "route", a.prefix, "left_after", left.Round(time.Millisecond), "linger", a.cfg.Linger)
+	}
 	for _, p := range a.cfg.Peers {
 		_ = a.srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: p.Address.String(), Communication: "haplane agent stopping"})
 	}

@@ -61,6 +61,8 @@ type scenario struct {
 	localMaxGap time.Duration
 	// noFailures: every probe (the main path and alsoPath) must succeed.
 	noFailures bool
+	// noFailuresBGP: noFailures in vip.mode bgp only.
+	noFailuresBGP bool
 	// needsUpgrade: the scenario runs only with a release to upgrade to
 	// (ChaosOptions.UpgradeBin).
 	needsUpgrade bool
@@ -151,6 +153,35 @@ func scenarios() []scenario {
 					return h, nil, err
 				}
 				return h, func() error { r.event("link up on " + h); return r.st.SetLink(h, true) }, nil
+			}},
+		// A planned stop (systemctl stop, kubelet deleting the static
+		// pod): with VRRP the priority-0 advert hands the VIP over at once;
+		// with BGP the route is withdrawn while the load balancer still
+		// serves, so no new connection reaches a node that stopped
+		// listening and no probe fails.
+		{name: "vip-holder-stop", desc: "SIGTERM the VIP holder's agent (a planned stop), start it again after the window: the VIP leaves before the load balancer stops serving",
+			window: 4 * time.Second, maxGap: time.Second, noFailuresBGP: true, apply: func(r *chaosRun) (string, func() error, error) {
+				h, names, err := holderAgent(r)
+				if err != nil {
+					return "", nil, err
+				}
+				procs := strings.Split(names, "+")
+				r.event("SIGTERM " + names + " on " + h)
+				for _, name := range procs {
+					if err := r.stopProc(h, name); err != nil {
+						return h, nil, err
+					}
+				}
+				r.event(names + " on " + h + " exited")
+				return h, func() error {
+					r.event("start " + names + " on " + h)
+					for _, name := range procs {
+						if _, err := r.st.Restart(h, name); err != nil {
+							return err
+						}
+					}
+					return nil
+				}, nil
 			}},
 		{name: "apiserver-kill", desc: "kill -9 the API server on the VIP holder: the load balancers retry on another one",
 			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAPI)},
@@ -305,6 +336,10 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 			// vote), whatever the VIP does.
 			s.desc += "; its etcd member dies with it, and every API read waits for etcd's election when it was the leader"
 			s.maxGap = 3 * time.Second
+		}
+		if s.noFailuresBGP && st.VIPLB == VIPLBHaplaneBGP {
+			s.noFailures = true
+			s.desc += "; with BGP no probe may fail"
 		}
 		res := ScenarioResult{Name: s.name, Description: s.desc, Stack: o.Stack, Backend: st.Backend, MaxGapW: s.maxGap}
 		if s.kubeOnly && st.Backend != BackendKube {
