@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,4 +196,51 @@ func (p *BGPPart) Status() any {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return p.ann.State(ctx)
+}
+
+// Pause withdraws the route for maintenance (the node keeps serving what
+// is in flight) and returns once the withdrawal left, with a step detail.
+func (p *BGPPart) Pause(ctx context.Context) (bool, string) {
+	withdrew, err := p.ann.SetPaused(ctx, true)
+	if err != nil {
+		return false, err.Error()
+	}
+	st := p.ann.State(ctx)
+	if !withdrew {
+		return true, st.Route + " was not announced; it stays withdrawn during maintenance"
+	}
+	return true, fmt.Sprintf("%s withdrawn from %s: the routers send clients to the other nodes", st.Route, establishedPeers(st))
+}
+
+// SetPausedAtStart keeps a node that restarts in maintenance from
+// announcing: call it before Start.
+func (p *BGPPart) SetPausedAtStart() { _, _ = p.ann.SetPaused(context.Background(), true) }
+
+// Resume lets the route follow the health again; it waits (up to
+// vipWait) for the announcement when the node is healthy.
+func (p *BGPPart) Resume(ctx context.Context) (bool, string) {
+	if _, err := p.ann.SetPaused(ctx, false); err != nil {
+		return false, err.Error()
+	}
+	var st bgp.State
+	waitFor(ctx, vipWait, func() bool { st = p.ann.State(ctx); return st.Announced })
+	if !st.Announced {
+		return true, st.Route + " not announced yet: it is once the load balancer has a healthy apiserver"
+	}
+	return true, fmt.Sprintf("%s announced again to %s", st.Route, establishedPeers(st))
+}
+
+// establishedPeers names the peers with an established session: "10.0.0.1
+// and 10.0.0.2", or "no established peer".
+func establishedPeers(st bgp.State) string {
+	var up []string
+	for _, ps := range st.Peers {
+		if ps.State == "established" {
+			up = append(up, ps.Address)
+		}
+	}
+	if len(up) == 0 {
+		return "no established peer"
+	}
+	return strings.Join(up, ", ")
 }

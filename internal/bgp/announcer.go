@@ -120,6 +120,7 @@ type State struct {
 	Announced bool        `json:"announced"`
 	Healthy   bool        `json:"healthy"`
 	Stopping  bool        `json:"stopping"`
+	Paused    bool        `json:"paused,omitempty"`
 	Peers     []PeerState `json:"peers"`
 }
 
@@ -224,6 +225,41 @@ func (a *Announcer) SetHealthy(healthy bool) error {
 	return a.apply()
 }
 
+// SetPaused withdraws the route (paused) or lets it follow the health
+// again. A pause that withdrew the route returns, like Stop, once the
+// withdrawal left for every established peer and Linger passed, and
+// reports withdrew; before Start it only sets the input, so a node that
+// restarts in maintenance never announces.
+func (a *Announcer) SetPaused(ctx context.Context, paused bool) (withdrew bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.in.Paused = paused
+	was := a.announced
+	if err := a.apply(); err != nil {
+		return false, err
+	}
+	if !paused || !was || a.announced {
+		return false, nil
+	}
+	a.settle(ctx)
+	return true, nil
+}
+
+// settle waits for a withdrawal to leave (waitWithdrawn), then Linger.
+// a.mu is held.
+func (a *Announcer) settle(ctx context.Context) {
+	t0 := time.Now()
+	a.waitWithdrawn(ctx)
+	left := time.Since(t0)
+	if a.cfg.Linger > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(a.cfg.Linger):
+		}
+	}
+	a.cfg.Logger.Info("bgp: withdrawal sent", "route", a.prefix, "left_after", left.Round(time.Millisecond), "linger", a.cfg.Linger)
+}
+
 // apply runs Decide on the current inputs. a.mu is held.
 func (a *Announcer) apply() error {
 	if a.srv == nil || a.stopped {
@@ -241,7 +277,7 @@ func (a *Announcer) apply() error {
 			return fmt.Errorf("bgp: withdraw %s: %w", a.prefix, err)
 		}
 		a.announced = false
-		a.cfg.Logger.Info("bgp: withdrawn", "route", a.prefix, "healthy", a.in.Healthy, "stopping", a.in.Stopping)
+		a.cfg.Logger.Info("bgp: withdrawn", "route", a.prefix, "healthy", a.in.Healthy, "stopping", a.in.Stopping, "paused", a.in.Paused)
 	}
 	return nil
 }
@@ -279,16 +315,7 @@ func (a *Announcer) Stop(ctx context.Context) error {
 	was := a.announced
 	err := a.apply()
 	if was && err == nil {
-		t0 := time.Now()
-		a.waitWithdrawn(ctx)
-		left := time.Since(t0)
-		if a.cfg.Linger > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(a.cfg.Linger):
-			}
-		}
-		a.cfg.Logger.Info("bgp: withdrawn before stopping", "route", a.prefix, "left_after", left.Round(time.Millisecond), "linger", a.cfg.Linger)
+		a.settle(ctx)
 	}
 	for _, p := range a.cfg.Peers {
 		_ = a.srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: p.Address.String(), Communication: "haplane agent stopping"})
@@ -341,7 +368,7 @@ func (a *Announcer) advertisedAnywhere() bool {
 func (a *Announcer) State(ctx context.Context) State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Healthy, Stopping: a.in.Stopping}
+	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Healthy, Stopping: a.in.Stopping, Paused: a.in.Paused}
 	byAddr := map[string]PeerState{}
 	if a.srv != nil && !a.stopped {
 		_ = a.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
