@@ -22,9 +22,9 @@ import (
 )
 
 // Maintenance takes a node out of service for planned work and puts it
-// back (issue 16): on start it hands the VIP over, takes the node's
-// apiserver out of every load balancer's pool and waits for its sessions
-// to drain, moves etcd leadership away, and says when kubelet or the
+// back (issue 16): on start it hands the VIP over (in vip.mode bgp it
+// withdraws the node's route), takes the node's apiserver out of every
+// load balancer's pool and waits for its sessions to drain, moves etcd leadership away, and says when kubelet or the
 // apiserver may be stopped; stop reverses it once the node is healthy
 // again. Entering is refused when it would leave the cluster without a
 // ready apiserver or without etcd quorum (MayEnterMaintenance).
