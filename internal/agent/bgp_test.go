@@ -16,6 +16,7 @@ import (
 
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/netns"
+	"github.com/haplane/haplane/internal/testutil/birdtest"
 	"github.com/haplane/haplane/internal/testutil/testbuf"
 )
 
@@ -76,17 +77,7 @@ const loopBIRDAddr = "127.0.79.1"
 
 func startLoopBIRD(t *testing.T) *loopBIRD {
 	t.Helper()
-	if err := netns.RequireRoot(); err != nil {
-		t.Skip(err)
-	}
-	bird, err := exec.LookPath("bird")
-	if err != nil {
-		t.Skip("BIRD 2 is not installed (apt-get install bird2): ", err)
-	}
-	birdc, err := exec.LookPath("birdc")
-	if err != nil {
-		t.Skip("birdc is not installed (apt-get install bird2): ", err)
-	}
+	bird, birdc := birdtest.Require(t)
 	dir := t.TempDir()
 	b := &loopBIRD{birdc: birdc, sock: filepath.Join(dir, "bird.ctl"), port: 20000 + os.Getpid()%10000}
 	conf := filepath.Join(dir, "bird.conf")

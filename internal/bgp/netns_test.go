@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/netns"
+	"github.com/haplane/haplane/internal/testutil/birdtest"
 )
 
 // helperConfig, when set, makes this test binary the announcer side of
@@ -142,17 +143,7 @@ func (l *birdLab) waitRoute(t *testing.T, what string, present bool) time.Durati
 }
 
 func newBIRDLab(t *testing.T, fam family, bfd bool) *birdLab {
-	if err := netns.RequireRoot(); err != nil {
-		t.Skip(err)
-	}
-	bird, err := exec.LookPath("bird")
-	if err != nil {
-		t.Skip("BIRD 2 is not installed (apt-get install bird2): ", err)
-	}
-	birdc, err := exec.LookPath("birdc")
-	if err != nil {
-		t.Skip("birdc is not installed (apt-get install bird2): ", err)
-	}
+	bird, birdc := birdtest.Require(t)
 	prefix := fmt.Sprintf("hbgp%d", os.Getpid()%100000)
 	if bfd {
 		prefix += "f"

@@ -80,7 +80,9 @@ func Scenarios() []string {
 }
 
 func scenarios() []scenario {
-	kill := func(proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
+	// down takes proc's processes down, with kill -9 or (graceful) as
+	// systemd stops a unit, and restarts them at the heal.
+	down := func(graceful bool, proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
 		return func(r *chaosRun) (string, func() error, error) {
 			host, names, err := proc(r)
 			if err != nil {
@@ -89,11 +91,22 @@ func scenarios() []scenario {
 			// Several names (the classic stack's keepalived and haproxy)
 			// die together, as the one agent process does.
 			procs := strings.Split(names, "+")
-			r.event("kill -9 " + names + " on " + host)
+			verb := "kill -9 "
+			if graceful {
+				verb = "SIGTERM "
+			}
+			r.event(verb + names + " on " + host)
 			for _, name := range procs {
-				if err := r.st.Signal(host, name, syscall.SIGKILL); err != nil {
+				stop := func() error { return r.st.Signal(host, name, syscall.SIGKILL) }
+				if graceful {
+					stop = func() error { return r.stopProc(host, name) }
+				}
+				if err := stop(); err != nil {
 					return host, nil, err
 				}
+			}
+			if graceful {
+				r.event(names + " on " + host + " exited")
 			}
 			return host, func() error {
 				r.event("restart " + names + " on " + host)
@@ -106,6 +119,9 @@ func scenarios() []scenario {
 				return nil
 			}, nil
 		}
+	}
+	kill := func(proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
+		return down(false, proc)
 	}
 	holderAgent := func(r *chaosRun) (string, string, error) {
 		h, err := r.holder()
@@ -164,29 +180,7 @@ func scenarios() []scenario {
 		// so a probe in flight at the withdrawal or the re-announcement
 		// can be reset.
 		{name: "vip-holder-stop", desc: "SIGTERM the VIP holder's agent (a planned stop), start it again after the window: the VIP leaves before the load balancer stops serving",
-			window: 4 * time.Second, maxGap: time.Second, maxGapBGP: 500 * time.Millisecond, apply: func(r *chaosRun) (string, func() error, error) {
-				h, names, err := holderAgent(r)
-				if err != nil {
-					return "", nil, err
-				}
-				procs := strings.Split(names, "+")
-				r.event("SIGTERM " + names + " on " + h)
-				for _, name := range procs {
-					if err := r.stopProc(h, name); err != nil {
-						return h, nil, err
-					}
-				}
-				r.event(names + " on " + h + " exited")
-				return h, func() error {
-					r.event("start " + names + " on " + h)
-					for _, name := range procs {
-						if _, err := r.st.Restart(h, name); err != nil {
-							return err
-						}
-					}
-					return nil
-				}, nil
-			}},
+			window: 4 * time.Second, maxGap: time.Second, maxGapBGP: 500 * time.Millisecond, apply: down(true, holderAgent)},
 		{name: "apiserver-kill", desc: "kill -9 the API server on the VIP holder: the load balancers retry on another one",
 			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAPI)},
 		{name: "apiserver-hang", desc: "SIGSTOP the API server on the VIP holder (it accepts connections and never answers), then SIGCONT",
