@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,8 +16,8 @@ import (
 
 // BGPPart announces the VIP over BGP in vip.mode bgp, in place of the VRRP
 // speaker: every healthy node announces, so the routers spread clients
-// over all of them. The VIP is a host address on lo on every node, so the
-// load balancer on it accepts what the routers send here.
+// over all of them. The VIP is a host address on lo on every node
+// (LoopbackVIPPart).
 //
 // Health is the VRRP speaker's lb-backend track: the load balancer has a
 // live apiserver to send to, read every bgpHealthInterval, down at the
@@ -25,7 +26,6 @@ import (
 // whose own apiserver is down still forwards to the others.
 type BGPPart struct {
 	ann     *bgp.Announcer
-	lo      *vip.Link
 	healthy func(context.Context) error
 	log     *slog.Logger
 
@@ -86,27 +86,55 @@ func NewBGPPart(c *config.Cluster, node string, lbp *LBPart, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	lo, err := vip.New("lo", []netip.Addr{cfg.VIP})
-	if err != nil {
-		return nil, fmt.Errorf("agent: bgp: %w", err)
-	}
 	healthy := func(context.Context) error { return nil } // no load balancer (--no-lb): the node itself is the check
 	if lbp != nil {
 		healthy = lbp.AnyBackendHealthy
 	}
-	return &BGPPart{ann: ann, lo: lo, healthy: healthy, log: log}, nil
+	return &BGPPart{ann: ann, healthy: healthy, log: log}, nil
+}
+
+// LoopbackVIPPart puts the VIP on lo in vip.mode bgp, so the load balancer
+// on it accepts what the routers send here. It is a part of its own,
+// started before the load balancer and so stopped after it: on SIGTERM the
+// route goes first (BGPPart), the load balancer drains, and only then does
+// the address leave; without it the sessions still draining through this
+// node would lose their packets.
+type LoopbackVIPPart struct{ lo *vip.Link }
+
+// NewLoopbackVIPPart is the VIP of c on lo.
+func NewLoopbackVIPPart(c *config.Cluster) (*LoopbackVIPPart, error) {
+	lo, err := vip.New("lo", []netip.Addr{c.VIPAddr()})
+	if err != nil {
+		return nil, fmt.Errorf("agent: bgp: %w", err)
+	}
+	return &LoopbackVIPPart{lo: lo}, nil
+}
+
+// Name implements Part.
+func (p *LoopbackVIPPart) Name() string { return "vip-lo" }
+
+// Start adds the VIP to lo (no lifetime: it is not a claim, every node has it).
+func (p *LoopbackVIPPart) Start(context.Context, func(error)) error {
+	if err := p.lo.Take(0); err != nil {
+		return fmt.Errorf("agent: bgp: %w", err)
+	}
+	return nil
+}
+
+// Stop removes it.
+func (p *LoopbackVIPPart) Stop(context.Context) error {
+	if err := p.lo.Release(); err != nil {
+		return fmt.Errorf("agent: bgp: %w", err)
+	}
+	return nil
 }
 
 // Name implements Part.
 func (p *BGPPart) Name() string { return "bgp" }
 
-// Start puts the VIP on lo, opens the sessions and follows the health.
+// Start opens the sessions and follows the health.
 func (p *BGPPart) Start(ctx context.Context, fail func(error)) error {
-	if err := p.lo.Take(0); err != nil {
-		return fmt.Errorf("agent: bgp: %w", err)
-	}
 	if err := p.ann.Start(ctx); err != nil {
-		_ = p.lo.Release()
 		return fmt.Errorf("agent: %w", err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
@@ -149,8 +177,9 @@ func (p *BGPPart) follow(ctx context.Context, fail func(error)) {
 	}
 }
 
-// Stop withdraws the route and waits for it to leave before the load
-// balancer (stopped after this part) stops serving, then takes the VIP off lo.
+// Stop withdraws the route and waits for it to leave (and the routers to
+// follow, bgp.Config.Linger) before the load balancer, stopped after this
+// part, stops serving.
 func (p *BGPPart) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	cancel, done := p.cancel, p.done
@@ -159,11 +188,7 @@ func (p *BGPPart) Stop(ctx context.Context) error {
 		cancel()
 		<-done
 	}
-	err := p.ann.Stop(ctx)
-	if rerr := p.lo.Release(); rerr != nil && err == nil {
-		err = fmt.Errorf("agent: bgp: %w", rerr)
-	}
-	return err
+	return p.ann.Stop(ctx)
 }
 
 // Status implements Statuser: the sessions and whether the VIP is announced.
@@ -171,4 +196,51 @@ func (p *BGPPart) Status() any {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return p.ann.State(ctx)
+}
+
+// Pause withdraws the route for maintenance (the node keeps serving what
+// is in flight) and returns once the withdrawal left, with a step detail.
+func (p *BGPPart) Pause(ctx context.Context) (bool, string) {
+	withdrew, err := p.ann.SetPaused(ctx, true)
+	if err != nil {
+		return false, err.Error()
+	}
+	st := p.ann.State(ctx)
+	if !withdrew {
+		return true, st.Route + " was not announced; it stays withdrawn during maintenance"
+	}
+	return true, fmt.Sprintf("%s withdrawn from %s: the routers send clients to the other nodes", st.Route, establishedPeers(st))
+}
+
+// SetPausedAtStart keeps a node that restarts in maintenance from
+// announcing: call it before Start.
+func (p *BGPPart) SetPausedAtStart() { _, _ = p.ann.SetPaused(context.Background(), true) }
+
+// Resume lets the route follow the health again; it waits (up to
+// vipWait) for the announcement when the node is healthy.
+func (p *BGPPart) Resume(ctx context.Context) (bool, string) {
+	if _, err := p.ann.SetPaused(ctx, false); err != nil {
+		return false, err.Error()
+	}
+	var st bgp.State
+	waitFor(ctx, vipWait, func() bool { st = p.ann.State(ctx); return st.Announced })
+	if !st.Announced {
+		return true, st.Route + " not announced yet: it is once the load balancer has a healthy apiserver"
+	}
+	return true, fmt.Sprintf("%s announced again to %s", st.Route, establishedPeers(st))
+}
+
+// establishedPeers names the peers with an established session: "10.0.0.1
+// and 10.0.0.2", or "no established peer".
+func establishedPeers(st bgp.State) string {
+	var up []string
+	for _, ps := range st.Peers {
+		if ps.State == "established" {
+			up = append(up, ps.Address)
+		}
+	}
+	if len(up) == 0 {
+		return "no established peer"
+	}
+	return strings.Join(up, ", ")
 }

@@ -22,9 +22,9 @@ import (
 )
 
 // Maintenance takes a node out of service for planned work and puts it
-// back (issue 16): on start it hands the VIP over, takes the node's
-// apiserver out of every load balancer's pool and waits for its sessions
-// to drain, moves etcd leadership away, and says when kubelet or the
+// back (issue 16): on start it hands the VIP over (in vip.mode bgp it
+// withdraws the node's route), takes the node's apiserver out of every
+// load balancer's pool and waits for its sessions to drain, moves etcd leadership away, and says when kubelet or the
 // apiserver may be stopped; stop reverses it once the node is healthy
 // again. Entering is refused when it would leave the cluster without a
 // ready apiserver or without etcd quorum (MayEnterMaintenance).
@@ -49,7 +49,10 @@ type MaintenanceConfig struct {
 	Node     string
 	StateDir string
 	VIP      *VIPPart
-	LB       *LBPart
+	// BGP is the announcer in vip.mode bgp (VIP is nil then): maintenance
+	// withdraws this node's route and stop announces it again.
+	BGP *BGPPart
+	LB  *LBPart
 	// Etcd is nil when this node runs no etcd member.
 	Etcd  *EtcdAccess
 	Peers *PeerWatcher
@@ -281,6 +284,9 @@ func NewMaintenance(cfg MaintenanceConfig) (*Maintenance, error) {
 		if cfg.VIP != nil && !m.state.KeepVIP {
 			cfg.VIP.SetPausedAtStart()
 		}
+		if cfg.BGP != nil && !m.state.KeepVIP {
+			cfg.BGP.SetPausedAtStart()
+		}
 	}
 	m.applyExclusions()
 	if cfg.Peers != nil {
@@ -412,11 +418,18 @@ func (m *Maintenance) Start(ctx context.Context, opts MaintenanceOptions) (Maint
 		return res, err
 	}
 	m.cfg.Log.Info("entering maintenance")
-	if opts.KeepVIP {
+	switch {
+	case opts.KeepVIP && m.cfg.BGP != nil:
+		res.Steps = append(res.Steps, step("vip-kept", func() (bool, string) {
+			return true, "the VIP route stays announced (keep-vip): this node's load balancer sends clients to the other apiservers"
+		}))
+	case opts.KeepVIP:
 		res.Steps = append(res.Steps, step("vip-kept", func() (bool, string) {
 			return true, "the VRRP speaker keeps running (keep-vip): this node's load balancer sends clients to the other apiservers"
 		}))
-	} else {
+	case m.cfg.BGP != nil:
+		res.Steps = append(res.Steps, step("bgp-withdraw", func() (bool, string) { return m.cfg.BGP.Pause(ctx) }))
+	default:
 		res.Steps = append(res.Steps, step("vip-handover", func() (bool, string) { return m.handOverVIP(ctx) }))
 	}
 	res.Steps = append(res.Steps, step("lb-drain", func() (bool, string) { return m.drain(ctx, drain) }))
@@ -471,7 +484,11 @@ func (m *Maintenance) Stop(ctx context.Context) (MaintenanceResult, error) {
 	}
 	m.cfg.Log.Info("leaving maintenance")
 	res.Steps = append(res.Steps, step("lb-back-in-pool", func() (bool, string) { return m.backInPool(ctx) }))
-	res.Steps = append(res.Steps, step("vip-rejoin", func() (bool, string) { return m.rejoinVIP(ctx) }))
+	if m.cfg.BGP != nil {
+		res.Steps = append(res.Steps, step("bgp-announce", func() (bool, string) { return m.cfg.BGP.Resume(ctx) }))
+	} else {
+		res.Steps = append(res.Steps, step("vip-rejoin", func() (bool, string) { return m.rejoinVIP(ctx) }))
+	}
 	res.OK = true
 	for _, s := range res.Steps {
 		res.OK = res.OK && s.OK

@@ -120,6 +120,13 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 		}
 		parts = append(parts, part)
 	}
+	if isCP && !o.NoVIP && c.VIP.BGPMode() {
+		lo, err := NewLoopbackVIPPart(c)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, lo) // before the load balancer: it stops after it
+	}
 	var lbp *LBPart
 	if isCP && !o.NoLB {
 		roots, err := LoadCertPool(filepath.Join(pkiDir, "ca.crt"))
@@ -132,9 +139,9 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 		parts = append(parts, lbp)
 	}
 	var vp *VIPPart
+	var bp *BGPPart
 	if isCP && !o.NoVIP && c.VIP.BGPMode() {
-		bp, err := NewBGPPart(c, o.Node, lbp, log)
-		if err != nil {
+		if bp, err = NewBGPPart(c, o.Node, lbp, log); err != nil {
 			return err
 		}
 		parts = append(parts, bp)
@@ -159,7 +166,7 @@ func RunControlPlane(ctx context.Context, c *config.Cluster, o Options) error {
 		jp = &JoinPart{Addr: o.JoinAddr, PKIDir: pkiDir, Log: log}
 		parts = append(parts, jp)
 	}
-	maint, peers, err := maintenanceFor(c, o, pkiDir, vp, lbp, log)
+	maint, peers, err := maintenanceFor(c, o, pkiDir, vp, bp, lbp, log)
 	if err != nil {
 		return err
 	}
@@ -535,12 +542,12 @@ func RunWorker(ctx context.Context, c *config.Cluster, o Options) error {
 // maintenanceFor wires the agent's maintenance: the peers' status reader
 // (with this host's apiserver-kubelet-client certificate, as status --all
 // uses) and the etcd access of this node's member.
-func maintenanceFor(c *config.Cluster, o Options, pkiDir string, vp *VIPPart, lbp *LBPart, log *slog.Logger) (*Maintenance, *PeerWatcher, error) {
+func maintenanceFor(c *config.Cluster, o Options, pkiDir string, vp *VIPPart, bp *BGPPart, lbp *LBPart, log *slog.Logger) (*Maintenance, *PeerWatcher, error) {
 	apis := map[string]string{}
 	for _, n := range c.Nodes {
 		apis[n.Name] = net.JoinHostPort(n.Address, strconv.Itoa(c.ControlPlaneEndpoint.APIServerPort))
 	}
-	mc := MaintenanceConfig{Node: o.Node, StateDir: o.StateDir, VIP: vp, LB: lbp, APIServers: apis, Log: log.With("part", "maintenance")}
+	mc := MaintenanceConfig{Node: o.Node, StateDir: o.StateDir, VIP: vp, BGP: bp, LB: lbp, APIServers: apis, Log: log.With("part", "maintenance")}
 	for _, m := range c.EtcdMembers() {
 		if m.Name != o.Node {
 			continue

@@ -55,7 +55,14 @@ type Config struct {
 	// WithdrawWait bounds how long Withdraw and Stop wait for the
 	// withdrawal to leave for every established peer (default 2s).
 	WithdrawWait time.Duration
-	Logger       *slog.Logger
+	// Linger is how long Stop waits after the withdrawal left, with the
+	// sessions still up, before it returns (default 500ms; negative: no
+	// wait). The route leaving gobgp's Adj-RIB-Out is not yet the routers'
+	// forwarding tables without it: a router still sends new connections
+	// here until it processed the UPDATE and reprogrammed its FIB, and the
+	// load balancer, stopped after Stop returns, must still accept them.
+	Linger time.Duration
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +74,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WithdrawWait == 0 {
 		c.WithdrawWait = 2 * time.Second
+	}
+	if c.Linger == 0 {
+		c.Linger = 500 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -110,6 +120,7 @@ type State struct {
 	Announced bool        `json:"announced"`
 	Healthy   bool        `json:"healthy"`
 	Stopping  bool        `json:"stopping"`
+	Paused    bool        `json:"paused,omitempty"`
 	Peers     []PeerState `json:"peers"`
 }
 
@@ -214,6 +225,41 @@ func (a *Announcer) SetHealthy(healthy bool) error {
 	return a.apply()
 }
 
+// SetPaused withdraws the route (paused) or lets it follow the health
+// again. A pause that withdrew the route returns, like Stop, once the
+// withdrawal left for every established peer and Linger passed, and
+// reports withdrew; before Start it only sets the input, so a node that
+// restarts in maintenance never announces.
+func (a *Announcer) SetPaused(ctx context.Context, paused bool) (withdrew bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.in.Paused = paused
+	was := a.announced
+	if err := a.apply(); err != nil {
+		return false, err
+	}
+	if !paused || !was || a.announced {
+		return false, nil
+	}
+	a.settle(ctx)
+	return true, nil
+}
+
+// settle waits for a withdrawal to leave (waitWithdrawn), then Linger.
+// a.mu is held.
+func (a *Announcer) settle(ctx context.Context) {
+	t0 := time.Now()
+	a.waitWithdrawn(ctx)
+	left := time.Since(t0)
+	if a.cfg.Linger > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(a.cfg.Linger):
+		}
+	}
+	a.cfg.Logger.Info("bgp: withdrawal sent", "route", a.prefix, "left_after", left.Round(time.Millisecond), "linger", a.cfg.Linger)
+}
+
 // apply runs Decide on the current inputs. a.mu is held.
 func (a *Announcer) apply() error {
 	if a.srv == nil || a.stopped {
@@ -231,7 +277,7 @@ func (a *Announcer) apply() error {
 			return fmt.Errorf("bgp: withdraw %s: %w", a.prefix, err)
 		}
 		a.announced = false
-		a.cfg.Logger.Info("bgp: withdrawn", "route", a.prefix, "healthy", a.in.Healthy, "stopping", a.in.Stopping)
+		a.cfg.Logger.Info("bgp: withdrawn", "route", a.prefix, "healthy", a.in.Healthy, "stopping", a.in.Stopping, "paused", a.in.Paused)
 	}
 	return nil
 }
@@ -255,8 +301,8 @@ func (a *Announcer) path() *apiutil.Path {
 }
 
 // Stop withdraws the route, waits (up to WithdrawWait, or ctx) until no
-// established peer still has it in its Adj-RIB-Out, closes the sessions
-// with a Cease and stops the speaker. Call it before the load balancer
+// established peer still has it in its Adj-RIB-Out and then Linger,
+// closes the sessions with a Cease and stops the speaker. Call it before the load balancer
 // stops serving: the routers move clients away while they still get
 // answers here.
 func (a *Announcer) Stop(ctx context.Context) error {
@@ -266,8 +312,11 @@ func (a *Announcer) Stop(ctx context.Context) error {
 		return nil
 	}
 	a.in.Stopping = true
+	was := a.announced
 	err := a.apply()
-	a.waitWithdrawn(ctx)
+	if was && err == nil {
+		a.settle(ctx)
+	}
 	for _, p := range a.cfg.Peers {
 		_ = a.srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: p.Address.String(), Communication: "haplane agent stopping"})
 	}
@@ -319,7 +368,7 @@ func (a *Announcer) advertisedAnywhere() bool {
 func (a *Announcer) State(ctx context.Context) State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Healthy, Stopping: a.in.Stopping}
+	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Healthy, Stopping: a.in.Stopping, Paused: a.in.Paused}
 	byAddr := map[string]PeerState{}
 	if a.srv != nil && !a.stopped {
 		_ = a.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {

@@ -16,6 +16,9 @@ type Inputs struct {
 	// Stopping is set once a graceful stop began: the route goes first,
 	// while the load balancer still serves the connections in flight.
 	Stopping bool
+	// Paused is set while the node is in maintenance: withdrawn, the
+	// node still up and serving what is in flight.
+	Paused bool
 }
 
 // Action is what the edge does next.
@@ -41,9 +44,9 @@ func (a Action) String() string {
 }
 
 // Decide returns the action that brings the route from announced to what
-// in asks for: announced exactly while healthy and not stopping.
+// in asks for: announced exactly while healthy, not stopping and not paused.
 func Decide(announced bool, in Inputs) Action {
-	want := in.Healthy && !in.Stopping
+	want := in.Healthy && !in.Stopping && !in.Paused
 	switch {
 	case want && !announced:
 		return Announce

@@ -16,6 +16,10 @@ func TestDecide(t *testing.T) {
 		{true, Inputs{Healthy: true, Stopping: true}, Withdraw},
 		{false, Inputs{Healthy: true, Stopping: true}, None},
 		{true, Inputs{Stopping: true}, Withdraw},
+		// Maintenance withdraws a healthy node's route and keeps it away.
+		{true, Inputs{Healthy: true, Paused: true}, Withdraw},
+		{false, Inputs{Healthy: true, Paused: true}, None},
+		{false, Inputs{Healthy: false, Paused: true}, None},
 	}
 	for _, tc := range cases {
 		if got := Decide(tc.announced, tc.in); got != tc.want {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/netns"
+	"github.com/haplane/haplane/internal/testutil/birdtest"
 )
 
 // helperConfig, when set, makes this test binary the announcer side of
@@ -23,10 +24,24 @@ import (
 // in-process), with a JSON Config here, and drives it over stdin.
 var helperConfig = flag.String("bgp-helper", "", "internal: run as the announcer of a netns test")
 
+// family is one address family's addresses of the netns tests: the VIP
+// and the link between the router and the node (the router IDs stay
+// IPv4, as BGP identifiers are).
+type family struct {
+	vip, router, node string
+	bits              int
+	// prefix is the VIP route as BIRD prints it, channel its BIRD channel.
+	prefix, channel string
+}
+
+var (
+	ipv4 = family{vip: "10.77.71.100", router: "10.77.71.1", node: "10.77.71.11", bits: 24, prefix: "10.77.71.100/32", channel: "ipv4"}
+	ipv6 = family{vip: "fd77:71::100", router: "fd77:71::1", node: "fd77:71::11", bits: 64, prefix: "fd77:71::100/128", channel: "ipv6"}
+)
+
 const (
-	testVIP    = "10.77.71.100"
-	routerAddr = "10.77.71.1"
-	nodeAddr   = "10.77.71.11"
+	routerID = "10.77.71.1"
+	nodeID   = "10.77.71.11"
 )
 
 // TestAnnouncerHelper is the child process; it does nothing in a normal run.
@@ -91,6 +106,7 @@ func (c *child) do(t *testing.T, cmd string) string {
 // birdLab is a router namespace running BIRD 2 and a node namespace
 // running the announcer (this binary as TestAnnouncerHelper), on one link.
 type birdLab struct {
+	fam   family
 	a     *child
 	pid   int // the announcer's
 	node  *netns.Host
@@ -100,7 +116,7 @@ type birdLab struct {
 
 // route is BIRD's answer for the VIP route.
 func (l *birdLab) route() string {
-	out, _ := exec.Command(l.birdc, "-s", l.sock, "show", "route", "all", testVIP+"/32").CombinedOutput()
+	out, _ := exec.Command(l.birdc, "-s", l.sock, "show", "route", "all", l.fam.prefix).CombinedOutput()
 	return string(out)
 }
 
@@ -112,9 +128,9 @@ func (l *birdLab) waitRoute(t *testing.T, what string, present bool) time.Durati
 	deadline := start.Add(15 * time.Second)
 	for {
 		r := l.route()
-		if strings.Contains(r, testVIP+"/32") == present {
-			if present && (!strings.Contains(r, "via "+nodeAddr) || !strings.Contains(r, "(64512,100)")) {
-				t.Fatalf("%s: route lacks next hop %s or community (64512,100):\n%s", what, nodeAddr, r)
+		if strings.Contains(r, l.fam.prefix) == present {
+			if present && (!strings.Contains(r, "via "+l.fam.node) || !strings.Contains(r, "(64512,100)")) {
+				t.Fatalf("%s: route lacks next hop %s or community (64512,100):\n%s", what, l.fam.node, r)
 			}
 			return time.Since(start)
 		}
@@ -126,35 +142,29 @@ func (l *birdLab) waitRoute(t *testing.T, what string, present bool) time.Durati
 	}
 }
 
-func newBIRDLab(t *testing.T, bfd bool) *birdLab {
-	if err := netns.RequireRoot(); err != nil {
-		t.Skip(err)
-	}
-	bird, err := exec.LookPath("bird")
-	if err != nil {
-		t.Skip("BIRD 2 is not installed (apt-get install bird2): ", err)
-	}
-	birdc, err := exec.LookPath("birdc")
-	if err != nil {
-		t.Skip("birdc is not installed (apt-get install bird2): ", err)
-	}
+func newBIRDLab(t *testing.T, fam family, bfd bool) *birdLab {
+	bird, birdc := birdtest.Require(t)
 	prefix := fmt.Sprintf("hbgp%d", os.Getpid()%100000)
 	if bfd {
 		prefix += "f"
+	}
+	if fam.channel == "ipv6" {
+		prefix += "6"
 	}
 	n, err := netns.NewNet(prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
-	router, err := n.AddHost("r", netip.MustParseAddr(routerAddr), 24)
+	router, err := n.AddHost("r", netip.MustParseAddr(fam.router), fam.bits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := n.AddHost("n", netip.MustParseAddr(nodeAddr), 24)
+	node, err := n.AddHost("n", netip.MustParseAddr(fam.node), fam.bits)
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitNotTentative(t, router, node)
 
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "bird.ctl")
@@ -173,9 +183,9 @@ protocol device {}
   passive on;
   hold time 3;
   keepalive time 1;
-%s  ipv4 { import all; export none; };
+%s  %s { import all; export none; };
 }
-`, routerAddr, bfdProto, routerAddr, nodeAddr, bfdOn)), 0o644); err != nil {
+`, routerID, bfdProto, fam.router, fam.node, bfdOn, fam.channel)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bcmd := router.Command(bird, "-f", "-c", conf, "-s", sock)
@@ -189,8 +199,8 @@ protocol device {}
 	})
 
 	cfg, _ := json.Marshal(Config{
-		VIP: netip.MustParseAddr(testVIP), LocalASN: 64512, RouterID: netip.MustParseAddr(nodeAddr),
-		Peers:       []Peer{{Address: netip.MustParseAddr(routerAddr), ASN: 64513, BFD: bfd}},
+		VIP: netip.MustParseAddr(fam.vip), LocalASN: 64512, RouterID: netip.MustParseAddr(nodeID),
+		Peers:       []Peer{{Address: netip.MustParseAddr(fam.router), ASN: 64513, BFD: bfd}},
 		Communities: []uint32{64512<<16 | 100},
 	})
 	acmd := node.Command(os.Args[0], "-test.run=^TestAnnouncerHelper$", "-bgp-helper="+string(cfg))
@@ -210,14 +220,21 @@ protocol device {}
 		netns.StopPIDs([]int{acmd.Process.Pid}, 3*time.Second)
 		_ = acmd.Wait()
 	})
-	return &birdLab{a: &child{stdin: stdinW, out: bufio.NewScanner(outp)}, pid: acmd.Process.Pid, node: node, birdc: birdc, sock: sock}
+	return &birdLab{fam: fam, a: &child{stdin: stdinW, out: bufio.NewScanner(outp)}, pid: acmd.Process.Pid, node: node, birdc: birdc, sock: sock}
 }
 
 // TestBIRDLearnsAndLosesVIP asks a real BIRD for the VIP route: learned
 // with the node as next hop when healthy, gone when unhealthy, back when
 // healthy again, gone on a graceful stop.
-func TestBIRDLearnsAndLosesVIP(t *testing.T) {
-	l := newBIRDLab(t, false)
+func TestBIRDLearnsAndLosesVIP(t *testing.T) { testLearnsAndLoses(t, ipv4) }
+
+// TestBIRDLearnsAndLosesVIPv6 is the same with an IPv6 VIP: a /128 over
+// an IPv6 session (multiprotocol NLRI, RFC 4760), the node's address as
+// next hop.
+func TestBIRDLearnsAndLosesVIPv6(t *testing.T) { testLearnsAndLoses(t, ipv6) }
+
+func testLearnsAndLoses(t *testing.T, fam family) {
+	l := newBIRDLab(t, fam, false)
 	a := l.a
 	waitRoute := func(what string, present bool) { t.Helper(); l.waitRoute(t, what, present) }
 	route := l.route
@@ -239,7 +256,7 @@ func TestBIRDLearnsAndLosesVIP(t *testing.T) {
 	if s := a.do(t, "stop"); s != "stopped <nil>" {
 		t.Fatalf("stop: %s", s)
 	}
-	if r := route(); strings.Contains(r, testVIP+"/32") {
+	if r := route(); strings.Contains(r, fam.prefix) {
 		t.Errorf("route still at the router right after a graceful stop:\n%s", r)
 	}
 }
@@ -248,7 +265,7 @@ func TestBIRDLearnsAndLosesVIP(t *testing.T) {
 // node gone silent (its link down: no FIN, no RST, as a node that lost
 // power) on BFD's detection time, well inside the 3s hold time.
 func TestBIRDBFDDropsSilentNode(t *testing.T) {
-	l := newBIRDLab(t, true)
+	l := newBIRDLab(t, ipv4, true)
 	waitEstablished(t, l.a)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -292,5 +309,27 @@ func waitEstablished(t *testing.T, a *child) {
 			t.Fatalf("session not established after 15s: %s", s)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitNotTentative waits for the hosts' IPv6 addresses to pass duplicate
+// address detection: a tentative address cannot be connected from.
+func waitNotTentative(t *testing.T, hosts ...*netns.Host) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, h := range hosts {
+		for {
+			out, err := exec.Command("ip", "-n", h.NS, "-6", "addr", "show", "tentative").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: ip addr: %v: %s", h.NS, err, out)
+			}
+			if len(strings.TrimSpace(string(out))) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: addresses still tentative after 10s:\n%s", h.NS, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }

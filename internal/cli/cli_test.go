@@ -38,6 +38,51 @@ func TestInitThenValidate(t *testing.T) {
 	}
 }
 
+// TestValidateBGPSummary: in vip.mode bgp validate's summary names the
+// local ASN, the peers and BFD, in text and JSON, and no VRRP settings.
+func TestValidateBGPSummary(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "haplane.yaml")
+	file := `apiVersion: haplane.dev/v1alpha1
+kind: Cluster
+name: lab
+controlPlaneEndpoint: {vip: 10.77.0.100}
+vip:
+  mode: bgp
+  bgp:
+    localASN: 64512
+    peers: [{address: 10.77.0.1, asn: 64513, bfd: true}]
+nodes:
+  - {name: cp1, address: 10.77.0.11}
+  - {name: cp2, address: 10.77.0.12}
+`
+	if err := os.WriteFile(f, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := run(t, "validate", "--config", f)
+	if want := "BGP as 64512 to 10.77.0.1 (as 64513, BFD), hold 3s, keepalive 1s"; code != 0 || !strings.Contains(out, want) || strings.Contains(out, "VRRP") {
+		t.Fatalf("validate: exit %d, %q (%s), want %q", code, out, stderr, want)
+	}
+	code, out, _ = run(t, "-o", "json", "validate", "--config", f)
+	var res struct {
+		Summary map[string]json.RawMessage `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 {
+		t.Fatalf("json validate: exit %d, %s (%v)", code, out, err)
+	}
+	var b struct {
+		LocalASN uint32 `json:"localASN"`
+		Peers    []struct {
+			Address string `json:"address"`
+			BFD     bool   `json:"bfd"`
+		} `json:"peers"`
+	}
+	_, vrrp := res.Summary["vrrp"]
+	if err := json.Unmarshal(res.Summary["bgp"], &b); err != nil || vrrp || string(res.Summary["vipMode"]) != `"bgp"` ||
+		b.LocalASN != 64512 || len(b.Peers) != 1 || b.Peers[0].Address != "10.77.0.1" || !b.Peers[0].BFD {
+		t.Errorf("json summary: %s (%v)", out, err)
+	}
+}
+
 func TestValidateReportsEveryProblemWithExit2(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "haplane.yaml")

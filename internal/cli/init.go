@@ -90,15 +90,7 @@ type validateResult struct {
 	File    string              `json:"file"`
 	Valid   bool                `json:"valid"`
 	Errors  []config.FieldError `json:"errors,omitempty"`
-	Summary *validateSummary    `json:"summary,omitempty"`
-}
-
-type validateSummary struct {
-	Name     string `json:"name"`
-	Endpoint string `json:"endpoint"`
-	Nodes    int    `json:"nodes"`
-	Topology string `json:"etcdTopology"`
-	VRRP     string `json:"vrrp"`
+	Summary *config.Summary     `json:"summary,omitempty"`
 }
 
 func (a *app) validateCmd() *cobra.Command {
@@ -126,16 +118,9 @@ func (a *app) validateCmd() *cobra.Command {
 			case err != nil:
 				return &ExitError{Code: ExitUsage, Err: err}
 			}
-			s := &validateSummary{
-				Name:     c.Name,
-				Endpoint: fmt.Sprintf("%s:%d", c.EndpointHost(), c.ControlPlaneEndpoint.Port),
-				Nodes:    len(c.Nodes),
-				Topology: c.Etcd.Topology,
-				VRRP:     fmt.Sprintf("v%d vrid %d every %s on %s", c.VIP.Version, c.VIP.VirtualRouterID, c.VIP.AdvertInterval.Duration, c.VIP.Interface),
-			}
-			return a.print(validateResult{File: path, Valid: true, Summary: s}, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "%s: valid: cluster %q, endpoint %s, %d control-plane node(s), %s etcd, VRRP %s\n",
-					path, s.Name, s.Endpoint, s.Nodes, s.Topology, s.VRRP)
+			s := c.Summarize()
+			return a.print(validateResult{File: path, Valid: true, Summary: &s}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s: valid: %s\n", path, s)
 				return err
 			})
 		},

@@ -23,7 +23,7 @@ func (a *app) maintenanceCmd() *cobra.Command {
 		Use:   "maintenance",
 		Short: "Take a control-plane node out of service for planned work, and put it back",
 		Long: `maintenance start hands the VIP over (priority-0 advert) if the node holds
-it, takes its kube-apiserver out of every load balancer's pool and waits for its
+it (in vip.mode bgp: withdraws the node's route from its routers), takes its kube-apiserver out of every load balancer's pool and waits for its
 sessions to drain, moves etcd leadership away if its member leads, and says when
 kubelet or the apiserver may be stopped. maintenance stop puts the node back
 once its apiserver (and etcd member) are healthy again. The state survives an

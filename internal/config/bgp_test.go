@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,5 +167,35 @@ func TestExampleBGP(t *testing.T) {
 	}
 	if !c.VIP.BGPMode() || len(c.VIP.BGP.Peers) != 1 || !c.VIP.BGP.Peers[0].BFD {
 		t.Errorf("vip = %+v", c.VIP)
+	}
+}
+
+// TestSummarize: validate's summary shows the BGP settings in mode bgp
+// (never a password) and the VRRP ones otherwise.
+func TestSummarize(t *testing.T) {
+	bgp := strings.Replace(minimalBGP, "        asn: 64513\n", "        asn: 64513\n        bfd: true\n        password: secret\n      - {address: 10.77.9.2, asn: 64514, port: 1179}\n    communities: [\"64512:100\"]\n", 1)
+	for _, tc := range []struct {
+		name, file string
+		want       string
+	}{
+		{"bgp", bgp, `cluster "lab", endpoint 10.77.0.100:8443, 2 control-plane node(s), stacked etcd, BGP as 64512 to 10.77.9.1 (as 64513, BFD, MD5) and 10.77.9.2 (as 64514, port 1179), hold 3s, keepalive 1s, communities 64512:100`},
+		{"vrrp", minimal, `cluster "lab", endpoint 10.77.0.100:8443, 3 control-plane node(s), stacked etcd, VRRP v3 vrid 51 every 100ms on eth0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("haplane.yaml", []byte(tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := c.Summarize()
+			if got := s.String(); got != tc.want {
+				t.Errorf("summary\n got %s\nwant %s", got, tc.want)
+			}
+			if strings.Contains(fmt.Sprintf("%+v", s.BGP), "secret") {
+				t.Errorf("the summary shows a password: %+v", s.BGP)
+			}
+			if tc.name == "bgp" && (s.VIPMode != VIPModeBGP || s.VRRP != "" || len(s.BGP.Peers) != 2 || !s.BGP.Peers[0].BFD || !s.BGP.Peers[0].MD5 || s.BGP.Peers[1].Port != 1179) {
+				t.Errorf("bgp summary: %+v %+v", s, s.BGP)
+			}
+		})
 	}
 }

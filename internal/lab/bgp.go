@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haplane/haplane/internal/agent"
+	"github.com/haplane/haplane/internal/bgp"
 	"github.com/haplane/haplane/internal/config"
 )
 
@@ -67,21 +68,18 @@ func (bgpStack) Status(st *State) View {
 		out, err := (&Host{NS: st.Prefix + "-" + h.Host}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
 		var s struct {
 			Parts struct {
-				BGP *struct {
-					Announced bool `json:"announced"`
-				} `json:"bgp"`
+				BGP *bgp.State `json:"bgp"`
 			} `json:"parts"`
 		}
 		if err == nil && json.Unmarshal(out, &s) == nil && s.Parts.BGP != nil {
+			v.Hosts[i].BGP = s.Parts.BGP
 			v.Hosts[i].HoldsVIP = s.Parts.BGP.Announced
 			if s.Parts.BGP.Announced {
-				v.Hosts[i].State = "announced"
 				holders = append(holders, h.Host)
-			} else {
-				v.Hosts[i].State = "withdrawn"
 			}
 		}
 	}
+	v.VIPMode = VIPModeBGP
 	v.VIPOwner = "nobody"
 	if len(holders) > 0 {
 		v.VIPOwner = strings.Join(holders, "+")

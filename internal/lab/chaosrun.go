@@ -61,6 +61,8 @@ type scenario struct {
 	localMaxGap time.Duration
 	// noFailures: every probe (the main path and alsoPath) must succeed.
 	noFailures bool
+	// maxGapBGP replaces maxGap in vip.mode bgp (0: maxGap).
+	maxGapBGP time.Duration
 	// needsUpgrade: the scenario runs only with a release to upgrade to
 	// (ChaosOptions.UpgradeBin).
 	needsUpgrade bool
@@ -83,7 +85,9 @@ func Scenarios() []string {
 }
 
 func scenarios() []scenario {
-	kill := func(proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
+	// down takes proc's processes down, with kill -9 or (graceful) as
+	// systemd stops a unit, and restarts them at the heal.
+	down := func(graceful bool, proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
 		return func(r *chaosRun) (string, func() error, error) {
 			host, names, err := proc(r)
 			if err != nil {
@@ -92,11 +96,22 @@ func scenarios() []scenario {
 			// Several names (the classic stack's keepalived and haproxy)
 			// die together, as the one agent process does.
 			procs := strings.Split(names, "+")
-			r.event("kill -9 " + names + " on " + host)
+			verb := "kill -9 "
+			if graceful {
+				verb = "SIGTERM "
+			}
+			r.event(verb + names + " on " + host)
 			for _, name := range procs {
-				if err := r.st.Signal(host, name, syscall.SIGKILL); err != nil {
+				stop := func() error { return r.st.Signal(host, name, syscall.SIGKILL) }
+				if graceful {
+					stop = func() error { return r.stopProc(host, name) }
+				}
+				if err := stop(); err != nil {
 					return host, nil, err
 				}
+			}
+			if graceful {
+				r.event(names + " on " + host + " exited")
 			}
 			return host, func() error {
 				r.event("restart " + names + " on " + host)
@@ -109,6 +124,9 @@ func scenarios() []scenario {
 				return nil
 			}, nil
 		}
+	}
+	kill := func(proc func(r *chaosRun) (string, string, error)) func(r *chaosRun) (string, func() error, error) {
+		return down(false, proc)
 	}
 	holderAgent := func(r *chaosRun) (string, string, error) {
 		h, err := r.holder()
@@ -157,6 +175,17 @@ func scenarios() []scenario {
 				}
 				return h, func() error { r.event("link up on " + h); return r.st.SetLink(h, true) }, nil
 			}},
+		// A planned stop (systemctl stop, kubelet deleting the static
+		// pod): with VRRP the priority-0 advert hands the VIP over at once;
+		// with BGP the route is withdrawn while the load balancer still
+		// serves, so new connections go to the other nodes and none waits
+		// for a hold time or BFD. Not "no failed probe": a router's ECMP
+		// (Linux's hash-threshold) moves some flows whenever its set of
+		// next hops changes, the withdrawn node's and some of the others',
+		// so a probe in flight at the withdrawal or the re-announcement
+		// can be reset.
+		{name: "vip-holder-stop", desc: "SIGTERM the VIP holder's agent (a planned stop), start it again after the window: the VIP leaves before the load balancer stops serving",
+			window: 4 * time.Second, maxGap: time.Second, maxGapBGP: 500 * time.Millisecond, apply: down(true, holderAgent)},
 		{name: "apiserver-kill", desc: "kill -9 the API server on the VIP holder: the load balancers retry on another one",
 			window: 4 * time.Second, maxGap: time.Second, apply: kill(holderAPI)},
 		{name: "apiserver-hang", desc: "SIGSTOP the API server on the VIP holder (it accepts connections and never answers), then SIGCONT",
@@ -311,6 +340,9 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 			// vote), whatever the VIP does.
 			s.desc += "; its etcd member dies with it, and every API read waits for etcd's election when it was the leader"
 			s.maxGap = 3 * time.Second
+		}
+		if s.maxGapBGP > 0 && st.VIPLB == VIPLBHaplaneBGP {
+			s.maxGap = s.maxGapBGP
 		}
 		res := ScenarioResult{Name: s.name, Description: s.desc, Stack: o.Stack, Backend: st.Backend, MaxGapW: s.maxGap}
 		if s.kubeOnly && st.Backend != BackendKube {

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/haplane/haplane/internal/bgp"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/etcdnode"
 )
@@ -29,11 +30,16 @@ type HostView struct {
 	HoldsVIP bool            `json:"holdsVIP"`
 	Backends string          `json:"backendsUp,omitempty"`
 	Etcd     string          `json:"etcd,omitempty"`
+	// BGP is the agent's announcer in vip.mode bgp (State and Priority
+	// are VRRP's, empty then).
+	BGP *bgp.State `json:"bgp,omitempty"`
 }
 
 // View is the one-screen view of a lab: who holds the VIP, every host.
 type View struct {
-	Endpoint string     `json:"endpoint"`
+	Endpoint string `json:"endpoint"`
+	// VIPMode is vrrp or bgp; in bgp every announcing node holds the VIP.
+	VIPMode  string     `json:"vipMode,omitempty"`
 	VIPOwner string     `json:"vipHolder"`
 	Hosts    []HostView `json:"hosts"`
 	Ready    string     `json:"readyAfter,omitempty"`
@@ -246,20 +252,72 @@ func (s *State) WaitSteady(d time.Duration) View {
 func WriteStatus(w io.Writer, v View) error {
 	fmt.Fprintf(w, "VIP %s held by: %s\n", v.Endpoint, v.VIPOwner)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tADDRESS\tROLE\tAGENT\tVRRP\tPRIORITY\tVIP\tBACKENDS UP\tETCD")
+	bgpMode := v.VIPMode == VIPModeBGP
+	if bgpMode {
+		// Every node announces: the route's state and the sessions
+		// behind it stand where VRRP's state and priority are.
+		fmt.Fprintln(tw, "HOST\tADDRESS\tROLE\tAGENT\tBGP ROUTE\tPEERS\tVIP\tBACKENDS UP\tETCD")
+	} else {
+		fmt.Fprintln(tw, "HOST\tADDRESS\tROLE\tAGENT\tVRRP\tPRIORITY\tVIP\tBACKENDS UP\tETCD")
+	}
 	dash := func(s string) string { return cmp.Or(s, "-") }
 	for _, h := range v.Hosts {
 		vip := ""
 		if h.HoldsVIP {
 			vip = "*"
 		}
-		prio := "-"
+		state, prio := dash(h.State), "-"
 		if h.Priority != 0 {
 			prio = strconv.Itoa(h.Priority)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Address, h.Role, h.Agent, dash(h.State), prio, vip, dash(h.Backends), dash(h.Etcd))
+		if bgpMode {
+			state, prio = bgpRoute(h.BGP), bgpPeers(h.BGP)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Address, h.Role, h.Agent, state, prio, vip, dash(h.Backends), dash(h.Etcd))
 	}
 	return tw.Flush()
+}
+
+// bgpRoute is the BGP ROUTE column: announced, or withdrawn and why.
+func bgpRoute(st *bgp.State) string {
+	switch {
+	case st == nil:
+		return "-"
+	case st.Announced:
+		return "announced"
+	case st.Stopping:
+		return "withdrawn (stopping)"
+	case st.Paused:
+		return "withdrawn (maintenance)"
+	case !st.Healthy:
+		return "withdrawn (unhealthy)"
+	}
+	return "withdrawn"
+}
+
+// bgpPeers is the PEERS column: how many sessions are established, and
+// how many BFD sessions are up when there are any, e.g. "1/1 up, BFD 1/1".
+func bgpPeers(st *bgp.State) string {
+	if st == nil || len(st.Peers) == 0 {
+		return "-"
+	}
+	up, bfd, bfdUp := 0, 0, 0
+	for _, p := range st.Peers {
+		if p.State == "established" {
+			up++
+		}
+		if p.BFD != "" {
+			bfd++
+			if p.BFD == "up" {
+				bfdUp++
+			}
+		}
+	}
+	out := fmt.Sprintf("%d/%d up", up, len(st.Peers))
+	if bfd > 0 {
+		out += fmt.Sprintf(", BFD %d/%d", bfdUp, bfd)
+	}
+	return out
 }
 
 // WriteUp prints what lab up reports once the lab is up: the view and

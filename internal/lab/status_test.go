@@ -1,6 +1,12 @@
 package lab
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/haplane/haplane/internal/bgp"
+)
 
 func TestViewSettled(t *testing.T) {
 	host := func(name, state string, prio int, backends string) HostView {
@@ -38,5 +44,42 @@ func TestViewSettled(t *testing.T) {
 				t.Errorf("Settled() = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestWriteStatusBGP: in vip.mode bgp the table shows each node's route
+// and sessions where VRRP's state and priority stand.
+func TestWriteStatusBGP(t *testing.T) {
+	peer := func(state, bfd string) []bgp.PeerState {
+		return []bgp.PeerState{{Address: "10.77.0.1", ASN: 64513, State: state, BFD: bfd}}
+	}
+	v := View{Endpoint: "https://10.77.0.100:8443", VIPMode: VIPModeBGP, VIPOwner: "cp1", Hosts: []HostView{
+		{Host: "cp1", Role: "control-plane", Agent: "up", HoldsVIP: true, BGP: &bgp.State{Announced: true, Healthy: true, Peers: peer("established", "up")}},
+		{Host: "cp2", Role: "control-plane", Agent: "up", BGP: &bgp.State{Healthy: true, Paused: true, Peers: peer("established", "up")}},
+		{Host: "cp3", Role: "control-plane", Agent: "up", BGP: &bgp.State{Peers: peer("active", "down")}},
+		{Host: "cp4", Role: "control-plane", Agent: "down"},
+	}}
+	var b strings.Builder
+	if err := WriteStatus(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	var rows []string // each line, its padding collapsed
+	for _, l := range strings.Split(out, "\n") {
+		rows = append(rows, strings.Join(strings.Fields(l), " "))
+	}
+	for _, want := range []string{
+		"HOST ADDRESS ROLE AGENT BGP ROUTE PEERS VIP BACKENDS UP ETCD",
+		"cp1 control-plane up announced 1/1 up, BFD 1/1 * - -",
+		"cp2 control-plane up withdrawn (maintenance) 1/1 up, BFD 1/1 - -",
+		"cp3 control-plane up withdrawn (unhealthy) 0/1 up, BFD 0/1 - -",
+		"cp4 control-plane down - - - -",
+	} {
+		if !slices.Contains(rows, want) {
+			t.Errorf("status lacks the row %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "VRRP") || strings.Contains(out, "PRIORITY") {
+		t.Errorf("BGP status shows VRRP columns:\n%s", out)
 	}
 }

@@ -1,0 +1,28 @@
+// Package birdtest finds BIRD 2 for the tests that peer with a real
+// router: they need root (namespaces, BGP's port) and Debian's bird2, and
+// skip with a message that says which is missing. Only tests import it.
+package birdtest
+
+import (
+	"os/exec"
+	"testing"
+
+	"github.com/haplane/haplane/internal/netns"
+)
+
+// Require returns the paths of bird and birdc, or skips t.
+func Require(t testing.TB) (bird, birdc string) {
+	t.Helper()
+	if err := netns.RequireRoot(); err != nil {
+		t.Skip(err)
+	}
+	bird, err := exec.LookPath("bird")
+	if err != nil {
+		t.Skip("BIRD 2 is not installed (apt-get install bird2): ", err)
+	}
+	birdc, err = exec.LookPath("birdc")
+	if err != nil {
+		t.Skip("birdc is not installed (apt-get install bird2): ", err)
+	}
+	return bird, birdc
+}
