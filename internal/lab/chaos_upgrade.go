@@ -155,7 +155,11 @@ const stopGrace = 10 * time.Second
 
 // stopProc stops a process as systemd or kubelet would: SIGTERM, and
 // SIGKILL after stopGrace.
-func (r *chaosRun) stopProc(h, name string) error {
+func (r *chaosRun) stopProc(h, name string) error { return r.stopProcWithin(h, name, stopGrace) }
+
+// stopProcWithin is stopProc with grace between SIGTERM and SIGKILL (a
+// unit's TimeoutStopSec).
+func (r *chaosRun) stopProcWithin(h, name string, grace time.Duration) error {
 	p, ok := r.st.Proc(h, name)
 	if !ok {
 		return fmt.Errorf("lab: no process %s on %s", name, h)
@@ -170,8 +174,8 @@ func (r *chaosRun) stopProc(h, name string) error {
 	if err := r.st.Signal(h, name, syscall.SIGTERM); err != nil {
 		return err
 	}
-	if !netns.WaitGone([]int{p.PID}, stopGrace) {
-		r.event(fmt.Sprintf("%s on %s still running %v after SIGTERM: SIGKILL", name, h, stopGrace))
+	if !netns.WaitGone([]int{p.PID}, grace) {
+		r.event(fmt.Sprintf("%s on %s still running %v after SIGTERM: SIGKILL", name, h, grace))
 		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 		if !netns.WaitGone([]int{p.PID}, 5*time.Second) {
 			return fmt.Errorf("%s on %s (pid %d) did not exit", name, h, p.PID)

@@ -478,18 +478,7 @@ func nodeReboot() scenario {
 			r.event("reboot " + h + ": SIGTERM agent, stop kubelet, containers, containerd")
 			// As systemd stops a unit: SIGTERM, SIGKILL after its
 			// TimeoutStopSec (the agent's unit: 45s).
-			stop := func(name string) error {
-				if err := r.st.Signal(h, name, syscall.SIGTERM); err != nil {
-					return err
-				}
-				if p, ok := r.st.Proc(h, name); ok {
-					netns.WaitOrKill([]int{p.PID}, 45*time.Second, func(pid int) {
-						r.event("SIGKILL " + name + " on " + h + " after 45s")
-						_ = syscall.Kill(-pid, syscall.SIGKILL)
-					})
-				}
-				return nil
-			}
+			stop := func(name string) error { return r.stopProcWithin(h, name, 45*time.Second) }
 			for _, name := range []string{"agent", "kubelet"} {
 				if err := stop(name); err != nil {
 					return h, nil, err
