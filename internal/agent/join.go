@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -73,6 +74,9 @@ func (s *PKISigner) Sign(node string, csrs map[string]*x509.CertificateRequest) 
 			}
 			k, err := os.ReadFile(filepath.Join(s.PKIDir, spec.CA+".key"))
 			if err != nil {
+				if sharedPair(s.PKIDir, name) {
+					continue // PKISecrets serves this node's own pair instead
+				}
 				return nil, fmt.Errorf("this node holds no %s key to sign %s", spec.CA, name)
 			}
 			if ca, err = pki.ParseKeyPair(c, k); err != nil {
@@ -176,9 +180,48 @@ func (s PKISecrets) CACerts() (map[string][]byte, error) {
 }
 
 // SharedKeys implements join.Secrets: what kubeadm's HA guide has the
-// operator copy by hand to every control-plane node.
+// operator copy by hand to every control-plane node, and kubeadm's
+// certificate upload copies: with external etcd, that includes the
+// apiserver's etcd client pair (see sharedPair).
 func (s PKISecrets) SharedKeys() (map[string][]byte, error) {
-	return readFiles(s.PKIDir, "ca.key", "front-proxy-ca.key", "etcd/ca.key", "sa.key", "sa.pub")
+	keys, err := readFiles(s.PKIDir, "ca.key", "front-proxy-ca.key", "etcd/ca.key", "sa.key", "sa.pub")
+	if err != nil {
+		return nil, err
+	}
+	if sharedPair(s.PKIDir, sharedEtcdClient) {
+		pair, err := readFiles(s.PKIDir, sharedEtcdClient+".crt", sharedEtcdClient+".key")
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(keys, pair)
+	}
+	return keys, nil
+}
+
+// sharedEtcdClient is the one leaf every control-plane node may hold the
+// same copy of: kube-apiserver's client certificate for etcd, which names
+// no node (CN kube-apiserver-etcd-client).
+const sharedEtcdClient = "apiserver-etcd-client"
+
+// sharedPair reports whether a joiner gets this node's own pair of the
+// leaf name instead of a certificate signed for its CSR: true only for
+// sharedEtcdClient, on a node that holds no etcd CA key (external etcd,
+// whose CA key stays on the etcd hosts) but holds the pair. kubeadm's
+// certificate upload shares the same pair among control-plane nodes in
+// that topology.
+func sharedPair(pkiDir, name string) bool {
+	if name != sharedEtcdClient {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(pkiDir, pki.EtcdCA+".key")); err == nil {
+		return false
+	}
+	for _, ext := range []string{".crt", ".key"} {
+		if _, err := os.Stat(filepath.Join(pkiDir, name+ext)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func readFiles(dir string, names ...string) (map[string][]byte, error) {

@@ -7,13 +7,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"maps"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haplane/haplane/internal/join"
 	"github.com/haplane/haplane/internal/pki"
 )
 
@@ -108,5 +111,73 @@ func TestPKISignerGivesOnlyTheNodesOwnNames(t *testing.T) {
 				t.Errorf("a refused request still returned %d certificates", len(out))
 			}
 		})
+	}
+}
+
+// TestExternalEtcdSharesTheClientPair: a control-plane node of the external
+// topology holds no etcd CA key. It cannot sign a joiner's
+// apiserver-etcd-client, so it shares its own pair (as kubeadm's
+// certificate upload does) and still signs the rest; without the pair it
+// refuses, naming the key it lacks.
+func TestExternalEtcdSharesTheClientPair(t *testing.T) {
+	s, _ := signerPlan(t)
+	if err := os.Remove(filepath.Join(s.PKIDir, "etcd", "ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	csrs := func() map[string]*x509.CertificateRequest {
+		return map[string]*x509.CertificateRequest{
+			"apiserver":             csrFor(t, "kube-apiserver", nil, "10.77.0.13"),
+			"apiserver-etcd-client": csrFor(t, "", nil),
+		}
+	}
+	out, err := s.Sign("cp3", csrs())
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	if _, ok := out["apiserver"]; !ok || len(out) != 1 {
+		t.Fatalf("signed %v, want only apiserver", slices.Sorted(maps.Keys(out)))
+	}
+	keys, err := PKISecrets{PKIDir: s.PKIDir}.SharedKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := keys["etcd/ca.key"]; ok {
+		t.Error("shared keys hold an etcd CA key the node does not have")
+	}
+	for _, name := range []string{"apiserver-etcd-client.crt", "apiserver-etcd-client.key"} {
+		want, _ := os.ReadFile(filepath.Join(s.PKIDir, name))
+		if string(keys[name]) != string(want) {
+			t.Errorf("shared %s is not the node's own file", name)
+		}
+	}
+
+	// A joiner checks the shared pair before it writes anything.
+	cas, err := PKISecrets{PKIDir: s.PKIDir}.CACerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &join.Result{CACerts: cas, SharedKeys: keys}
+	if err := checkSharedPairs(res); err != nil {
+		t.Fatalf("the node's own pair refused: %v", err)
+	}
+	other, _ := os.ReadFile(filepath.Join(s.PKIDir, "apiserver.key"))
+	res.SharedKeys = maps.Clone(keys)
+	res.SharedKeys["apiserver-etcd-client.key"] = other
+	if err := checkSharedPairs(res); err == nil || !strings.Contains(err.Error(), "does not belong") {
+		t.Errorf("a pair with another certificate's key: %v", err)
+	}
+	res.SharedKeys = keys
+	res.CACerts = map[string][]byte{"ca.crt": cas["ca.crt"]}
+	if err := checkSharedPairs(res); err == nil || !strings.Contains(err.Error(), "does not chain") {
+		t.Errorf("a pair the sent CAs did not sign: %v", err)
+	}
+
+	for _, ext := range []string{".crt", ".key"} {
+		if err := os.Remove(filepath.Join(s.PKIDir, "apiserver-etcd-client"+ext)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := s.Sign("cp3", csrs()); err == nil || !strings.Contains(err.Error(), "holds no etcd/ca key") {
+		t.Fatalf("without the pair: Sign = %d certificates, %v; want the missing key named", len(out), err)
 	}
 }

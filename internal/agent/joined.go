@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,7 +29,14 @@ func JoinFiles(res *join.Result, node string, keys map[string]crypto.Signer) (ma
 		files[filepath.Join("pki", name)] = pki.File{Data: data, Mode: 0o644}
 	}
 	for name, data := range res.SharedKeys {
-		files[filepath.Join("pki", name)] = pki.File{Data: data, Mode: 0o600}
+		mode := os.FileMode(0o600)
+		if strings.HasSuffix(name, ".crt") || strings.HasSuffix(name, ".pub") {
+			mode = 0o644
+		}
+		files[filepath.Join("pki", name)] = pki.File{Data: data, Mode: mode}
+	}
+	if err := checkSharedPairs(res); err != nil {
+		return nil, nil, err
 	}
 	kubeconfigs := map[string]pki.KubeconfigSpec{}
 	for _, kc := range plan.Kubeconfigs(node) {
@@ -64,6 +72,31 @@ func JoinFiles(res *join.Result, node string, keys map[string]crypto.Signer) (ma
 		}
 	}
 	return files, c, nil
+}
+
+// checkSharedPairs checks a certificate the server shared with its key (the
+// apiserver's etcd client pair, external etcd) before anything is written:
+// the key is the certificate's, and the certificate chains to a CA the
+// server sent.
+func checkSharedPairs(res *join.Result) error {
+	pool := x509.NewCertPool()
+	for _, data := range res.CACerts {
+		pool.AppendCertsFromPEM(data)
+	}
+	for name, certPEM := range res.SharedKeys {
+		base, ok := strings.CutSuffix(name, ".crt")
+		if !ok {
+			continue
+		}
+		kp, err := pki.ParseKeyPair(certPEM, res.SharedKeys[base+".key"])
+		if err != nil {
+			return fmt.Errorf("join: shared pair %s: %w", base, err)
+		}
+		if _, err := kp.Cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("join: shared pair %s does not chain to the cluster CAs: %w", base, err)
+		}
+	}
+	return nil
 }
 
 // InstallJoined writes the files into a temporary folder beside out and then

@@ -261,12 +261,6 @@ func (o *Options) setDefaults() error {
 		if o.Backend != BackendKube || o.VIPLB != VIPLBHaplane {
 			return FlagError{fmt.Errorf("lab: --runtime kubelet runs with --backend kube and --vip-lb haplane so far")}
 		}
-		if o.Topology == config.TopologyExternal {
-			// Tried: cp1's join server refuses cp2 ("this node holds no
-			// etcd/ca key to sign apiserver-etcd-client"), as control-plane
-			// hosts of the external topology hold no etcd CA key.
-			return FlagError{fmt.Errorf("lab: --runtime kubelet --topology external: not yet (haplane join cannot issue a joiner's apiserver-etcd-client without the etcd CA key, which control-plane hosts of the external topology do not hold)")}
-		}
 		if o.ModuleDir == "" {
 			o.ModuleDir = "."
 		}
