@@ -49,6 +49,10 @@ type Observation struct {
 	// the same pace as the main one (e.g. /livez?exclude=etcd while etcd
 	// has lost quorum and /readyz must fail).
 	Also []PathObservation `json:"also,omitempty"`
+	// Acked is each acknowledged write: when its answer came (since T0)
+	// and its object's name, so a watcher's log can say how late it saw
+	// each one (PodWatch).
+	Acked []Mark `json:"acked,omitempty"`
 }
 
 // PathObservation is a further probe's samples and their summary.
@@ -86,6 +90,9 @@ type ScenarioResult struct {
 	// the time from the fault until another holder held it (0: did not
 	// change hands during the scenario).
 	LeaseTakeover map[string]time.Duration `json:"leaseTakeoverNs,omitempty"`
+	// PodWatch is what the kubelet lab's in-cluster watcher (a pod on the
+	// worker, through its node-local load balancer) saw of the writes.
+	PodWatch *PodWatch `json:"podWatch,omitempty"`
 	// Pass is the verdict: no acknowledged write lost, and the scenario's
 	// own bound on the client's longest gap held.
 	Pass    bool          `json:"pass"`

@@ -68,6 +68,10 @@ type scenario struct {
 	needsUpgrade bool
 	// needsKubelet: the scenario runs only in a kubelet lab.
 	needsKubelet bool
+	// podWatchMax, in a kubelet lab, bounds how late the worker's watcher
+	// pod may see an acknowledged write (none may be missed) and has the
+	// worker stay Ready; 0: the pod's watch is reported only.
+	podWatchMax time.Duration
 	// check, when set, is asked after the fault and the heal: a reason
 	// to fail ("" passes).
 	check func(r *chaosRun) string
@@ -529,6 +533,9 @@ func (r *chaosRun) run(ctx context.Context, s scenario, res *ScenarioResult) err
 	}
 	res.LeaseTakeover = leaseTakeovers(res.Observed.Leases, faultAt, s.lease)
 	judge(res, s)
+	if r.st.Runtime == RuntimeKubelet {
+		r.judgePodWatch(ctx, res, s)
+	}
 	if s.check != nil {
 		if why := s.check(r); why != "" {
 			if res.Pass {

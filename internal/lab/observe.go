@@ -154,6 +154,7 @@ func Observe(ctx context.Context, cfg ObserveConfig) (*Observation, error) {
 			cancel()
 			if err == nil {
 				acked = append(acked, name)
+				obs.Acked = append(obs.Acked, Mark{At: time.Since(cfg.T0), Value: name})
 			} else {
 				obs.WriteErrors++
 			}

@@ -3,6 +3,10 @@
 // the pod, it reaps the zombies of the pod's other processes and exits on
 // SIGTERM or SIGINT. With `serve ADDR` it is the workload: an HTTP server
 // answering with the pod's host name, so a test can see which pod answered.
+// With `watch SERVER SERVERNAME NAMESPACE LABEL` it is an in-cluster API
+// client (watch.go): it follows the ConfigMaps carrying LABEL with the
+// pod's service-account token and prints when each event arrived, so the
+// lab can tell how late a watch saw each write through a fault.
 // It is built static (CGO_ENABLED=0) so an image needs no other file.
 package main
 
@@ -19,8 +23,12 @@ func main() {
 		serve(os.Args[2])
 		return
 	}
+	if len(os.Args) == 6 && os.Args[1] == "watch" {
+		watch(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
+		return
+	}
 	if len(os.Args) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: labpod [serve ADDR]")
+		fmt.Fprintln(os.Stderr, "usage: labpod [serve ADDR | watch SERVER SERVERNAME NAMESPACE LABEL]")
 		os.Exit(2)
 	}
 	pause()
