@@ -261,6 +261,9 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 		"--in", "/etc/kubernetes/kubelet.conf", "--out", "/etc/kubernetes/kubelet.conf"); err != nil {
 		return err
 	}
+	if p, ok := st.Proc(WorkerName, "kubelet"); ok {
+		stopAll([]Proc{p}, 10*time.Second) // systemctl restart kubelet
+	}
 	if _, err := st.Restart(WorkerName, "kubelet"); err != nil {
 		return err
 	}

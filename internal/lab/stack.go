@@ -114,6 +114,9 @@ func (haplaneStack) Status(st *State) View {
 	hosts := st.serverHosts()
 	v := ClusterView(st.Endpoint, len(hosts), func(i int) (HostView, []byte, error) {
 		h := hosts[i]
+		if h.Role == "etcd" && st.SeparateEtcd {
+			return HostView{Host: h.Name, Address: h.Address, Role: h.Role}, nil, errNoAgent
+		}
 		out, err := (&Host{NS: h.NS}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
 		return HostView{Host: h.Name, Address: h.Address, Role: h.Role}, out, err
 	})

@@ -127,11 +127,19 @@ func (s *State) fillEtcd(v *View) {
 // ClusterView builds the one-screen view of n hosts from each one's agent
 // /status document (fetch returns the host and the document, or an error
 // when its agent does not answer).
+// errNoAgent is a fetch's answer for a host that runs no agent by design
+// (an external etcd host with its member alone, `haplane etcd run`): its
+// AGENT column shows "-", and only its member counts for Settled.
+var errNoAgent = errors.New("lab: this host runs no agent")
+
 func ClusterView(endpoint string, n int, fetch func(i int) (HostView, []byte, error)) View {
 	v := View{Endpoint: endpoint}
 	for i := range n {
 		hv, out, err := fetch(i)
 		hv.Agent = "down"
+		if errors.Is(err, errNoAgent) {
+			hv.Agent = "-"
+		}
 		var s struct {
 			Parts struct {
 				VIP *struct {
@@ -209,11 +217,11 @@ func (v View) Settled() bool {
 		}
 	}
 	for _, h := range v.Hosts {
-		if h.Agent == "classic" {
+		if h.Agent == "classic" || h.Agent == "-" {
 			if h.Etcd != "" && !strings.HasPrefix(h.Etcd, "ready") {
 				return false
 			}
-			continue // keepalived and haproxy say nothing of their own
+			continue // keepalived and haproxy (or a lone etcd member) say nothing of their own
 		}
 		if h.Agent != "up" || (h.Etcd != "" && !strings.HasPrefix(h.Etcd, "ready")) {
 			return false

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -35,6 +36,10 @@ func TestViewSettled(t *testing.T) {
 		{"etcd leader and follower ready", "cp1", []HostView{etcd(host("cp1", "master", 250, "3/3"), "ready (leader)"), etcd(host("cp2", "backup", 249, "3/3"), "ready")}, true},
 		{"etcd member down", "cp1", []HostView{etcd(host("cp1", "master", 250, "3/3"), "ready (leader)"), etcd(host("cp2", "backup", 249, "3/3"), "down")}, false},
 		{"etcd learner", "cp1", []HostView{etcd(host("cp1", "master", 250, "3/3"), "ready (leader)"), etcd(host("cp2", "backup", 249, "3/3"), "learner")}, false},
+		// External etcd hosts running their member alone (haplane etcd
+		// run): no agent to ask, only the member counts.
+		{"lone etcd hosts ready", "cp1", []HostView{host("cp1", "master", 250, "3/3"), {Host: "etcd1", Agent: "-", Etcd: "ready (leader)"}, {Host: "etcd2", Agent: "-", Etcd: "ready"}}, true},
+		{"lone etcd host down", "cp1", []HostView{host("cp1", "master", 250, "3/3"), {Host: "etcd1", Agent: "-", Etcd: "ready (leader)"}, {Host: "etcd2", Agent: "-", Etcd: "down"}}, false},
 		{"classic with an unhealthy member", "cp2", []HostView{{Host: "cp1", Agent: "classic", Etcd: "unhealthy"}, {Host: "cp2", Agent: "classic", HoldsVIP: true, Etcd: "ready"}}, false},
 	}
 	for _, tt := range tests {
@@ -81,5 +86,19 @@ func TestWriteStatusBGP(t *testing.T) {
 	}
 	if strings.Contains(out, "VRRP") || strings.Contains(out, "PRIORITY") {
 		t.Errorf("BGP status shows VRRP columns:\n%s", out)
+	}
+}
+
+// TestClusterViewNoAgent: a host whose fetch says it runs no agent shows
+// "-" in the AGENT column, not "down".
+func TestClusterViewNoAgent(t *testing.T) {
+	v := ClusterView("https://10.77.0.100:8443", 2, func(i int) (HostView, []byte, error) {
+		if i == 0 {
+			return HostView{Host: "etcd1", Role: "etcd"}, nil, errNoAgent
+		}
+		return HostView{Host: "cp1", Role: "control-plane"}, nil, errors.New("connection refused")
+	})
+	if got := []string{v.Hosts[0].Agent, v.Hosts[1].Agent}; !slices.Equal(got, []string{"-", "down"}) {
+		t.Errorf("AGENT column %v, want [- down]", got)
 	}
 }
