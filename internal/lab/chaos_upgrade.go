@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/haplane/haplane/internal/agent"
 	"github.com/haplane/haplane/internal/netns"
 )
 
@@ -49,6 +51,12 @@ func rollingUpgrade() scenario {
 				return "", nil, err
 			}
 			target := strings.Join(order, ",") + " to " + filepath.Base(r.upgradeBin)
+			if r.st.Runtime == RuntimeKubelet {
+				if err := r.kubeadmUpgrade(context.Background(), order); err != nil {
+					return target, nil, err
+				}
+				order = nil // kubeadm did every node
+			}
 			for _, h := range order {
 				if err := r.upgradeNode(h); err != nil {
 					return target, nil, fmt.Errorf("upgrade %s: %w", h, err)
@@ -129,19 +137,25 @@ func (r *chaosRun) upgradeNode(h string) (err error) {
 		return nil
 	}
 	if !classic {
-		// The agent's own checks must see the new apiserver ready (rise
-		// after the probe above): stop is refused until then, and an
-		// operator tries again, as this does for a while.
-		r.event("haplane maintenance stop on " + h)
-		var err error
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-			if err = r.maintenance(h, "stop"); err == nil || time.Now().After(deadline) {
-				break
-			}
+		return r.maintenanceStop(h)
+	}
+	return nil
+}
+
+// maintenanceStop ends a node's maintenance once its new apiserver is
+// ready. The agent's own checks must see it ready (rise after the probe
+// that found it so): stop is refused until then, and an operator tries
+// again, as this does for a while.
+func (r *chaosRun) maintenanceStop(h string) error {
+	r.event("haplane maintenance stop on " + h)
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if err = r.maintenance(h, "stop"); err == nil || time.Now().After(deadline) {
+			break
 		}
-		if err != nil {
-			return fmt.Errorf("%w (still in maintenance)", err)
-		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w (still in maintenance)", err)
 	}
 	return nil
 }
@@ -187,13 +201,21 @@ func (r *chaosRun) stopProcWithin(h, name string, grace time.Duration) error {
 // maintenance runs `haplane maintenance start|stop` against the node's
 // agent, on its root-only socket, as an operator on that host would.
 func (r *chaosRun) maintenance(h, action string) error {
-	sock := filepath.Join(r.st.HostDir(h), "state", "agent.sock")
+	sock := filepath.Join(r.st.HostDir(h), "state", agent.DefaultSocketName)
+	nh := r.st.nodeHost(h)
+	if nh != nil {
+		sock = filepath.Join(hostStateDir, agent.DefaultSocketName) // in the node's mount namespace
+	}
 	args := []string{"-o", "json", "maintenance", action, "--api-socket", sock}
 	if action == "start" {
 		// The agent stays up: the VIP stays too (see --keep-vip).
 		args = append(args, "--drain-timeout", "5s", "--keep-vip")
 	}
-	out, err := exec.Command(r.st.Binary, args...).CombinedOutput()
+	cmd := exec.Command(r.st.Binary, args...)
+	if nh != nil {
+		cmd = nh.Command(context.Background(), r.st.Binary, args...)
+	}
+	out, err := cmd.CombinedOutput()
 	var res struct {
 		OK    bool `json:"ok"`
 		Steps []struct {

@@ -345,6 +345,12 @@ func RunChaos(ctx context.Context, env ChaosEnv, o ChaosOptions) (*Report, error
 			s.desc += "; its etcd member dies with it, and every API read waits for etcd's election when it was the leader"
 			s.maxGap = 3 * time.Second
 		}
+		if s.name == "rolling-upgrade" && st.Runtime == RuntimeKubelet {
+			// kubeadm upgrades a node in about a minute: it replaces one
+			// static pod at a time and waits for each.
+			s.desc = "one node at a time, the VIP holder last: haplane maintenance start --keep-vip, kubeadm upgrade apply (first node) or kubeadm upgrade node with the new release's kubeadm, the new apiserver ready, maintenance stop; no probe may fail and no acknowledged write may be lost"
+			s.window = kubeletUpgradeBound
+		}
 		if s.maxGapBGP > 0 && st.VIPLB == VIPLBHaplaneBGP {
 			s.maxGap = s.maxGapBGP
 		}

@@ -293,17 +293,9 @@ func kubeletUp(ctx context.Context, st *State, c *config.Cluster, o Options) err
 // labImages writes the images kubeadm lists for the cluster's version,
 // built from the binaries here, and the lab's workload, into one tarball.
 func labImages(ctx context.Context, st *State, o Options) (tarball, pauseRef string, err error) {
-	bin, err := NodeCacheDir()
-	if err != nil {
-		return "", "", err
-	}
 	c, err := config.Load(st.ClusterFile)
 	if err != nil {
 		return "", "", err
-	}
-	list, err := exec.CommandContext(ctx, filepath.Join(st.K8sBin, "kubeadm"), "config", "images", "list", "--kubernetes-version", c.KubernetesVersion).Output()
-	if err != nil {
-		return "", "", fmt.Errorf("lab: kubeadm config images list: %w", err)
 	}
 	dir := filepath.Join(st.Dir, "images")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -313,16 +305,31 @@ func labImages(ctx context.Context, st *State, o Options) (tarball, pauseRef str
 	if err != nil {
 		return "", "", fmt.Errorf("lab: the kubelet runtime builds its pause and workload images from haplane's source (--module-dir): %w", err)
 	}
-	imgs, err := kubeimages.ForList(strings.Split(string(list), "\n"), kubeimages.Binaries{K8sDir: st.K8sBin, Etcd: filepath.Join(bin, "etcd"), Labpod: labpod})
+	return releaseImages(ctx, st.K8sBin, c.KubernetesVersion, labpod, filepath.Join(dir, "images.tar"))
+}
+
+// releaseImages writes into tarball the images the kubeadm in k8sBin lists
+// for version, built from k8sBin's binaries, the node cache's etcd and
+// labpod (pause and the workload).
+func releaseImages(ctx context.Context, k8sBin, version, labpod, tarball string) (string, string, error) {
+	bin, err := NodeCacheDir()
 	if err != nil {
 		return "", "", err
 	}
+	list, err := exec.CommandContext(ctx, filepath.Join(k8sBin, "kubeadm"), "config", "images", "list", "--kubernetes-version", version).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("lab: kubeadm config images list: %w", err)
+	}
+	imgs, err := kubeimages.ForList(strings.Split(string(list), "\n"), kubeimages.Binaries{K8sDir: k8sBin, Etcd: filepath.Join(bin, "etcd"), Labpod: labpod})
+	if err != nil {
+		return "", "", err
+	}
+	pauseRef := ""
 	for _, img := range imgs {
 		if strings.Contains(img.Ref, "/pause:") {
 			pauseRef = img.Ref
 		}
 	}
-	tarball = filepath.Join(dir, "images.tar")
 	if err := kubeimages.WriteTarball(tarball, imgs...); err != nil {
 		return "", "", err
 	}
