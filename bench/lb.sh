@@ -14,7 +14,22 @@
 # proxy, and printed as a ratio to direct and haplane/haproxy, with the CPU
 # seconds each proxy used during its run and its RSS.
 #
-# Usage: sudo bench/lb.sh [seconds per measurement, default 6]
+# LB_BENCH_MODE=node-local measures the node-local load balancer a worker
+# runs instead (issue 17): the proxies are `haplane agent --role worker`
+# (loadBalancer.nodeLocal, discovery none: the cluster file's three nodes,
+# its health checks to them) and the same haproxy configurations bound to
+# 127.0.0.1, both in one worker namespace, and the client runs in that
+# namespace too and connects over loopback, as the worker's kubelet,
+# kube-proxy and host-network pods do (haproxy on 127.0.0.1 stands for the
+# node-local load balancers of KubePrism/k3s-style setups: tcp mode, round
+# robin, HTTPS /healthz checks):
+#
+#   worker ns (10.77.40.20: client, proxies on 127.0.0.1) --- bridge ns
+#                                   \------- backend ns x3 (10.77.40.31-33)
+#
+# "direct" is then from the worker to one backend's address.
+#
+# Usage: sudo [LB_BENCH_MODE=node-local] bench/lb.sh [seconds per measurement, default 6]
 # HAPLANE_LB_CPU_PROFILE=FILE writes a CPU profile of haplane; LB_BENCH_ROWS
 # (e.g. "keepalive bulk") limits the rows; LB_BENCH_ROUNDS (default 3) sets
 # the interleaved rounds; HAPLANE_LB_GOMAXPROCS sets haplane's GOMAXPROCS.
@@ -26,6 +41,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-6}
+MODE=${LB_BENCH_MODE:-vip}
+case $MODE in
+vip | node-local) ;;
+*) echo "LB_BENCH_MODE=$MODE: want vip (default) or node-local" >&2; exit 2 ;;
+esac
+if [ "$MODE" = node-local ] && [ -n "${HAPLANE_LB_CPU_PROFILE:-}" ]; then
+	echo "HAPLANE_LB_CPU_PROFILE: only with \`haplane lb run\` (LB_BENCH_MODE=vip)" >&2
+	exit 2
+fi
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 for c in haproxy wrk ip go; do
 	command -v $c >/dev/null || { echo "needs $c (apt-get install -y haproxy wrk)" >&2; exit 1; }
@@ -37,6 +61,12 @@ BR=h4br$id C=h4c$id P=h4p$id
 B=(h4b1$id h4b2$id h4b3$id)
 BIP=(10.77.40.31 10.77.40.32 10.77.40.33)
 PIP=10.77.40.20 CIP=10.77.40.10
+# Where the proxies listen: the proxy host's address, or loopback on the
+# worker, whose namespace the client then shares.
+LIP=$PIP
+if [ "$MODE" = node-local ]; then
+	LIP=127.0.0.1 C=$P
+fi
 pids=()
 
 cleanup() {
@@ -56,7 +86,7 @@ go build -o "$tmp/haplane" ./cmd/haplane
 go build -o "$tmp/lbbackend" ./bench/lib/lbbackend
 go build -o "$tmp/lbload" ./bench/lib/lbload
 
-echo "# lab: namespaces on a bridge, 10.77.40.0/24" >&2
+echo "# lab ($MODE): namespaces on a bridge, 10.77.40.0/24" >&2
 ip netns add $BR
 ip -n $BR link add br0 type bridge
 ip -n $BR link set br0 up
@@ -72,15 +102,17 @@ attach() { # ns addr
 	ip -n "$ns" link set eth0 up
 	ip -n "$ns" link set lo up
 }
-attach $C $CIP
+attach $P $PIP
+[ "$MODE" = node-local ] || attach $C $CIP
 # Through a proxy, wrk often closes first (it closes on the response,
 # before the proxy's FIN), so its sockets linger in TIME_WAIT; at a few
 # thousand connections a second the client runs out of ports to one
 # target and its connects crawl (seen as one proxy dropping to ~300 req/s
 # in some rounds). Reusing TIME_WAIT ports for new connects keeps the
 # new-connection row about the proxies, not the client's port allocator.
+# (On the worker the proxies' connects to the backends share that
+# allocator with the client's.)
 ip netns exec $C sysctl -qw net.ipv4.tcp_tw_reuse=1
-attach $P $PIP
 for i in 0 1 2; do attach "${B[$i]}" "${BIP[$i]}"; done
 
 "$tmp/lbbackend" -gen -dir "$tmp" -ips "$(IFS=,; echo "${BIP[*]}")"
@@ -111,11 +143,35 @@ nodes:
   - name: cp3
     address: ${BIP[2]}
 EOF
-ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$tmp/haplane" lb run --config "$tmp/haplane.yaml" --listen $PIP:8443 \
-	--metrics-addr 127.0.0.1:9443 --log-level warn ${HAPLANE_LB_CPU_PROFILE:+--cpu-profile "$HAPLANE_LB_CPU_PROFILE"} \
-	>"$tmp/haplane.log" 2>&1 &
-pids+=($!)
-HAPLANE_PID=$!
+# A worker's load balancer takes its pool from the file alone here
+# (discovery none: there is no cluster to watch EndpointSlices in).
+[ "$MODE" = vip ] || cat >>"$tmp/haplane.yaml" <<EOF
+loadBalancer:
+  nodeLocal:
+    listen: 127.0.0.1:8443
+    discovery: none
+EOF
+start_haplane() { # binary port metrics-port log
+	if [ "$MODE" = vip ]; then
+		ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$1" lb run --config "$tmp/haplane.yaml" --listen $LIP:$2 \
+			--metrics-addr 127.0.0.1:$3 --log-level warn ${HAPLANE_LB_CPU_PROFILE:+--cpu-profile "$HAPLANE_LB_CPU_PROFILE"} \
+			>"$4" 2>&1 &
+	else
+		# As the worker unit runs it, with its state and a kubeconfig
+		# that does not exist (no discovery, no control-plane agents to
+		# follow maintenance from: it warns and balances the file's
+		# nodes); its local API serves /metrics.
+		mkdir -p "$tmp/state-$2"
+		ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$1" --log-level warn agent --role worker \
+			--config "$tmp/haplane.yaml" --listen $LIP:$2 --kubeconfig "$tmp/no-kubelet.conf" \
+			--state-dir "$tmp/state-$2" --api-addr 127.0.0.1:$3 \
+			>"$4" 2>&1 &
+	fi
+	pids+=($!)
+	STARTED=$!
+}
+start_haplane "$tmp/haplane" 8443 9443 "$tmp/haplane.log"
+HAPLANE_PID=$STARTED
 
 # haproxy as in the kubeadm HA guide (docs ha-considerations, "haproxy
 # configuration"): mode tcp frontend, roundrobin, HTTPS GET /healthz checks.
@@ -137,7 +193,7 @@ defaults
     timeout check           10s
     $2
 frontend apiserver
-    bind $PIP:$1
+    bind $LIP:$1
     mode tcp
     default_backend apiserverbackend
 backend apiserverbackend
@@ -161,14 +217,12 @@ ip netns exec $P haproxy -db -f "$tmp/haproxy-splice.cfg" >"$tmp/haproxy-splice.
 pids+=($!)
 SPLICE_PID=$!
 
-declare -A ADDR=([direct]=${BIP[0]}:6443 [haplane]=$PIP:8443 [haproxy]=$PIP:8444 [haproxy-splice]=$PIP:8445)
+declare -A ADDR=([direct]=${BIP[0]}:6443 [haplane]=$LIP:8443 [haproxy]=$LIP:8444 [haproxy-splice]=$LIP:8445)
 declare -A PID=([haplane]=$HAPLANE_PID [haproxy]=$HAPROXY_PID [haproxy-splice]=$SPLICE_PID)
 TARGETS=(direct haplane haproxy haproxy-splice)
 if [ -n "${LB_BENCH_HAPLANE_B:-}" ]; then
-	ip netns exec $P env ${HAPLANE_LB_GOMAXPROCS:+GOMAXPROCS=$HAPLANE_LB_GOMAXPROCS} "$LB_BENCH_HAPLANE_B" lb run --config "$tmp/haplane.yaml" --listen $PIP:8446 \
-		--metrics-addr 127.0.0.1:9446 --log-level warn >"$tmp/haplane-b.log" 2>&1 &
-	pids+=($!)
-	ADDR[haplane-b]=$PIP:8446 PID[haplane-b]=$!
+	HAPLANE_LB_CPU_PROFILE='' start_haplane "$LB_BENCH_HAPLANE_B" 8446 9446 "$tmp/haplane-b.log"
+	ADDR[haplane-b]=$LIP:8446 PID[haplane-b]=$STARTED
 	TARGETS+=(haplane-b)
 fi
 
@@ -264,4 +318,5 @@ awk '/^(Rss|Anonymous|Pss_File|Pss_Anon):/{printf "%s %.1f MiB  ", $1, $2/1024} 
 if command -v curl >/dev/null; then
 	ip netns exec $P curl -s http://127.0.0.1:9443/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_inuse|sys|next_gc)_bytes |^go_goroutines |^go_threads /{printf "%s %.1f%s  ", $1, ($1 ~ /bytes/ ? $2/1048576 : $2), ($1 ~ /bytes/ ? "MiB" : "")} END{print ""}' | sed 's/^/haplane runtime: /'
 fi
+echo "Mode: $MODE ($([ "$MODE" = vip ] && echo "haplane lb run and haproxy on $PIP, the client on $CIP" || echo "haplane agent --role worker and haproxy on 127.0.0.1, the client beside them"))"
 echo "Machine: $(nproc) CPUs, $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), ${D}s per cell, median of $ROUNDS interleaved rounds"

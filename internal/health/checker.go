@@ -276,9 +276,14 @@ func (c *Checker) run(ctx context.Context, l *loop) {
 		}
 		c.latency.WithLabelValues(t.Name, label).Observe(r.Latency.Seconds())
 		// Liveness is probed only when readiness fails: a ready target
-		// is live, and the healthy case costs no second request.
+		// is live, and the healthy case costs no second request. A
+		// target the readiness probe could not connect to is not live
+		// either: probing it again would double the time a blackholed
+		// node (its link down, its power off) takes to fall, from
+		// Fall x Timeout to Fall x 2 x Timeout, all the while sent new
+		// sessions.
 		liveOK := r.OK
-		if !r.OK && probeLive != nil {
+		if !r.OK && !r.Unreachable && probeLive != nil {
 			liveOK = probeLive(ctx, t).OK
 			if ctx.Err() != nil {
 				return

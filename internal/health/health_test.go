@@ -311,6 +311,27 @@ func TestProbeReal(t *testing.T) {
 		}
 	})
 
+	t.Run("unreachable only without a connection", func(t *testing.T) {
+		silent, _ := net.Listen("tcp", "127.0.0.1:0") // connects, never answers
+		defer silent.Close()
+		b.status.Store(500)
+		defer b.status.Store(200)
+		for _, tc := range []struct {
+			name, addr string
+			want       bool
+		}{
+			{"refused", closed, true},
+			{"answered 500", b.addr(), false},
+			{"connected, silent", silent.Addr().String(), false},
+		} {
+			p, _ := NewProber(tc.addr, ProbeConfig{RootCAs: pki.Pool, Timeout: 150 * time.Millisecond})
+			if r := p.Probe(t.Context()); r.OK || r.Unreachable != tc.want {
+				t.Errorf("%s: ok %v unreachable %v (err %v), want failed, unreachable %v", tc.name, r.OK, r.Unreachable, r.Err, tc.want)
+			}
+			p.Close()
+		}
+	})
+
 	t.Run("fresh connection per probe", func(t *testing.T) {
 		p, _ := NewProber(b.addr(), ProbeConfig{RootCAs: pki.Pool})
 		before := b.conns.Load()
@@ -434,6 +455,40 @@ func TestCheckerLiveness(t *testing.T) {
 	wait(Down, Up)
 	b.status.Store(200)
 	wait(Up, Up)
+}
+
+// TestCheckerUnreachable: a readiness probe that got no connection is not
+// followed by a liveness probe, which would fail the same way a timeout
+// later; the target falls not live. One that answered is probed for
+// liveness as before.
+func TestCheckerUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		unreachable bool
+		live        Status
+		liveProbed  bool
+	}{
+		{"no connection", true, Down, false},
+		{"answered, not ready", false, Up, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var liveProbes atomic.Int32
+			_, changes, stop := runChecker(t, CheckerConfig{
+				Interval: 10 * time.Millisecond, Fall: 1, Rise: 1,
+				ProbeFunc: func(context.Context, Target) Result {
+					return Result{Err: errors.New("not ready"), Unreachable: tc.unreachable}
+				},
+				LiveFunc: func(context.Context, Target) Result { liveProbes.Add(1); return Result{OK: true} },
+			}, Target{Name: "b1", Addr: "127.0.0.1:1"})
+			if ch := nextChange(t, changes, Down); ch.Live != tc.live {
+				t.Errorf("live %v, want %v", ch.Live, tc.live)
+			}
+			stop()
+			if got := liveProbes.Load() > 0; got != tc.liveProbed {
+				t.Errorf("liveness probed: %v, want %v", got, tc.liveProbed)
+			}
+		})
+	}
 }
 
 // runChecker runs a checker of cfg on target, its changes sent on the

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,6 +104,11 @@ type Result struct {
 	OK      bool
 	Err     error // why the probe failed; nil when OK
 	Latency time.Duration
+	// Unreachable is a failed HTTPS probe that got no TCP connection to
+	// the target (refused, unroutable, or the timeout spent connecting):
+	// a liveness probe of the same address would only fail the same way,
+	// after another timeout, so the checker does not send one.
+	Unreachable bool
 }
 
 // Prober probes one target. It keeps one http.Client (and transport) for
@@ -188,8 +195,16 @@ func (p *Prober) Probe(ctx context.Context) Result {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
+	var connected atomic.Bool
+	if p.cfg.Kind == KindHTTPS {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{ConnectDone: func(_, _ string, err error) {
+			if err == nil {
+				connected.Store(true)
+			}
+		}})
+	}
 	err := p.probe(ctx)
-	return Result{OK: err == nil, Err: err, Latency: time.Since(start)}
+	return Result{OK: err == nil, Err: err, Latency: time.Since(start), Unreachable: err != nil && p.cfg.Kind == KindHTTPS && !connected.Load()}
 }
 
 // Live reports whether the prober has a liveness probe.

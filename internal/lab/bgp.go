@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/haplane/haplane/internal/agent"
@@ -57,38 +58,95 @@ func (bgpStack) Prepare(o *Options) error {
 }
 
 // Status is the haplane stack's, with every node that announces the VIP
-// as one of its holders: with ECMP they all hold it.
+// as one of its holders: with ECMP they all hold it. Each agent's /status
+// is read once, for the view and its BGP part alike.
 func (bgpStack) Status(st *State) View {
-	v := haplaneStack{}.Status(st)
+	hosts := st.serverHosts()
+	outs := make(map[string][]byte, len(hosts))
+	v := ClusterView(st.Endpoint, len(hosts), func(i int) (HostView, []byte, error) {
+		h := hosts[i]
+		out, err := agentStatus(st, h)
+		if err == nil {
+			outs[h.Name] = out
+		}
+		return HostView{Host: h.Name, Address: h.Address, Role: h.Role}, out, err
+	})
+	st.fillEtcd(&v)
 	var holders []string
 	for i, h := range v.Hosts {
 		if h.Role != "control-plane" {
 			continue
 		}
-		out, err := (&Host{NS: st.Prefix + "-" + h.Host}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
-		var s struct {
-			Parts struct {
-				BGP *bgp.State `json:"bgp"`
-			} `json:"parts"`
-		}
-		if err == nil && json.Unmarshal(out, &s) == nil && s.Parts.BGP != nil {
-			v.Hosts[i].BGP = s.Parts.BGP
-			v.Hosts[i].HoldsVIP = s.Parts.BGP.Announced
-			if s.Parts.BGP.Announced {
+		if b := bgpPart(outs[h.Host]); b != nil {
+			v.Hosts[i].BGP = b
+			v.Hosts[i].HoldsVIP = b.Announced
+			if b.Announced {
 				holders = append(holders, h.Host)
 			}
 		}
 	}
 	v.VIPMode = VIPModeBGP
-	v.VIPOwner = "nobody"
-	if len(holders) > 0 {
-		v.VIPOwner = strings.Join(holders, "+")
-	}
+	v.VIPOwner = holderName(holders)
 	return v
 }
 
-// Holder is every announcing node, "a+b+c": not a split brain here.
-func (bgpStack) Holder(st *State) string { return bgpStack{}.Status(st).VIPOwner }
+// Holder is every announcing node, "a+b+c": not a split brain here. The
+// chaos runs poll it every 100 ms and stamp each answer with the poll's
+// start, so it asks only the BGP parts, of every node at once: the whole
+// view (every agent one after the other, then etcd) took seconds on a
+// loaded machine and blurred the timeline by as much.
+func (bgpStack) Holder(st *State) string {
+	var cps []HostState
+	for _, h := range st.serverHosts() {
+		if h.Role == "control-plane" {
+			cps = append(cps, h)
+		}
+	}
+	announced := make([]bool, len(cps))
+	var wg sync.WaitGroup
+	for i, h := range cps {
+		wg.Go(func() {
+			if out, err := agentStatus(st, h); err == nil {
+				b := bgpPart(out)
+				announced[i] = b != nil && b.Announced
+			}
+		})
+	}
+	wg.Wait()
+	var holders []string
+	for i, h := range cps {
+		if announced[i] {
+			holders = append(holders, h.Name)
+		}
+	}
+	return holderName(holders)
+}
+
+// agentStatus is host h's agent's /status, asked from inside its namespace.
+func agentStatus(st *State, h HostState) ([]byte, error) {
+	return (&Host{NS: h.NS}).Command(st.Binary, "status", "--raw", "--api-addr", fmt.Sprintf("127.0.0.1:%d", agent.DefaultAPIPort)).Output()
+}
+
+// bgpPart is the BGP part of an agent's /status, nil without one.
+func bgpPart(status []byte) *bgp.State {
+	var s struct {
+		Parts struct {
+			BGP *bgp.State `json:"bgp"`
+		} `json:"parts"`
+	}
+	if len(status) == 0 || json.Unmarshal(status, &s) != nil {
+		return nil
+	}
+	return s.Parts.BGP
+}
+
+// holderName joins the announcing nodes, or says "nobody".
+func holderName(holders []string) string {
+	if len(holders) == 0 {
+		return "nobody"
+	}
+	return strings.Join(holders, "+")
+}
 
 // announcing reports whether every control-plane host announces the VIP.
 func announcing(v View) bool {

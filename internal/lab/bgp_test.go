@@ -39,3 +39,47 @@ func TestBGPClusterFile(t *testing.T) {
 		t.Errorf("classic with bgp: %v", err)
 	}
 }
+
+// TestBGPHolder: the holder of a BGP lab is every node whose agent's
+// /status says its route is announced, read from the agent's own answer.
+func TestBGPHolder(t *testing.T) {
+	const announced = `{"agent":{"node":"cp2"},"ready":true,"parts":{"bgp":{"route":"10.77.0.100/32","announced":true,"healthy":true,"stopping":false,"peers":[{"address":"10.77.0.1","asn":64513,"state":"established","bfd":"up"}]},"lb":{"backends":[]}}}`
+	const withdrawn = `{"parts":{"bgp":{"route":"10.77.0.100/32","announced":false,"healthy":true,"stopping":true,"peers":[]}}}`
+	for _, tc := range []struct {
+		name   string
+		status string
+		want   *bool
+	}{
+		{"announced", announced, ptr(true)},
+		{"withdrawn while stopping", withdrawn, ptr(false)},
+		{"no bgp part (vrrp agent)", `{"parts":{"vip":{"state":"master"}}}`, nil},
+		{"agent down", "", nil},
+		{"not json", "haplane: status: no agent answers", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := bgpPart([]byte(tc.status))
+			switch {
+			case tc.want == nil && b != nil:
+				t.Errorf("bgpPart = %+v, want none", b)
+			case tc.want != nil && b == nil:
+				t.Errorf("bgpPart = nil, want announced %v", *tc.want)
+			case tc.want != nil && b.Announced != *tc.want:
+				t.Errorf("announced = %v, want %v", b.Announced, *tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		holders []string
+		want    string
+	}{
+		{nil, "nobody"},
+		{[]string{"cp2"}, "cp2"},
+		{[]string{"cp1", "cp2", "cp3"}, "cp1+cp2+cp3"},
+	} {
+		if got := holderName(tc.holders); got != tc.want {
+			t.Errorf("holderName(%v) = %q, want %q", tc.holders, got, tc.want)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
