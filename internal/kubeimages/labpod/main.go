@@ -23,6 +23,12 @@ func main() {
 		serve(os.Args[2])
 		return
 	}
+	if len(os.Args) == 2 && os.Args[1] == "-v" {
+		// As the pause image's own program: kubeadm upgrade's health check
+		// runs a Job of the pause image with -v and wants it to succeed.
+		fmt.Println("labpod (pause)")
+		return
+	}
 	if len(os.Args) == 6 && os.Args[1] == "watch" {
 		watch(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
 		return
