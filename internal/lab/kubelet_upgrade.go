@@ -23,7 +23,7 @@ const kubeletUpgradeBound = 6 * time.Minute
 const kubeadmUpgradeSkipped = "addon/coredns,addon/kube-proxy"
 
 // kubeadmUpgradeIgnored are the upgrade's preflight checks of CoreDNS,
-// which the lab does not run ("start version '' not supported"), and its
+// which the lab does not run ("start version ” not supported"), and its
 // health-check Job of the pause image, which fails its backoff limit in
 // the lab for a reason not found yet (the pod starts, the Job fails).
 const kubeadmUpgradeIgnored = "CoreDNSUnsupportedPlugins,CoreDNSMigration,CreateJob"
