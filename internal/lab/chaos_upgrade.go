@@ -55,11 +55,11 @@ func rollingUpgrade() scenario {
 				if err := r.kubeadmUpgrade(context.Background(), order); err != nil {
 					return target, nil, err
 				}
-				order = nil // kubeadm did every node
-			}
-			for _, h := range order {
-				if err := r.upgradeNode(h); err != nil {
-					return target, nil, fmt.Errorf("upgrade %s: %w", h, err)
+			} else {
+				for _, h := range order {
+					if err := r.upgradeNode(h); err != nil {
+						return target, nil, fmt.Errorf("upgrade %s: %w", h, err)
+					}
 				}
 			}
 			r.st.K8sBin = r.upgradeBin
