@@ -19,15 +19,17 @@ import (
 // over all of them. The VIP is a host address on lo on every node
 // (LoopbackVIPPart).
 //
-// Health is the VRRP speaker's lb-backend track: the load balancer has a
-// live apiserver to send to, read every bgpHealthInterval, down at the
-// first failed read and up after bgpHealthRise good ones. The VRRP
-// local-apiserver track has no counterpart: with every node serving, one
-// whose own apiserver is down still forwards to the others.
+// Health is the load balancer's view, read every bgpHealthInterval: ready
+// while some apiserver is ready, panic while none is but some are live
+// (bgp.Panic: it keeps a held route and never starts one), down when none
+// is live; down at the first down read and ready or panic after
+// bgpHealthRise good ones. The VRRP local-apiserver track has no
+// counterpart: with every node serving, one whose own apiserver is down
+// still forwards to the others.
 type BGPPart struct {
-	ann     *bgp.Announcer
-	healthy func(context.Context) error
-	log     *slog.Logger
+	ann    *bgp.Announcer
+	health func() bgp.Health
+	log    *slog.Logger
 
 	mu     sync.Mutex // protects cancel and done
 	cancel context.CancelFunc
@@ -86,11 +88,11 @@ func NewBGPPart(c *config.Cluster, node string, lbp *LBPart, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	healthy := func(context.Context) error { return nil } // no load balancer (--no-lb): the node itself is the check
+	health := func() bgp.Health { return bgp.Ready } // no load balancer (--no-lb): the node itself is the check
 	if lbp != nil {
-		healthy = lbp.AnyBackendHealthy
+		health = lbp.BGPHealth
 	}
-	return &BGPPart{ann: ann, healthy: healthy, log: log}, nil
+	return &BGPPart{ann: ann, health: health, log: log}, nil
 }
 
 // LoopbackVIPPart puts the VIP on lo in vip.mode bgp, so the load balancer
@@ -153,18 +155,23 @@ func (p *BGPPart) Start(ctx context.Context, fail func(error)) error {
 func (p *BGPPart) follow(ctx context.Context, fail func(error)) {
 	tick := time.NewTicker(bgpHealthInterval)
 	defer tick.Stop()
-	good, up := 0, false
+	good, last := 0, bgp.Down
 	for {
-		ok := p.healthy(ctx) == nil
+		h := p.health()
 		switch {
-		case !ok:
+		case h == bgp.Down:
 			good = 0
 		case good < bgpHealthRise:
 			good++
 		}
-		if want := good >= bgpHealthRise; want != up {
-			up = want
-			if err := p.ann.SetHealthy(up); err != nil {
+		if good < bgpHealthRise {
+			h = bgp.Down
+		}
+		// In panic every read goes to the announcer: whether a router
+		// still holds the route is checked each time.
+		if h != last || h == bgp.Panic {
+			last = h
+			if err := p.ann.SetHealth(h); err != nil {
 				fail(err)
 				return
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/haplane/haplane/internal/bgp"
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/health"
 	"github.com/haplane/haplane/internal/lb"
@@ -161,6 +162,20 @@ func (p *LBPart) AnyBackendHealthy(context.Context) error {
 		return nil
 	}
 	return errors.New("no live kube-apiserver behind the load balancer")
+}
+
+// BGPHealth is the load balancer's view for the BGP announcement: ready
+// while some apiserver is ready, panic while none is but some are live,
+// down when none is live.
+func (p *LBPart) BGPHealth() bgp.Health {
+	ready, live, _ := p.checker.Counts()
+	switch {
+	case ready > 0:
+		return bgp.Ready
+	case live > 0:
+		return bgp.Panic
+	}
+	return bgp.Down
 }
 
 // LocalAPIServerHealthy reports this node's own kube-apiserver's health,

@@ -116,12 +116,14 @@ type PeerState struct {
 // State is the announcer's view for status and metrics.
 type State struct {
 	// Route is the announced prefix, e.g. 10.77.0.100/32.
-	Route     string      `json:"route"`
-	Announced bool        `json:"announced"`
-	Healthy   bool        `json:"healthy"`
-	Stopping  bool        `json:"stopping"`
-	Paused    bool        `json:"paused,omitempty"`
-	Peers     []PeerState `json:"peers"`
+	Route     string `json:"route"`
+	Announced bool   `json:"announced"`
+	// Healthy is Health ready or panic; Panic is set in panic.
+	Healthy  bool        `json:"healthy"`
+	Panic    bool        `json:"panic,omitempty"`
+	Stopping bool        `json:"stopping"`
+	Paused   bool        `json:"paused,omitempty"`
+	Peers    []PeerState `json:"peers"`
 }
 
 // Announcer speaks BGP to the configured peers and announces or withdraws
@@ -149,7 +151,7 @@ func New(cfg Config) (*Announcer, error) {
 // Start runs the BGP speaker, which connects out to every peer (it does
 // not listen: the routers are the passive side or connect too, and the
 // node's port 179 stays free). The route is not announced until
-// SetHealthy(true). A start that fails stops what it started.
+// SetHealth(Ready). A start that fails stops what it started.
 func (a *Announcer) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -217,11 +219,15 @@ func (a *Announcer) peerConf(p Peer) *api.Peer {
 	}
 }
 
-// SetHealthy feeds the node's local health; the route follows.
-func (a *Announcer) SetHealthy(healthy bool) error {
+// SetHealth feeds the node's local health; the route follows. Call it
+// again while in panic: whether a peer still holds the route is read then.
+func (a *Announcer) SetHealth(h Health) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.in.Healthy = healthy
+	if h != a.in.Health {
+		a.cfg.Logger.Info("bgp: health", "route", a.prefix, "health", h.String())
+	}
+	a.in.Health = h
 	return a.apply()
 }
 
@@ -265,6 +271,7 @@ func (a *Announcer) apply() error {
 	if a.srv == nil || a.stopped {
 		return nil
 	}
+	a.in.Held = a.in.Health == Panic && a.announced && a.heldByEstablished()
 	switch Decide(a.announced, a.in) {
 	case Announce:
 		if _, err := a.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{a.path()}}); err != nil {
@@ -277,7 +284,7 @@ func (a *Announcer) apply() error {
 			return fmt.Errorf("bgp: withdraw %s: %w", a.prefix, err)
 		}
 		a.announced = false
-		a.cfg.Logger.Info("bgp: withdrawn", "route", a.prefix, "healthy", a.in.Healthy, "stopping", a.in.Stopping, "paused", a.in.Paused)
+		a.cfg.Logger.Info("bgp: withdrawn", "route", a.prefix, "health", a.in.Health.String(), "held", a.in.Held, "stopping", a.in.Stopping, "paused", a.in.Paused)
 	}
 	return nil
 }
@@ -350,10 +357,34 @@ func (a *Announcer) family() bgppkt.Family {
 	return bgppkt.RF_IPv4_UC
 }
 
-func (a *Announcer) advertisedAnywhere() bool {
+func (a *Announcer) advertisedAnywhere() bool { return a.advertisedTo(a.cfg.Peers) }
+
+// heldByEstablished reports whether an established peer has the route in
+// its Adj-RIB-Out: gobgp lists a peer's Adj-RIB-Out from the local table
+// whatever the session's state, so a lost session still "has" it there.
+// a.mu is held.
+func (a *Announcer) heldByEstablished() bool {
+	up := map[string]bool{}
+	_ = a.srv.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
+		if p.State != nil && p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED {
+			up[p.State.NeighborAddress] = true
+		}
+	})
+	var peers []Peer
+	for _, p := range a.cfg.Peers {
+		if up[p.Address.String()] {
+			peers = append(peers, p)
+		}
+	}
+	return len(peers) > 0 && a.advertisedTo(peers)
+}
+
+// advertisedTo reports whether the route is in the Adj-RIB-Out of one of
+// peers. a.mu is held.
+func (a *Announcer) advertisedTo(peers []Peer) bool {
 	fam := a.family()
 	found := false
-	for _, p := range a.cfg.Peers {
+	for _, p := range peers {
 		_ = a.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_OUT, Name: p.Address.String(), Family: fam},
 			func(prefix bgppkt.NLRI, paths []*apiutil.Path) {
 				if prefix.String() == a.prefix.String() && len(paths) > 0 {
@@ -368,7 +399,7 @@ func (a *Announcer) advertisedAnywhere() bool {
 func (a *Announcer) State(ctx context.Context) State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Healthy, Stopping: a.in.Stopping, Paused: a.in.Paused}
+	st := State{Route: a.prefix.String(), Announced: a.announced, Healthy: a.in.Health != Down, Panic: a.in.Health == Panic, Stopping: a.in.Stopping, Paused: a.in.Paused}
 	byAddr := map[string]PeerState{}
 	if a.srv != nil && !a.stopped {
 		_ = a.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {

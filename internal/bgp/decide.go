@@ -8,11 +8,42 @@
 // a library: it speaks BGP, this package never encodes a message itself.
 package bgp
 
+// Health is the node's local health as the announcement reads it.
+type Health int
+
+const (
+	// Down: the load balancer has no apiserver to send to.
+	Down Health = iota
+	// Panic: no apiserver is ready, some are live (the load balancer's
+	// panic routing). Every node sees it together when etcd's quorum is
+	// lost, and then withdrawing everywhere would take the VIP off the
+	// routers; but a node cut off from the others sees it alone (its own
+	// apiserver live, cut from etcd). So panic keeps a route the routers
+	// hold and never starts one: a node whose sessions came back while in
+	// panic waits for a ready apiserver before it draws clients.
+	Panic
+	// Ready: some apiserver passes the readiness check.
+	Ready
+)
+
+func (h Health) String() string {
+	switch h {
+	case Ready:
+		return "ready"
+	case Panic:
+		return "panic"
+	}
+	return "down"
+}
+
 // Inputs are what the announcement depends on.
 type Inputs struct {
-	// Healthy is the node's local health: its load balancer has an
+	// Health is the node's local health: whether its load balancer has an
 	// apiserver to send to (the same signal that sets the VRRP priority).
-	Healthy bool
+	Health Health
+	// Held is whether some established peer holds the route now (its
+	// Adj-RIB-Out has it). Only panic reads it.
+	Held bool
 	// Stopping is set once a graceful stop began: the route goes first,
 	// while the load balancer still serves the connections in flight.
 	Stopping bool
@@ -44,9 +75,14 @@ func (a Action) String() string {
 }
 
 // Decide returns the action that brings the route from announced to what
-// in asks for: announced exactly while healthy, not stopping and not paused.
+// in asks for: announced while ready, or in panic while a peer still holds
+// it, and neither stopping nor paused. announced is the route in the local
+// RIB, which gobgp sends to every session that comes up: a route no peer
+// holds in panic is withdrawn from it, so a session that comes back does
+// not get it.
 func Decide(announced bool, in Inputs) Action {
-	want := in.Healthy && !in.Stopping && !in.Paused
+	keep := in.Health == Panic && announced && in.Held
+	want := (in.Health == Ready || keep) && !in.Stopping && !in.Paused
 	switch {
 	case want && !announced:
 		return Announce

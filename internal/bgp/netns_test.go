@@ -66,9 +66,11 @@ func TestAnnouncerHelper(t *testing.T) {
 		var err error
 		switch in.Text() {
 		case "up":
-			err = a.SetHealthy(true)
+			err = a.SetHealth(Ready)
+		case "panic":
+			err = a.SetHealth(Panic)
 		case "down":
-			err = a.SetHealthy(false)
+			err = a.SetHealth(Down)
 		case "state":
 			b, _ := json.Marshal(a.State(ctx))
 			fmt.Println(string(b))
@@ -183,6 +185,7 @@ protocol device {}
   passive on;
   hold time 3;
   keepalive time 1;
+  error wait time 1, 5;
 %s  %s { import all; export none; };
 }
 `, routerID, bfdProto, fam.router, fam.node, bfdOn, fam.channel)), 0o644); err != nil {
@@ -291,6 +294,63 @@ func TestBIRDBFDDropsSilentNode(t *testing.T) {
 	if gone >= 3*time.Second {
 		t.Errorf("route gone after %s: that is the hold time, not BFD", gone)
 	}
+}
+
+// TestBIRDPanicKeepsNeverStarts: in panic (no apiserver ready, some live)
+// a route the router holds stays, one it does not hold is not started,
+// and a route whose session went away while in panic is withdrawn from
+// the node's table, so the session that comes back does not bring it:
+// the node cut off from the others, its own apiserver live but cut from
+// etcd, waits for a ready apiserver before it draws clients again.
+func TestBIRDPanicKeepsNeverStarts(t *testing.T) {
+	l := newBIRDLab(t, ipv4, false)
+	a := l.a
+	waitEstablished(t, a)
+	absentFor := func(what string, d time.Duration) {
+		t.Helper()
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			a.do(t, "panic")
+			if r := l.route(); strings.Contains(r, l.fam.prefix) {
+				t.Fatalf("%s: the router learned the route in panic:\n%s", what, r)
+			}
+		}
+	}
+	absentFor("panic before any announcement", time.Second)
+	a.do(t, "up")
+	l.waitRoute(t, "ready", true)
+	a.do(t, "panic")
+	time.Sleep(500 * time.Millisecond)
+	a.do(t, "panic")
+	if r := l.route(); !strings.Contains(r, l.fam.prefix) {
+		t.Fatalf("panic withdrew a route the router held:\n%s", r)
+	}
+	// Cut the node: the session ends on the hold time, the route with it.
+	if err := l.node.SetLink(false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var st State
+		_ = json.Unmarshal([]byte(a.do(t, "panic")), &st)
+		_ = json.Unmarshal([]byte(a.do(t, "state")), &st)
+		if !st.Announced {
+			if st.Peers[0].State == "established" {
+				t.Fatalf("withdrawn while the session was still established: %+v", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in panic with the session gone, the route stayed in the node's table: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := l.node.SetLink(true); err != nil {
+		t.Fatal(err)
+	}
+	waitEstablished(t, a)
+	absentFor("panic after the session came back", 1500*time.Millisecond)
+	a.do(t, "up")
+	l.waitRoute(t, "ready after the session came back", true)
 }
 
 func waitEstablished(t *testing.T, a *child) {

@@ -291,6 +291,8 @@ func bgpRoute(st *bgp.State) string {
 	switch {
 	case st == nil:
 		return "-"
+	case st.Announced && st.Panic:
+		return "announced (panic)"
 	case st.Announced:
 		return "announced"
 	case st.Stopping:
@@ -299,6 +301,8 @@ func bgpRoute(st *bgp.State) string {
 		return "withdrawn (maintenance)"
 	case !st.Healthy:
 		return "withdrawn (unhealthy)"
+	case st.Panic:
+		return "withdrawn (panic: waits for a ready apiserver)"
 	}
 	return "withdrawn"
 }

@@ -63,6 +63,8 @@ func TestWriteStatusBGP(t *testing.T) {
 		{Host: "cp2", Role: "control-plane", Agent: "up", BGP: &bgp.State{Healthy: true, Paused: true, Peers: peer("established", "up")}},
 		{Host: "cp3", Role: "control-plane", Agent: "up", BGP: &bgp.State{Peers: peer("active", "down")}},
 		{Host: "cp4", Role: "control-plane", Agent: "down"},
+		{Host: "cp5", Role: "control-plane", Agent: "up", BGP: &bgp.State{Announced: true, Healthy: true, Panic: true, Peers: peer("established", "up")}},
+		{Host: "cp6", Role: "control-plane", Agent: "up", BGP: &bgp.State{Healthy: true, Panic: true, Peers: peer("established", "up")}},
 	}}
 	var b strings.Builder
 	if err := WriteStatus(&b, v); err != nil {
@@ -79,6 +81,8 @@ func TestWriteStatusBGP(t *testing.T) {
 		"cp2 control-plane up withdrawn (maintenance) 1/1 up, BFD 1/1 - -",
 		"cp3 control-plane up withdrawn (unhealthy) 0/1 up, BFD 0/1 - -",
 		"cp4 control-plane down - - - -",
+		"cp5 control-plane up announced (panic) 1/1 up, BFD 1/1 - -",
+		"cp6 control-plane up withdrawn (panic: waits for a ready apiserver) 1/1 up, BFD 1/1 - -",
 	} {
 		if !slices.Contains(rows, want) {
 			t.Errorf("status lacks the row %q:\n%s", want, out)
