@@ -22,8 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/haplane/haplane/internal/procmem"
 )
 
 // Part is one component of the agent.
@@ -178,7 +176,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	close(a.ready)
 	notifySystemd(a.cfg.NotifySocket, "READY=1")
 	log.Info("agent ready", "parts", len(a.cfg.Parts))
-	go procmem.TrimAfterStartup(ctx, log)
 
 	var cause error
 	select {

@@ -22,7 +22,6 @@ import (
 	"github.com/haplane/haplane/internal/config"
 	"github.com/haplane/haplane/internal/health"
 	"github.com/haplane/haplane/internal/lb"
-	"github.com/haplane/haplane/internal/procmem"
 )
 
 // lbCmd is `haplane lb`: the load balancer alone, a drop-in for haproxy.
@@ -171,7 +170,6 @@ func (a *app) runLB(ctx context.Context, cfgPath string, c *config.Cluster, list
 
 	log.Info("lb: serving", "frontends", l.Addrs(), "backends", lcfg.Backends, "policy", lcfg.Policy,
 		"health_path", hcfg.Probe.Path, "interval", hcfg.Interval, "ca", caPath, "metrics", metricsAddr)
-	go procmem.TrimAfterStartup(ctx, log)
 	serveErr := l.Serve(ctx)
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
