@@ -55,6 +55,7 @@ const (
 	sideClient   = 0
 	sideBackend  = 1
 	sideListener = 2
+	sideInbox    = 3 // the loop's eventfd: connections handed over by another loop
 	genShift     = 2
 	genMask      = 1<<29 - 1
 )
@@ -88,13 +89,27 @@ type evloop struct {
 
 	// load is len(conns), for the other loops to read without mu.
 	load atomic.Int32
+
+	// The inbox takes connections another loop accepted over its share
+	// (hand): in holds them, pending counts them (read with load by
+	// overShare), and a write to wakefd, in this loop's set, wakes it.
+	inMu    sync.Mutex
+	in      []handed
+	spare   []handed // loop goroutine only
+	pending atomic.Int32
+	wakefd  int
+}
+
+// handed is an accepted client socket of l on its way to another loop.
+type handed struct {
+	l  *LB
+	fd int
 }
 
 var (
 	loopsOnce sync.Once
 	loops     []*evloop
 	loopErr   error
-	loopNext  atomic.Uint32
 )
 
 // startLoops starts the loops on first use, for the life of the process
@@ -135,22 +150,23 @@ func startLoops(n int) ([]*evloop, error) {
 	return loops, loopErr
 }
 
-// pickLoop returns a loop for a session handed over from the goroutine
-// path; nil when there is none.
-func (l *LB) pickLoop() *evloop {
-	lps, _ := startLoops(l.cfg.Loops)
-	if len(lps) == 0 {
-		return nil
-	}
-	return lps[int(loopNext.Add(1))%len(lps)]
-}
-
 func newLoop() (*evloop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	return &evloop{epfd: epfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}, nil
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Pad: sideInbox}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return &evloop{epfd: epfd, wakefd: wfd, buf: make([]byte, bufSize), conns: map[uint32]*lsess{}, lsns: map[uint32]*loopReg{}, piped: map[*lsess]uint64{}}, nil
 }
 
 // A session's state in its loop.
@@ -301,15 +317,22 @@ func (lp *evloop) run() {
 			}
 			hot = n > 0
 		}
+		inbox := false
 		lp.mu.Lock()
 		for i := range n {
-			if events[i].Pad&3 == sideListener {
+			switch events[i].Pad & 3 {
+			case sideListener:
 				lbatch[i] = lp.lsns[uint32(events[i].Fd)]
-			} else {
+			case sideInbox:
+				inbox = true
+			default:
 				batch[i] = lp.conns[uint32(events[i].Fd)]
 			}
 		}
 		lp.mu.Unlock()
+		if inbox {
+			lp.takeInbox()
+		}
 		for i := range n {
 			if ls := batch[i]; ls != nil && !ls.done {
 				lp.event(ls, events[i].Pad, events[i].Events)

@@ -104,21 +104,10 @@ func (ll *loopListener) closeLocked() {
 }
 
 // accept takes the connections queued on r's listener and starts their
-// sessions in this loop.
+// sessions in this loop, or hands them to a loop with fewer (overShare).
 func (lp *evloop) accept(r *loopReg) {
 	ll := r.ll
 	for range acceptBurst {
-		if lp.overShare() {
-			// Leave this and the next connections to the loops with
-			// fewer sessions (they listen too) for a moment.
-			ll.mu.Lock()
-			if ll.fd >= 0 {
-				_ = rawEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, ll.fd, nil)
-			}
-			ll.mu.Unlock()
-			lp.armListener(r, sharePause)
-			return
-		}
 		ll.mu.Lock()
 		if ll.fd < 0 {
 			ll.mu.Unlock()
@@ -134,7 +123,11 @@ func (lp *evloop) accept(r *loopReg) {
 		switch e {
 		case 0:
 			r.backoff = 0
-			lp.start(ll.l, int(fd))
+			if to := lp.overShare(); to != nil {
+				to.hand(ll.l, int(fd))
+			} else {
+				lp.start(ll.l, int(fd))
+			}
 			continue
 		case unix.EINTR, unix.ECONNABORTED:
 			// A connection reset while queued: take the next.
@@ -162,30 +155,68 @@ func (lp *evloop) accept(r *loopReg) {
 // all of a burst (63 of 64 connections was seen), and long-lived
 // sessions (watches) then keep one core busy while the others idle. So a
 // loop holding more than shareSlack sessions above the least loaded one
-// stops accepting for sharePause and leaves the connections to the
-// others. The least loaded loop never stops, so a connection always has
-// a loop that takes it.
-const sharePause = 2 * time.Millisecond
+// hands the connections it accepts to that loop (its inbox) until the
+// shares are even again. An earlier rule, in which such a loop stopped
+// accepting for 2 ms, balanced as well but cost a fifth of the
+// connections per second on short sessions: the loops took turns idling
+// (docs/BENCHMARKS.md). A hand-over costs one eventfd write and happens
+// only past the slack, so rarely once the shares are even.
 
 // shareSlack is how many sessions more than the least loaded loop's
-// (least) a loop may hold and still accept: a few, and an eighth more
-// with many, so that short sessions do not keep the loops pausing.
+// (least) a loop may hold and still keep what it accepts: a few, and an
+// eighth more with many, so that short sessions are seldom handed over.
 func shareSlack(least int) int { return 4 + least/8 }
 
-// overShare tells whether lp holds more than its share of sessions.
-func (lp *evloop) overShare() bool {
-	if len(loops) < 2 {
-		return false
-	}
-	least := -1
+// share is a loop's sessions, counting those handed to it not yet taken.
+func (lp *evloop) share() int { return int(lp.load.Load() + lp.pending.Load()) }
+
+// overShare returns the least loaded other loop when lp holds more than
+// its share of sessions, nil otherwise.
+func (lp *evloop) overShare() *evloop {
+	var to *evloop
+	least := 0
 	for _, o := range loops {
 		if o != lp {
-			if k := int(o.load.Load()); least < 0 || k < least {
-				least = k
+			if k := o.share(); to == nil || k < least {
+				to, least = o, k
 			}
 		}
 	}
-	return int(lp.load.Load()) > least+shareSlack(least)
+	if to == nil || lp.share() <= least+shareSlack(least) {
+		return nil
+	}
+	return to
+}
+
+// hand puts an accepted client socket of l in lp's inbox and wakes lp
+// when the inbox was empty (a wake-up already sent takes the rest too).
+func (lp *evloop) hand(l *LB, fd int) {
+	lp.pending.Add(1)
+	lp.inMu.Lock()
+	first := len(lp.in) == 0
+	lp.in = append(lp.in, handed{l: l, fd: fd})
+	lp.inMu.Unlock()
+	if first {
+		// Cannot fail but by overflowing the counter, which the
+		// loop's read resets long before.
+		_ = rawWrite(lp.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
+}
+
+// takeInbox starts the sessions handed to lp. Loop goroutine only.
+func (lp *evloop) takeInbox() {
+	var b [8]byte
+	_, _ = rawRead(uintptr(lp.wakefd), b[:])
+	lp.inMu.Lock()
+	in := lp.in
+	lp.in = lp.spare // the two slices take turns, so hand-overs allocate nothing
+	lp.inMu.Unlock()
+	for _, h := range in {
+		lp.start(h.l, h.fd)
+		lp.pending.Add(-1)
+	}
+	clear(in)
+	lp.spare = in[:0]
 }
 
 // resume puts a listener back in the loop's set after a backoff.

@@ -59,6 +59,14 @@ func rawClose(fd int) error {
 	return nil
 }
 
+func rawWrite(fd int, b []byte) error {
+	_, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 func rawShutdown(fd, how int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
 	if e != 0 {
